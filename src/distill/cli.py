@@ -1,0 +1,58 @@
+"""The `distill` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+
+from distill.config import load_config
+from distill.errors import DistillError
+from distill.pipeline import evaluate_run, run
+from distill.report import format_summary
+
+DEMO_CONFIG = resources.files("distill") / "demo.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distill", description="Knowledge distillation: teacher -> student.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="run an experiment from a YAML config")
+    train.add_argument("config", help="YAML config file")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    train.add_argument("--resume", action="store_true", help="continue the run in out_dir/name where it stopped")
+
+    demo = commands.add_parser("demo", help="teacher, scratch and distilled student on the bundled digits")
+    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a value of the demo config (it rewrites out_dir/name, runs/demo by default)")
+
+    evaluate = commands.add_parser("eval", help="re-measure the models of a finished run")
+    evaluate.add_argument("run_dir", help="a run directory made by `distill train` or `distill demo`")
+    return parser
+
+
+def _main(args: argparse.Namespace) -> None:
+    if args.command == "train":
+        summary = run(load_config(args.config, args.overrides), resume=args.resume)
+    elif args.command == "demo":
+        with resources.as_file(DEMO_CONFIG) as path:
+            cfg = load_config(path, args.overrides)
+        summary = run(cfg, overwrite=True)
+    else:
+        summary = evaluate_run(args.run_dir)
+    print(format_summary(summary))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        _main(args)
+    except DistillError as e:
+        print(f"distill: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("distill: interrupted; continue with `distill train CONFIG --resume`", file=sys.stderr)
+        return 130
+    return 0

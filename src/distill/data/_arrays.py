@@ -1,0 +1,79 @@
+"""Data already shaped as arrays: scikit-learn's bundled digits, and a user's .npz or .pt tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits as sklearn_digits
+from torch import Tensor
+
+from distill.data._core import DATASETS, ArrayData, existing, first_line
+from distill.errors import DistillError
+
+KEY_PAIRS = (("inputs", "labels"), ("x", "y"))
+HOW_TO_SAVE = "save a dict with 'inputs' and 'labels' (or 'x' and 'y') via np.savez or torch.save"
+
+
+@DATASETS.register("digits")
+def load_digits() -> ArrayData:
+    """scikit-learn's bundled 8x8 digits: offline, small, and a real image task for quick runs."""
+    digits = sklearn_digits()
+    return ArrayData(
+        inputs=torch.from_numpy(digits.images).float().unsqueeze(1) / 16,  # (1797, 1, 8, 8) in [0, 1]
+        labels=torch.from_numpy(digits.target).long(),
+        classes=[str(i) for i in range(10)],
+        description=f"digits:sklearn.datasets.load_digits ({len(digits.target)} samples)",
+    )
+
+
+@DATASETS.register("tensors")
+def load_tensors(path: str) -> ArrayData:
+    """Inputs and integer labels from a .npz or .pt file; classes are 0..max label."""
+    file = existing(path, "a .npz or .pt file")
+    arrays = _read(file)
+    pair = next((pair for pair in KEY_PAIRS if set(pair) <= arrays.keys()), None)
+    if pair is None:
+        raise DistillError(f"{file}: has keys {sorted(arrays)}, needs 'inputs' and 'labels'; {HOW_TO_SAVE}")
+    inputs, labels = (_tensor(file, key, arrays[key]) for key in pair)
+    if inputs.dtype.is_complex or inputs.ndim < 2:
+        got = f"{inputs.dtype} {tuple(inputs.shape)}"
+        raise DistillError(f"{file}: '{pair[0]}' must be real numbers shaped (N, ...), got {got}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool or labels.ndim != 1:
+        got = f"{labels.dtype} {tuple(labels.shape)}"
+        raise DistillError(f"{file}: '{pair[1]}' must be integer class indices shaped (N,), got {got}; convert them")
+    if len(inputs) != len(labels) or len(labels) == 0:
+        raise DistillError(f"{file}: {len(inputs)} inputs but {len(labels)} labels; they must be equal and non-zero")
+    if labels.min() < 0:
+        raise DistillError(f"{file}: labels must be >= 0, found {labels.min().item()}; map classes to 0..C-1")
+    return ArrayData(
+        inputs=inputs.float(),
+        labels=labels.long(),
+        classes=[str(i) for i in range(int(labels.max()) + 1)],
+        description=f"tensors:{file} ({len(labels)} samples)",
+    )
+
+
+def _read(file: Path) -> dict[str, Any]:
+    """The file's top-level arrays by key. Never unpickles arbitrary objects: both readers are restricted."""
+    if file.suffix not in (".npz", ".pt"):
+        raise DistillError(f"{file}: expected a .npz or .pt file, got '{file.suffix}'; {HOW_TO_SAVE}")
+    try:
+        if file.suffix == ".npz":
+            with np.load(file, allow_pickle=False) as npz:
+                return {key: npz[key] for key in npz.files}
+        content = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # a bad file makes np.load / torch.load raise zipfile, pickle, OS, Value... errors
+        raise DistillError(f"{file}: cannot read it ({first_line(e)}); {HOW_TO_SAVE}") from e
+    if not isinstance(content, dict):
+        raise DistillError(f"{file}: holds a {type(content).__name__}, not a dict; {HOW_TO_SAVE}")
+    return content
+
+
+def _tensor(file: Path, key: str, value: Any) -> Tensor:
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise DistillError(f"{file}: '{key}' is not a numeric array ({first_line(e)}); {HOW_TO_SAVE}") from e

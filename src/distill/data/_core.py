@@ -1,0 +1,145 @@
+"""The data containers, the data-set registry, `load` and the seeded train/val `split`."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from distill.errors import DistillError
+from distill.registry import Registry
+
+DATASETS: Registry[Callable[..., ArrayData]] = Registry("data set")
+
+
+@dataclass(frozen=True)
+class ArrayData:
+    """A whole data set in memory. `description` names its source so caches keyed on it stay honest."""
+
+    inputs: Tensor  # (N, *input_shape) float32
+    labels: Tensor  # (N,) int64 in [0, num_classes)
+    classes: list[str]
+    description: str
+    standardize: bool = False  # split() standardises each feature with train-split statistics
+
+    def __post_init__(self):
+        # Checked once here so every loader (and a Python user building one by hand) gets the same guarantees.
+        where = self.description
+        if self.inputs.dtype != torch.float32 or self.inputs.ndim < 2:
+            got = f"{self.inputs.dtype} {tuple(self.inputs.shape)}"
+            raise DistillError(f"{where}: inputs must be float32 shaped (N, ...), got {got}")
+        if self.labels.dtype != torch.int64 or self.labels.shape != self.inputs.shape[:1]:
+            got = f"{self.labels.dtype} {tuple(self.labels.shape)}"
+            raise DistillError(f"{where}: labels must be int64 shaped ({len(self.inputs)},), got {got}")
+        if len(self.labels) == 0:
+            raise DistillError(f"{where}: the data set is empty; give it at least two samples")
+        bad = (~torch.isfinite(self.inputs.flatten(1))).any(dim=1).nonzero()
+        if len(bad):
+            raise DistillError(f"{where}: inputs hold NaN or inf (first in sample {bad[0].item()}); fix or drop those")
+        low, high = self.labels.min().item(), self.labels.max().item()
+        if low < 0 or high >= len(self.classes):
+            raise DistillError(f"{where}: labels must lie in [0, {len(self.classes)}), found {low}..{high}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.inputs.shape[1:])
+
+
+class IndexedDataset(torch.utils.data.Dataset):
+    """Samples as `{"input", "label", "index"}`; `index` is the row in the full ArrayData (cache key)."""
+
+    def __init__(self, inputs: Tensor, labels: Tensor, indices: Tensor):
+        if not len(inputs) == len(labels) == len(indices):
+            raise ValueError(f"inputs, labels, indices differ in length: {len(inputs)}, {len(labels)}, {len(indices)}")
+        self.inputs, self.labels, self.indices = inputs, labels, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {"input": self.inputs[i], "label": self.labels[i], "index": self.indices[i]}
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """Train and validation parts of one ArrayData, plus what a model needs to know about them."""
+
+    train: IndexedDataset
+    val: IndexedDataset
+    classes: list[str]
+    input_shape: tuple[int, ...]
+    description: str
+    stats: dict[str, list[float]] | None = None  # {"mean", "std"} per feature when standardised
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def load(name: str, *, path: str | None = None, label_column: str | None = None) -> ArrayData:
+    """Load data set `name` from DATASETS. Options the loader does not take are errors, not silently ignored."""
+    loader = DATASETS.get(name)
+    params = inspect.signature(loader).parameters
+    given = {key: value for key, value in {"path": path, "label_column": label_column}.items() if value is not None}
+    for key in given:
+        if key not in params:
+            takes = ", ".join(params) or "none"
+            raise DistillError(f"data set '{name}' does not take option '{key}' (it takes: {takes}); remove it")
+    for key, param in params.items():
+        if param.default is inspect.Parameter.empty and key not in given:
+            raise DistillError(f"data set '{name}' needs option '{key}'; set it")
+    return loader(**given)
+
+
+def split(data: ArrayData, *, val_fraction: float, seed: int) -> DataSplits:
+    """Seeded random split: the same seed gives the same split. Standardises with train statistics only."""
+    n = len(data.labels)
+    if not 0 < val_fraction < 1:
+        raise DistillError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n_val = round(n * val_fraction)
+    if not 0 < n_val < n:
+        raise DistillError(f"val_fraction {val_fraction} of {n} samples leaves an empty train or val part; change it")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+    inputs, stats = data.inputs, None
+    if data.standardize:
+        inputs, stats = _standardize(data.inputs, data.inputs[train_idx])
+    return DataSplits(
+        train=IndexedDataset(inputs[train_idx], data.labels[train_idx], train_idx),
+        val=IndexedDataset(inputs[val_idx], data.labels[val_idx], val_idx),
+        classes=list(data.classes),
+        input_shape=data.input_shape,
+        description=f"{data.description}, val_fraction={val_fraction} seed={seed} ({n - n_val} train / {n_val} val)",
+        stats=stats,
+    )
+
+
+def _standardize(inputs: Tensor, train_inputs: Tensor) -> tuple[Tensor, dict[str, list[float]]]:
+    """Per-feature (x - mean) / std from the train part, so no validation statistics leak into training."""
+    mean = train_inputs.mean(dim=0)
+    std = train_inputs.std(dim=0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant feature stays constant, not NaN
+    return (inputs - mean) / std, {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+
+
+def existing(path: str, suffix_hint: str) -> Path:
+    """`path` as a Path, or a DistillError saying it is missing and what was expected there."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DistillError(f"{p}: no such file or directory; expected {suffix_hint}")
+    return p.resolve()
+
+
+def first_line(error: BaseException) -> str:
+    """'Type: first line' of a library exception: our errors are one line, torch's are not (and carry colour codes)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__

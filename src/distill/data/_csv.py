@@ -1,0 +1,97 @@
+"""A user's tabular CSV file: numeric columns as they are, text columns one-hot, one named label column."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill.data._core import DATASETS, ArrayData, existing, first_line
+from distill.errors import DistillError
+from distill.registry import did_you_mean
+
+
+@DATASETS.register("csv")
+def load_csv(path: str, label_column: str) -> ArrayData:
+    """Features are standardised later by split(), with train-split statistics, so none leak from validation."""
+    file = existing(path, "a CSV file with a header row")
+    header, rows, lines = _read(file)
+    if label_column not in header:
+        close = did_you_mean(label_column, header)
+        raise DistillError(f"{file}: no label column '{label_column}'{close}; columns are: {', '.join(header)}")
+    columns = {name: [row[j] for row in rows] for j, name in enumerate(header)}
+    for name, values in columns.items():
+        if "" in values:
+            where = _where(values.index(""), lines)
+            raise DistillError(f"{file}: column '{name}' is empty at {where}; fill or drop those rows")
+    features = [_encode(file, name, values, lines) for name, values in columns.items() if name != label_column]
+    if not features:
+        raise DistillError(f"{file}: no feature columns besides the label '{label_column}'; add some")
+    labels, classes = _encode_labels(columns[label_column])
+    return ArrayData(
+        inputs=torch.from_numpy(np.concatenate(features, axis=1).astype(np.float32)),  # (N, F)
+        labels=torch.from_numpy(labels),
+        classes=classes,
+        description=f"csv:{file} label={label_column} ({len(rows)} samples)",
+        standardize=True,
+    )
+
+
+def _read(file: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, rows of stripped cells, and each row's line in the file (for messages a user can act on)."""
+    try:
+        with open(file, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [cell.strip() for cell in next(reader, [])]
+            rows, lines = [], []
+            for row in reader:
+                if not row:  # a blank line
+                    continue
+                if len(row) != len(header):
+                    got = f"{len(row)} fields, the header {len(header)}"
+                    raise DistillError(f"{file}: line {reader.line_num} has {got}; fix that row")
+                rows.append([cell.strip() for cell in row])
+                lines.append(reader.line_num)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DistillError(f"{file}: cannot read it as CSV ({first_line(e)}); save it as UTF-8 with a header") from e
+    if not header:
+        raise DistillError(f"{file}: the file is empty; it needs a header row and at least two data rows")
+    if not rows:
+        raise DistillError(f"{file}: only a header row, no data; add at least two data rows")
+    if len(set(header)) != len(header):
+        twice = sorted({name for name in header if header.count(name) > 1})
+        raise DistillError(f"{file}: column names appear more than once: {', '.join(twice)}; rename them")
+    return header, rows, lines
+
+
+def _encode(file: Path, name: str, values: list[str], lines: list[int]) -> np.ndarray:
+    """(N, 1) floats for a numeric column, else (N, K) one-hot over the sorted categories."""
+    try:
+        numbers = np.array([float(v) for v in values])
+    except ValueError:
+        position = {category: i for i, category in enumerate(sorted(set(values)))}
+        onehot = np.zeros((len(values), len(position)))
+        onehot[np.arange(len(values)), [position[v] for v in values]] = 1
+        return onehot
+    bad = np.flatnonzero(~np.isfinite(numbers))
+    if len(bad):
+        where = _where(bad[0], lines)
+        raise DistillError(f"{file}: column '{name}' has '{values[bad[0]]}' at {where}; fill or drop those rows")
+    return numbers[:, None]
+
+
+def _encode_labels(values: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Class indices into the sorted distinct values, compared as integers when they all are (so 10 sorts after 9)."""
+    try:
+        keys: list[int] | list[str] = [int(v) for v in values]
+    except ValueError:
+        keys = values
+    classes = sorted(set(keys))
+    index = {key: i for i, key in enumerate(classes)}
+    return np.array([index[key] for key in keys], dtype=np.int64), [str(c) for c in classes]
+
+
+def _where(row: int, lines: list[int]) -> str:
+    return f"row {row + 1} (line {lines[row]})"

@@ -1,0 +1,81 @@
+"""MNIST-format IDX files (images idx3 + labels idx1, optionally gzipped) from a local path."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill.data._core import DATASETS, ArrayData, existing, first_line
+from distill.errors import DistillError
+
+IMAGES_MAGIC = 0x00000803  # uint8, 3 dims (N, H, W)
+LABELS_MAGIC = 0x00000801  # uint8, 1 dim (N,)
+
+
+@DATASETS.register("idx")
+def load_idx(path: str) -> ArrayData:
+    """`path` is a folder with one images and one labels file, or the images file itself."""
+    images_file, labels_file = _find_pair(existing(path, "a folder of IDX files or an *images* IDX file"))
+    images = _read_idx(images_file, IMAGES_MAGIC)  # (N, H, W)
+    labels = _read_idx(labels_file, LABELS_MAGIC)  # (N,)
+    if len(images) != len(labels):
+        counts = f"{len(images)} images but {labels_file} has {len(labels)} labels"
+        raise DistillError(f"{images_file} has {counts}; use a matching pair")
+    return ArrayData(
+        inputs=torch.from_numpy(images).unsqueeze(1).float() / 255,  # (N, 1, H, W) in [0, 1]
+        labels=torch.from_numpy(labels).long(),
+        classes=[str(i) for i in range(int(labels.max(initial=0)) + 1)],
+        description=f"idx:{images_file} + {labels_file} ({len(labels)} samples)",
+    )
+
+
+def _find_pair(path: Path) -> tuple[Path, Path]:
+    """(images, labels): the one file of each kind in a folder, or the labels file named like the images file."""
+    if path.is_dir():
+        return _only(path, "images"), _only(path, "labels")
+    if "images" not in path.name:
+        raise DistillError(f"{path}: needs 'images' in its name to find its labels file; rename it or pass the folder")
+    labels = path.with_name(path.name.replace("images", "labels").replace("idx3", "idx1"))
+    if not labels.is_file():
+        raise DistillError(f"{path}: its labels file {labels} does not exist; put it beside the images file")
+    return path, labels
+
+
+def _only(folder: Path, kind: str) -> Path:
+    found = sorted(p for p in folder.iterdir() if kind in p.name and p.is_file() and not p.name.startswith("."))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise DistillError(f"{folder}: expected one IDX file with '{kind}' in its name, found {names}; keep one pair")
+    return found[0]
+
+
+def _read_idx(file: Path, magic: int) -> np.ndarray:
+    """Parse the big-endian header (magic, then one uint32 per dim) and the uint8 payload that must fill it exactly."""
+    raw = _read_bytes(file)
+    kind = "images (idx3)" if magic == IMAGES_MAGIC else "labels (idx1)"
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
+        raise DistillError(f"{file}: not an IDX {kind} file (expected magic 0x{magic:08x}); check the path")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    payload = len(raw) - header
+    if payload != math.prod(dims):
+        sizes = f"header says {dims} = {math.prod(dims)} bytes, the file holds {payload}"
+        raise DistillError(f"{file}: {sizes}; it is truncated or corrupt, download it again")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()  # a copy, as torch wants it writable
+
+
+def _read_bytes(file: Path) -> bytes:
+    try:
+        if file.suffix == ".gz":
+            with gzip.open(file, "rb") as f:
+                return f.read()
+        return file.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DistillError(f"{file}: cannot read it ({first_line(e)}); check it is a whole IDX or IDX.gz file") from e

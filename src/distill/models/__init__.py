@@ -1,0 +1,101 @@
+"""Built-in architectures by name, and a user's own model as "package.module:factory"."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from distill.errors import ConfigError
+from distill.registry import Registry
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+
+@MODELS.register("mlp")
+def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (128,), dropout: float = 0.0) -> nn.Module:
+    """Flatten, then Linear-ReLU(-Dropout) blocks of the given widths, then a linear classifier."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = 1
+    for d in input_shape:
+        width *= d
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU(inplace=True)] + ([nn.Dropout(dropout)] if dropout else [])
+        width = h
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+@MODELS.register("cnn")
+def cnn(input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (32, 64), hidden: int = 128,
+        dropout: float = 0.0) -> nn.Module:
+    """Conv3x3-BN-ReLU blocks (max-pool after each while the map is larger than 4x4), global average pool,
+    a hidden linear layer and a classifier. Input (B, C, H, W)."""
+    if len(input_shape) != 3:
+        raise ConfigError(f"model 'cnn' needs image inputs (C, H, W), got per-sample shape {tuple(input_shape)}")
+    in_channels, size = input_shape[0], min(input_shape[1:])
+    layers: list[nn.Module] = []
+    for c in channels:
+        layers += [nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+        if size > 4:
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        in_channels = c
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, hidden), nn.ReLU(inplace=True)]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(hidden, num_classes))
+    return nn.Sequential(*layers)
+
+
+def _import_factory(spec: str) -> Callable[..., nn.Module]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"'{spec}': cannot import {module_name} ({e}); is it on PYTHONPATH?") from None
+    if not hasattr(module, attr):
+        raise ConfigError(f"'{spec}': {module_name} has no attribute '{attr}'")
+    return getattr(module, attr)
+
+
+def build_model(name: str, *, input_shape: Sequence[int], num_classes: int, args: dict[str, Any] | None = None,
+                field: str = "model") -> nn.Module:
+    """Build a registered model, or call the user's factory "package.module:factory" with `args`.
+
+    A user factory also receives `input_shape` and `num_classes` when its signature names them and
+    `args` does not. `field` names the config key in error messages.
+    """
+    args = dict(args or {})
+    try:
+        factory = _import_factory(name) if ":" in name else MODELS.get(name)
+    except ConfigError as e:
+        raise ConfigError(f"{field}: {e}") from None
+    params = inspect.signature(factory).parameters
+    for key, value in (("input_shape", tuple(input_shape)), ("num_classes", num_classes)):
+        if key in params and key not in args:
+            args[key] = value
+    unknown = [k for k in args if k not in params] if not _takes_kwargs(params) else []
+    if unknown:
+        raise ConfigError(f"{field}.args: '{name}' takes no argument {unknown[0]!r}; it takes {sorted(params)}")
+    try:
+        model = factory(**args)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{field}: '{name}' could not be built with args {args} ({e})") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{field}: '{name}' returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _takes_kwargs(params: Any) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["MODELS", "build_model", "cnn", "count_params", "mlp"]

@@ -1,0 +1,195 @@
+"""A whole experiment from a config: teacher stage, scratch baseline, distilled student, summary.
+
+    runs/NAME/config.yaml           the resolved config
+    runs/NAME/teacher/ scratch/ student/   each stage's checkpoints and metrics.jsonl
+    runs/NAME/teacher.safetensors   each stage's result (the deployable weights), written when it ends
+    runs/NAME/summary.json          accuracy, agreement, size and speed of every model
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader
+
+from distill import data
+from distill._io import write_json, write_text
+from distill.config import Config, validate
+from distill.distiller import Distiller, Supervised
+from distill.errors import ConfigError, DistillError
+from distill.losses import KD
+from distill.measure import speed
+from distill.models import build_model, count_params
+from distill.train import Checkpoints, TrainOptions, fit, resolve_device, seed_everything
+from distill.weights import load_weights, save_weights
+
+STAGES = ("teacher", "scratch", "student")
+ROLE = {"teacher": "teacher", "scratch": "student", "student": "student"}  # the config group of each stage's net
+
+
+@dataclass
+class Experiment:
+    """The built pieces of a config that every stage shares."""
+
+    cfg: Config
+    splits: data.DataSplits
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+    @property
+    def run_dir(self) -> Path:
+        return self.cfg.run_dir
+
+
+def build_experiment(cfg: Config) -> Experiment:
+    d = cfg.data
+    splits = data.split(data.load(d.name, path=d.path, label_column=d.label_column),
+                        val_fraction=d.val_fraction, seed=d.seed)
+    train_loader = DataLoader(splits.train, batch_size=d.batch_size, shuffle=True, num_workers=d.num_workers)
+    val_loader = DataLoader(splits.val, batch_size=max(d.batch_size, 256), num_workers=d.num_workers)
+    return Experiment(cfg, splits, train_loader, val_loader)
+
+
+def build_net(exp: Experiment, role: str, weights: str | Path | None) -> nn.Module:
+    """The teacher's or the student's network, seeded so that scratch and student start identical."""
+    spec = getattr(exp.cfg, role)
+    seed_everything(exp.cfg.train.seed)
+    model = build_model(spec.model, input_shape=exp.splits.input_shape, num_classes=exp.splits.num_classes,
+                        args=spec.args, field=role)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def _stage_options(cfg: Config, stage: str) -> TrainOptions:
+    if stage != "teacher" or cfg.teacher.epochs is None:
+        return cfg.train
+    try:
+        return TrainOptions(**{**cfg.train.model_dump(), "epochs": cfg.teacher.epochs})
+    except ValueError as e:
+        raise ConfigError(f"teacher.epochs={cfg.teacher.epochs} does not fit the train options ({e})") from None
+
+
+def train_stage(exp: Experiment, stage: str, module: nn.Module, net: nn.Module, *, resume: bool) -> None:
+    """Train `module` (which wraps `net`) as `stage` unless already done, then write the stage's weights."""
+    result = exp.run_dir / f"{stage}.safetensors"
+    if result.exists():
+        load_weights(net, result)
+        return
+    stage_dir = exp.run_dir / stage
+    options = _stage_options(exp.cfg, stage)
+    has_checkpoint = Checkpoints(stage_dir / "checkpoints").pointer("last") is not None
+    print(f"[{exp.cfg.name}] training {stage} for {options.epochs} epochs")
+    fit(module, exp.train_loader, exp.val_loader, options, run_dir=stage_dir, resume=resume and has_checkpoint)
+    if options.select == "best" and Checkpoints(stage_dir / "checkpoints").pointer("best") is not None:
+        Checkpoints(stage_dir / "checkpoints").load("best", module)
+    save_weights(net, result, metadata={"stage": stage, "select": options.select})
+
+
+@torch.no_grad()
+def _predictions(net: nn.Module, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    net.eval().to(device)
+    preds, labels = [], []
+    for batch in loader:
+        preds.append(net(batch["input"].to(device)).argmax(-1).cpu())
+        labels.append(batch["label"])
+    return torch.cat(preds), torch.cat(labels)
+
+
+def describe(exp: Experiment, nets: dict[str, nn.Module]) -> dict[str, Any]:
+    """Accuracy, agreement with the teacher, params, bytes on disk and CPU speed of each trained net."""
+    device = resolve_device(exp.cfg.train.device)
+    teacher_preds, labels = _predictions(nets["teacher"], exp.val_loader, device)
+    summary: dict[str, Any] = {"data": exp.splits.description, "val_samples": len(labels)}
+    for stage in STAGES:
+        if stage not in nets:
+            summary[stage] = None
+            continue
+        preds, _ = _predictions(nets[stage], exp.val_loader, device)
+        summary[stage] = {
+            "accuracy": (preds == labels).float().mean().item(),
+            "agreement": (preds == teacher_preds).float().mean().item(),
+            "params": count_params(nets[stage]),
+            "size_bytes": (exp.run_dir / f"{stage}.safetensors").stat().st_size,
+            **speed(nets[stage], exp.splits.input_shape),
+        }
+    teacher, student = summary["teacher"], summary["student"]
+    summary["ratios"] = {k: student[k] / teacher[k] for k in ("params", "size_bytes", "latency_ms", "throughput")}
+    return summary
+
+
+def _prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> None:
+    run_dir, saved = cfg.run_dir, cfg.run_dir / "config.yaml"
+    if overwrite:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    elif resume:
+        if not saved.exists():
+            raise DistillError(f"{run_dir} holds no run to resume; start it without --resume")
+        before = validate(yaml.safe_load(saved.read_text()), str(saved))
+        _check_same_run(before, cfg)
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise DistillError(f"{run_dir} already holds a run; pass --resume to continue it, or set another name "
+                           f"(--set name=...)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(saved, cfg.to_yaml())
+
+
+def _check_same_run(before: Config, now: Config) -> None:
+    """Resuming with other settings would silently mix two experiments; only train.epochs may grow."""
+    old, new = before.model_dump(mode="json"), now.model_dump(mode="json")
+    old["train"].pop("epochs"), new["train"].pop("epochs")
+    for group in old:
+        if old[group] != new[group]:
+            where = group if not isinstance(old[group], dict) else next(
+                f"{group}.{k}" for k in old[group] if old[group][k] != new[group].get(k))
+            raise DistillError(f"--resume: {where} differs from the saved run's config; resume with the same config")
+
+
+def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Run every stage of `cfg` and write summary.json; returns the summary."""
+    exp = build_experiment(cfg)
+    teacher = build_net(exp, "teacher", cfg.teacher.weights)  # fails fast on a bad weights file, before anything is written
+    _prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
+    if cfg.teacher.weights is None:
+        train_stage(exp, "teacher", Supervised(teacher), teacher, resume=resume)
+    else:
+        save_weights(teacher, exp.run_dir / "teacher.safetensors", metadata={"stage": "teacher", "source": "weights"})
+    nets = {"teacher": teacher}
+
+    smoothing = cfg.distill.label_smoothing
+    if cfg.scratch:
+        nets["scratch"] = build_net(exp, "student", cfg.student.weights)
+        train_stage(exp, "scratch", Supervised(nets["scratch"], label_smoothing=smoothing), nets["scratch"],
+                    resume=resume)
+    nets["student"] = build_net(exp, "student", cfg.student.weights)
+    kd = KD(cfg.distill.temperature, cfg.distill.alpha, soft=cfg.distill.soft, t2=cfg.distill.t2,
+            label_smoothing=smoothing)
+    dtype = torch.bfloat16 if cfg.teacher.dtype == "bfloat16" else torch.float32
+    distiller = Distiller(nets["student"], teacher, [kd], teacher_dtype=dtype)
+    train_stage(exp, "student", distiller, nets["student"], resume=resume)
+
+    summary = {"name": cfg.name, **describe(exp, nets)}
+    write_json(exp.run_dir / "summary.json", summary)
+    return summary
+
+
+def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
+    """Re-measure the models a finished run saved, on its validation split."""
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        raise DistillError(f"{run_dir} is not a run directory (no config.yaml); give the folder `distill train` made")
+    cfg = validate(yaml.safe_load(saved.read_text()), str(saved))
+    cfg = cfg.model_copy(update={"out_dir": str(run_dir.parent), "name": run_dir.name})
+    exp = build_experiment(cfg)
+    stage_weights = {stage: run_dir / f"{stage}.safetensors" for stage in STAGES}
+    nets = {stage: build_net(exp, ROLE[stage], path) for stage, path in stage_weights.items() if path.exists()}
+    if "teacher" not in nets or "student" not in nets:
+        raise DistillError(f"{run_dir} has no finished teacher and student yet; finish it with --resume")
+    return {"name": cfg.name, **describe(exp, nets)}

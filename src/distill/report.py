@@ -1,0 +1,35 @@
+"""The compression table: teacher, scratch and distilled student side by side, with ratios."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROWS = (("teacher", "teacher"), ("scratch", "student alone"), ("student", "student (distilled)"))
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n_bytes < 1024 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table of a run's summary.json."""
+    header = f"{'':22}{'accuracy':>9}{'agree':>8}{'params':>12}{'size':>11}{'latency b=1':>13}{'samples/s b=256':>17}"
+    lines = [f"{summary['name']}: {summary['data']}, {summary['val_samples']} validation samples", header]
+    for key, label in ROWS:
+        row = summary.get(key)
+        if row is None:
+            continue
+        lines.append(
+            f"{label:22}{row['accuracy']:>9.2%}{row['agreement']:>8.1%}{row['params']:>12,}{_size(row['size_bytes']):>11}"
+            f"{row['latency_ms']:>10.3f} ms{row['throughput']:>17,.0f}"
+        )
+    r = summary["ratios"]
+    lines.append(
+        f"{'student / teacher':22}{'':>17}{r['params']:>11.3f}x{r['size_bytes']:>10.3f}x"
+        f"{r['latency_ms']:>12.3f}x{r['throughput']:>16.2f}x"
+    )
+    return "\n".join(lines)

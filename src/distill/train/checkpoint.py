@@ -1,0 +1,102 @@
+"""Crash-safe checkpoints: each epoch is a complete folder, and small pointer files name the last and best.
+
+    checkpoints/epoch-0003/model.safetensors   module weights
+    checkpoints/epoch-0003/state.pt            optimizer, scheduler, RNG, epoch, step (loaded weights_only)
+    checkpoints/last.json, best.json           {"epoch": 3, "step": 300, "dir": "epoch-0003", ...}
+
+A folder is written under a temporary name and renamed when complete; a pointer is replaced
+atomically only after its folder is in place. A crash at any moment leaves the previous pair intact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_model
+from torch import nn
+
+from distill._io import fsync_dir, fsync_file, write_json
+from distill.errors import DistillError
+from distill.weights import load_weights
+
+
+def rng_state() -> dict[str, Any]:
+    np_kind, np_keys, np_pos, np_gauss, np_cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_kind, torch.from_numpy(np_keys.copy()), np_pos, np_gauss, np_cached],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_kind, np_keys, *rest = state["numpy"]
+    np.random.set_state((np_kind, np_keys.numpy(), *rest))
+    random.setstate(state["python"])
+
+
+def _load_pointer(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DistillError(f"{path} is corrupt ({e}); delete it to fall back to an older checkpoint") from None
+
+
+class Checkpoints:
+    """Reads and writes the checkpoints of one training run in `root`."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def pointer(self, which: str) -> dict[str, Any] | None:
+        """The contents of last.json or best.json, or None when no checkpoint was written yet."""
+        return _load_pointer(self.root / f"{which}.json")
+
+    def save(self, module: nn.Module, state: dict[str, Any], *, epoch: int, step: int, best: dict | None) -> None:
+        """Write epoch `epoch` as a complete folder, point last (and best, when given) at it, prune the rest."""
+        name = f"epoch-{epoch:04d}"
+        tmp, final = self.root / f".{name}.tmp", self.root / name
+        for stale in (tmp, final):  # leftovers of an interrupted attempt at this same epoch
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model(module, str(tmp / "model.safetensors"), metadata={"epoch": str(epoch), "step": str(step)})
+        torch.save({**state, "epoch": epoch, "step": step}, tmp / "state.pt")
+        for f in tmp.iterdir():
+            fsync_file(f)
+        tmp.rename(final)
+        fsync_dir(self.root)
+        if best is not None:
+            write_json(self.root / "best.json", {**best, "epoch": epoch, "step": step, "dir": name})
+        write_json(self.root / "last.json", {"epoch": epoch, "step": step, "dir": name})
+        self._prune()
+
+    def _prune(self) -> None:
+        keep = {p["dir"] for p in (self.pointer("last"), self.pointer("best")) if p}
+        for folder in self.root.glob("epoch-*"):
+            if folder.name not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def load(self, which: str, module: nn.Module) -> dict[str, Any]:
+        """Load the `which` checkpoint's weights into `module`; return its training state."""
+        pointer = self.pointer(which)
+        if pointer is None:
+            raise DistillError(f"{self.root} holds no '{which}' checkpoint; train without --resume to start the run")
+        folder = self.root / pointer["dir"]
+        load_weights(module, folder / "model.safetensors")
+        try:
+            return torch.load(folder / "state.pt", weights_only=True)
+        except Exception as e:  # truncated or tampered: refuse rather than resume from garbage
+            raise DistillError(f"{folder / 'state.pt'} cannot be read ({type(e).__name__}); the checkpoint is damaged") from None
+

@@ -1,0 +1,205 @@
+"""One plain training loop. It knows nothing of distillation: it trains any module whose
+`forward(batch)` returns a dict of scalars with a "loss" entry, and averages the other entries as metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from distill.errors import DistillError, TrainingDiverged
+from distill.train.checkpoint import Checkpoints, rng_state, set_rng_state
+from distill.train.metrics import MetricsLog
+from distill.train.options import TrainOptions
+from distill.train.schedule import build_optimizer, build_scheduler
+
+Batch = dict[str, Tensor]
+
+
+class Callback(Protocol):
+    def on_epoch_end(self, record: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class History:
+    """What a run produced: one record per epoch (train/ and val/ metrics) and the best epoch's record."""
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DistillError(f"train.device: '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DistillError(f"train.device is '{name}' but no CUDA device is available; use cpu or auto")
+    return device
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+def _batch_size(batch: Batch) -> int:
+    return len(next(v for v in batch.values() if isinstance(v, Tensor)))
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _is_better(value: float, best: dict[str, Any] | None, options: TrainOptions) -> bool:
+    if best is None:
+        return True
+    return value > best["value"] if options.monitor_mode == "max" else value < best["value"]
+
+
+@torch.no_grad()
+def evaluate(module: nn.Module, loader: Iterable[Batch], device: torch.device, precision: str = "fp32") -> dict:
+    """Every scalar the module returns, averaged over samples, under `val/`. One host sync at the end."""
+    module.eval()
+    sums: dict[str, Tensor] = {}
+    count = 0
+    for batch in loader:
+        batch = _to_device(batch, device)
+        with _autocast(device, precision):
+            out = module(batch)
+        n = _batch_size(batch)
+        for key, value in out.items():
+            sums[key] = sums.get(key, 0.0) + value.detach().float() * n
+        count += n
+    if count == 0:
+        raise DistillError("the validation data is empty; lower data.val_fraction's denominator or add samples")
+    return {f"val/{key}": value.item() / count for key, value in sums.items()}
+
+
+def fit(
+    module: nn.Module,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch] | None,
+    options: TrainOptions,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> History:
+    """Train `module` for `options.epochs`, checkpointing each epoch into `run_dir/checkpoints`.
+
+    With `resume`, continues from the last checkpoint exactly: weights, optimizer, schedule, RNG and
+    the metrics file as they were, so the result equals an uninterrupted run (on CPU).
+    """
+    run_dir = Path(run_dir) if run_dir is not None else None
+    device = resolve_device(options.device)
+    seed_everything(options.seed)
+    module.to(device)
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, options)
+    steps_per_epoch = math.ceil(len(train_loader) / options.grad_accum)
+    scheduler = build_scheduler(optimizer, options, steps_per_epoch)
+    checkpoints = Checkpoints(run_dir / "checkpoints") if run_dir else None
+    history = History()
+
+    # --- resume ---
+    start_epoch, step = 0, 0
+    if resume:
+        if checkpoints is None:
+            raise DistillError("resume needs a run directory to resume from")
+        state = checkpoints.load("last", module)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        history.epochs, history.best = state["history"], state["best"]
+    log = MetricsLog(run_dir, keep_until_step=step if resume else None, tensorboard=options.tensorboard)
+
+    bar = tqdm(total=steps_per_epoch * options.epochs, initial=step, unit="step", dynamic_ncols=True,
+               disable=None if options.progress else True)
+    try:
+        for epoch in range(start_epoch, options.epochs):
+            # --- train one epoch ---
+            module.train()
+            sums: dict[str, Tensor] = {}  # running sums on the device: synced only every log_every steps
+            n_logged = 0
+            epoch_sums: dict[str, float] = {}
+            epoch_count = 0
+            finite = torch.ones((), dtype=torch.bool, device=device)
+            first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+            for i, batch in enumerate(train_loader):
+                batch = _to_device(batch, device)
+                with _autocast(device, options.precision):
+                    out = module(batch)
+                (out["loss"] / options.grad_accum).backward()
+                for key, value in out.items():
+                    sums[key] = sums.get(key, 0.0) + value.detach().float()
+                n_logged += 1
+                ok = torch.isfinite(out["loss"].detach())
+                first_bad_step = torch.where(~ok & finite, step + 1, first_bad_step)
+                finite &= ok
+                if (i + 1) % options.grad_accum and i + 1 < len(train_loader):
+                    continue
+                if options.clip_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(params, options.clip_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                if step % options.log_every == 0 or i + 1 == len(train_loader):
+                    # --- the only host sync of the step loop ---
+                    if not finite.item():
+                        raise TrainingDiverged(
+                            f"the loss became NaN or infinite at step {first_bad_step.item()} (epoch {epoch + 1}); "
+                            "the last good checkpoint is kept; lower train.lr or set train.clip_grad_norm"
+                        )
+                    means = {f"train/{k}": v.item() / n_logged for k, v in sums.items()}
+                    log.write({"step": step, "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], **means})
+                    bar.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in means.items() if k != "train/teacher_accuracy"})
+                    for k, v in means.items():
+                        epoch_sums[k] = epoch_sums.get(k, 0.0) + v * n_logged
+                    epoch_count += n_logged
+                    sums, n_logged = {}, 0
+
+            # --- evaluate, record, checkpoint ---
+            record: dict[str, Any] = {"step": step, "epoch": epoch + 1}
+            record.update({k: v / epoch_count for k, v in epoch_sums.items()})
+            if val_loader is not None:
+                record.update(evaluate(module, val_loader, device, options.precision))
+            value = record.get(options.monitor)
+            if value is None and val_loader is not None:
+                raise DistillError(f"train.monitor '{options.monitor}' is not a metric; known: {sorted(record)}")
+            is_best = value is not None and _is_better(value, history.best, options)
+            if is_best:
+                history.best = {"metric": options.monitor, "value": value, "epoch": epoch + 1}
+            history.epochs.append(record)
+            log.write(record)
+            if checkpoints is not None:
+                state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "rng": rng_state(), "history": history.epochs, "best": history.best}
+                checkpoints.save(module, state, epoch=epoch, step=step, best=history.best if is_best else None)
+            for callback in callbacks:
+                callback.on_epoch_end(record)
+    finally:
+        bar.close()
+        log.close()
+    return history

@@ -1,0 +1,63 @@
+"""Model weights on disk: safetensors by default; `.pt`/`.pth` state dicts only with `weights_only=True`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_model
+from torch import Tensor, nn
+
+from distill._io import atomic_path
+from distill.errors import DistillError
+
+
+def save_weights(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write `module`'s state dict as safetensors, atomically."""
+    with atomic_path(path) as tmp:
+        save_model(module, str(tmp), metadata=metadata)
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Tensors of a weights file. Never runs code: safetensors, or `torch.load(weights_only=True)`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"{path} does not exist; check the path")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError) as e:
+            raise DistillError(f"{path} is not a readable safetensors file ({e})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # includes pickles that would run code: weights_only refuses them
+        reason = str(e).strip().splitlines()[0][:200]
+        raise DistillError(f"{path} cannot be loaded safely as weights ({reason}); save it as safetensors") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # the common {"state_dict": ...} wrapping
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise DistillError(f"{path} holds no state dict of tensors")
+    return state
+
+
+def load_weights(module: nn.Module, path: str | Path) -> None:
+    """Load a weights file into `module` strictly; a file made for another architecture is a clear error."""
+    state = read_state_dict(path)
+    expected = module.state_dict()
+    # save_model stores tied tensors once: a key missing from the file is fine when its storage is loaded by another
+    loaded_storage = {expected[k].data_ptr() for k in state if k in expected}
+    missing = sorted(k for k in set(expected) - set(state) if expected[k].data_ptr() not in loaded_storage)
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}")
+        if unexpected:
+            details.append(f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+        if wrong:
+            k = wrong[0]
+            details.append(f"{k} is {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} in the model")
+        raise DistillError(f"{path} was saved from another architecture: {'; '.join(details)}")
+    module.load_state_dict(state, strict=False)  # strictness checked above, tied tensors allowed
