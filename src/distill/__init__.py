@@ -7,5 +7,13 @@ from distill.train import TrainOptions, fit
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "DistillError", "Distiller", "Supervised", "TrainOptions", "TrainingDiverged", "fit",
-           "losses"]
+__all__ = [
+    "ConfigError",
+    "DistillError",
+    "Distiller",
+    "Supervised",
+    "TrainOptions",
+    "TrainingDiverged",
+    "fit",
+    "losses",
+]

@@ -20,13 +20,25 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="run an experiment from a YAML config")
     train.add_argument("config", help="YAML config file")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=5 (repeatable)",
+    )
     train.add_argument("--resume", action="store_true", help="continue the run in out_dir/name where it stopped")
 
     demo = commands.add_parser("demo", help="teacher, scratch and distilled student on the bundled digits")
-    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a value of the demo config (it rewrites out_dir/name, runs/demo by default)")
+    demo.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the demo config (it rewrites out_dir/name, runs/demo by default)",
+    )
 
     evaluate = commands.add_parser("eval", help="re-measure the models of a finished run")
     evaluate.add_argument("run_dir", help="a run directory made by `distill train` or `distill demo`")

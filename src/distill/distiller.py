@@ -48,9 +48,16 @@ class Distiller(nn.Module):
     is held apart (see `LiveTeacher`).
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, terms: Sequence[nn.Module],
-                 weights: Sequence[float] | None = None, *, teacher_dtype: torch.dtype = torch.float32,
-                 ignore_index: int = -100):
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        terms: Sequence[nn.Module],
+        weights: Sequence[float] | None = None,
+        *,
+        teacher_dtype: torch.dtype = torch.float32,
+        ignore_index: int = -100,
+    ):
         super().__init__()
         if not terms:
             raise DistillError("a Distiller needs at least one loss term, e.g. losses.KD(temperature=4.0, alpha=0.5)")
@@ -59,8 +66,8 @@ class Distiller(nn.Module):
             raise DistillError(f"got {len(terms)} loss terms but {len(weights)} weights")
         self.student = student
         self.teacher = LiveTeacher(teacher, dtype=teacher_dtype)
-        self.terms = nn.ModuleDict(zip(_term_names(terms), terms))
-        self.weights = dict(zip(self.terms, weights))
+        self.terms = nn.ModuleDict(zip(_term_names(terms), terms, strict=True))
+        self.weights = dict(zip(self.terms, weights, strict=True))
         self.ignore_index = ignore_index
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
@@ -80,8 +87,15 @@ class Distiller(nn.Module):
             parts["agreement"] = (student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean()
         return {"loss": total, **parts}
 
-    def fit(self, train_loader: Iterable[Batch], val_loader: Iterable[Batch] | None = None, *, epochs: int,
-            run_dir: str | None = None, **options: Any) -> History:
+    def fit(
+        self,
+        train_loader: Iterable[Batch],
+        val_loader: Iterable[Batch] | None = None,
+        *,
+        epochs: int,
+        run_dir: str | None = None,
+        **options: Any,
+    ) -> History:
         """Train the student with `distill.train.fit`; `options` are `TrainOptions` fields (lr, optimizer...)."""
         from distill.train import TrainOptions, fit
 

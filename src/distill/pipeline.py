@@ -1,9 +1,9 @@
 """A whole experiment from a config: teacher stage, scratch baseline, distilled student, summary.
 
-    runs/NAME/config.yaml           the resolved config
-    runs/NAME/teacher/ scratch/ student/   each stage's checkpoints and metrics.jsonl
-    runs/NAME/teacher.safetensors   each stage's result (the deployable weights), written when it ends
-    runs/NAME/summary.json          accuracy, agreement, size and speed of every model
+runs/NAME/config.yaml           the resolved config
+runs/NAME/teacher/ scratch/ student/   each stage's checkpoints and metrics.jsonl
+runs/NAME/teacher.safetensors   each stage's result (the deployable weights), written when it ends
+runs/NAME/summary.json          accuracy, agreement, size and speed of every model
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ class Experiment:
 
 def build_experiment(cfg: Config) -> Experiment:
     d = cfg.data
-    splits = data.split(data.load(d.name, path=d.path, label_column=d.label_column),
-                        val_fraction=d.val_fraction, seed=d.seed)
+    splits = data.split(
+        data.load(d.name, path=d.path, label_column=d.label_column), val_fraction=d.val_fraction, seed=d.seed
+    )
     train_loader = DataLoader(splits.train, batch_size=d.batch_size, shuffle=True, num_workers=d.num_workers)
     val_loader = DataLoader(splits.val, batch_size=max(d.batch_size, 256), num_workers=d.num_workers)
     return Experiment(cfg, splits, train_loader, val_loader)
@@ -60,11 +61,25 @@ def build_net(exp: Experiment, role: str, weights: str | Path | None) -> nn.Modu
     """The teacher's or the student's network, seeded so that scratch and student start identical."""
     spec = getattr(exp.cfg, role)
     seed_everything(exp.cfg.train.seed)
-    model = build_model(spec.model, input_shape=exp.splits.input_shape, num_classes=exp.splits.num_classes,
-                        args=spec.args, field=role)
+    model = build_model(
+        spec.model, input_shape=exp.splits.input_shape, num_classes=exp.splits.num_classes, args=spec.args, field=role
+    )
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+@torch.no_grad()
+def _check_outputs_match(exp: Experiment, teacher: nn.Module, student: nn.Module) -> None:
+    """One sample through both nets before any training: a class-count mismatch fails now, not hours later."""
+    sample = exp.splits.train[0]["input"].unsqueeze(0)
+    for role, net in (("teacher", teacher), ("student", student)):
+        shape = tuple(net.eval()(sample).shape)
+        if shape != (1, exp.splits.num_classes):
+            raise DistillError(
+                f"{role}.model outputs shape {shape} for one sample, but the data has "
+                f"{exp.splits.num_classes} classes; expected (1, {exp.splits.num_classes}); check {role}.args"
+            )
 
 
 def _stage_options(cfg: Config, stage: str) -> TrainOptions:
@@ -134,8 +149,9 @@ def _prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> None:
         before = validate(yaml.safe_load(saved.read_text()), str(saved))
         _check_same_run(before, cfg)
     elif run_dir.exists() and any(run_dir.iterdir()):
-        raise DistillError(f"{run_dir} already holds a run; pass --resume to continue it, or set another name "
-                           f"(--set name=...)")
+        raise DistillError(
+            f"{run_dir} already holds a run; pass --resume to continue it, or set another name (--set name=...)"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(saved, cfg.to_yaml())
 
@@ -146,15 +162,19 @@ def _check_same_run(before: Config, now: Config) -> None:
     old["train"].pop("epochs"), new["train"].pop("epochs")
     for group in old:
         if old[group] != new[group]:
-            where = group if not isinstance(old[group], dict) else next(
-                f"{group}.{k}" for k in old[group] if old[group][k] != new[group].get(k))
+            where = (
+                group
+                if not isinstance(old[group], dict)
+                else next(f"{group}.{k}" for k in old[group] if old[group][k] != new[group].get(k))
+            )
             raise DistillError(f"--resume: {where} differs from the saved run's config; resume with the same config")
 
 
 def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run every stage of `cfg` and write summary.json; returns the summary."""
     exp = build_experiment(cfg)
-    teacher = build_net(exp, "teacher", cfg.teacher.weights)  # fails fast on a bad weights file, before anything is written
+    teacher = build_net(exp, "teacher", cfg.teacher.weights)  # bad weights or shapes fail before anything is written
+    _check_outputs_match(exp, teacher, build_net(exp, "student", cfg.student.weights))
     _prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
     if cfg.teacher.weights is None:
         train_stage(exp, "teacher", Supervised(teacher), teacher, resume=resume)
@@ -165,11 +185,13 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     smoothing = cfg.distill.label_smoothing
     if cfg.scratch:
         nets["scratch"] = build_net(exp, "student", cfg.student.weights)
-        train_stage(exp, "scratch", Supervised(nets["scratch"], label_smoothing=smoothing), nets["scratch"],
-                    resume=resume)
+        train_stage(
+            exp, "scratch", Supervised(nets["scratch"], label_smoothing=smoothing), nets["scratch"], resume=resume
+        )
     nets["student"] = build_net(exp, "student", cfg.student.weights)
-    kd = KD(cfg.distill.temperature, cfg.distill.alpha, soft=cfg.distill.soft, t2=cfg.distill.t2,
-            label_smoothing=smoothing)
+    kd = KD(
+        cfg.distill.temperature, cfg.distill.alpha, soft=cfg.distill.soft, t2=cfg.distill.t2, label_smoothing=smoothing
+    )
     dtype = torch.bfloat16 if cfg.teacher.dtype == "bfloat16" else torch.float32
     distiller = Distiller(nets["student"], teacher, [kd], teacher_dtype=dtype)
     train_stage(exp, "student", distiller, nets["student"], resume=resume)

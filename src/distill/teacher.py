@@ -28,5 +28,5 @@ class LiveTeacher:
             self._device = inputs.device
         with torch.inference_mode():
             logits = self.model(inputs.to(self.dtype))
-        # Inference tensors cannot be saved for backward; a float32 copy of the (B, C) logits is cheap beside the forward.
+        # Inference tensors cannot be saved for backward; a float32 copy of the (B, C) logits costs little.
         return logits.to(torch.float32, copy=True)

@@ -4,7 +4,7 @@ from distill.losses._registry import LOSSES
 from distill.losses.logit import KD, kd_loss, soft_loss
 
 
-def list() -> list[str]:  # noqa: A001 - `distill.losses.list()` is the public spelling
+def list() -> list[str]:
     """Names of every registered loss term."""
     return LOSSES.names()
 

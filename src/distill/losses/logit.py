@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -13,8 +12,9 @@ from distill.losses._registry import LOSSES
 SoftKind = Literal["kl", "ce"]
 
 
-def soft_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float, soft: SoftKind = "kl",
-              t2: bool = True) -> Tensor:
+def soft_loss(
+    student_logits: Tensor, teacher_logits: Tensor, *, temperature: float, soft: SoftKind = "kl", t2: bool = True
+) -> Tensor:
     """Per-sample soft loss between the tempered distributions, shape (N,).
 
     kl: KL(softmax(t/T) || softmax(s/T)) = sum p_t (log p_t - log p_s)
@@ -77,8 +77,16 @@ def kd_loss(
 class KD(nn.Module):
     """The module form of `kd_loss`: hyperparameters here, tensors in `forward`."""
 
-    def __init__(self, temperature: float = 4.0, alpha: float = 0.5, *, soft: SoftKind = "kl", t2: bool = True,
-                 label_smoothing: float = 0.0, ignore_index: int = -100):
+    def __init__(
+        self,
+        temperature: float = 4.0,
+        alpha: float = 0.5,
+        *,
+        soft: SoftKind = "kl",
+        t2: bool = True,
+        label_smoothing: float = 0.0,
+        ignore_index: int = -100,
+    ):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -89,10 +97,16 @@ class KD(nn.Module):
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
         return kd_loss(
-            student_logits, teacher_logits, labels, temperature=self.temperature, alpha=self.alpha, soft=self.soft,
-            t2=self.t2, label_smoothing=self.label_smoothing, ignore_index=self.ignore_index,
+            student_logits,
+            teacher_logits,
+            labels,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            soft=self.soft,
+            t2=self.t2,
+            label_smoothing=self.label_smoothing,
+            ignore_index=self.ignore_index,
         )
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, alpha={self.alpha}, soft={self.soft!r}, t2={self.t2}"
-

@@ -16,7 +16,9 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 @MODELS.register("mlp")
-def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (128,), dropout: float = 0.0) -> nn.Module:
+def mlp(
+    input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (128,), dropout: float = 0.0
+) -> nn.Module:
     """Flatten, then Linear-ReLU(-Dropout) blocks of the given widths, then a linear classifier."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = 1
@@ -30,8 +32,13 @@ def mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (1
 
 
 @MODELS.register("cnn")
-def cnn(input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (32, 64), hidden: int = 128,
-        dropout: float = 0.0) -> nn.Module:
+def cnn(
+    input_shape: Sequence[int],
+    num_classes: int,
+    channels: Sequence[int] = (32, 64),
+    hidden: int = 128,
+    dropout: float = 0.0,
+) -> nn.Module:
     """Conv3x3-BN-ReLU blocks (max-pool after each while the map is larger than 4x4), global average pool,
     a hidden linear layer and a classifier. Input (B, C, H, W)."""
     if len(input_shape) != 3:
@@ -62,8 +69,9 @@ def _import_factory(spec: str) -> Callable[..., nn.Module]:
     return getattr(module, attr)
 
 
-def build_model(name: str, *, input_shape: Sequence[int], num_classes: int, args: dict[str, Any] | None = None,
-                field: str = "model") -> nn.Module:
+def build_model(
+    name: str, *, input_shape: Sequence[int], num_classes: int, args: dict[str, Any] | None = None, field: str = "model"
+) -> nn.Module:
     """Build a registered model, or call the user's factory "package.module:factory" with `args`.
 
     A user factory also receives `input_shape` and `num_classes` when its signature names them and

@@ -98,5 +98,6 @@ class Checkpoints:
         try:
             return torch.load(folder / "state.pt", weights_only=True)
         except Exception as e:  # truncated or tampered: refuse rather than resume from garbage
-            raise DistillError(f"{folder / 'state.pt'} cannot be read ({type(e).__name__}); the checkpoint is damaged") from None
-
+            raise DistillError(
+                f"{folder / 'state.pt'} cannot be read ({type(e).__name__}); the checkpoint is damaged"
+            ) from None

@@ -133,8 +133,13 @@ def fit(
         history.epochs, history.best = state["history"], state["best"]
     log = MetricsLog(run_dir, keep_until_step=step if resume else None, tensorboard=options.tensorboard)
 
-    bar = tqdm(total=steps_per_epoch * options.epochs, initial=step, unit="step", dynamic_ncols=True,
-               disable=None if options.progress else True)
+    bar = tqdm(
+        total=steps_per_epoch * options.epochs,
+        initial=step,
+        unit="step",
+        dynamic_ncols=True,
+        disable=None if options.progress else True,
+    )
     try:
         for epoch in range(start_epoch, options.epochs):
             # --- train one epoch ---
@@ -174,7 +179,9 @@ def fit(
                         )
                     means = {f"train/{k}": v.item() / n_logged for k, v in sums.items()}
                     log.write({"step": step, "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], **means})
-                    bar.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in means.items() if k != "train/teacher_accuracy"})
+                    bar.set_postfix(
+                        {k.split("/")[1]: f"{v:.4g}" for k, v in means.items() if k != "train/teacher_accuracy"}
+                    )
                     for k, v in means.items():
                         epoch_sums[k] = epoch_sums.get(k, 0.0) + v * n_logged
                     epoch_count += n_logged
@@ -194,8 +201,13 @@ def fit(
             history.epochs.append(record)
             log.write(record)
             if checkpoints is not None:
-                state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": rng_state(), "history": history.epochs, "best": history.best}
+                state = {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(),
+                    "history": history.epochs,
+                    "best": history.best,
+                }
                 checkpoints.save(module, state, epoch=epoch, step=step, best=history.best if is_best else None)
             for callback in callbacks:
                 callback.on_epoch_end(record)

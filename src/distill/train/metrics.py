@@ -50,5 +50,7 @@ def _tensorboard_writer(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise DistillError("train.tensorboard needs the tensorboard package: pip install 'distill[tensorboard]'") from None
+        raise DistillError(
+            "train.tensorboard needs the tensorboard package: pip install 'distill[tensorboard]'"
+        ) from None
     return SummaryWriter(str(run_dir / "tensorboard"))

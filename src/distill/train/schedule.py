@@ -14,8 +14,13 @@ from distill.train.options import TrainOptions
 
 def build_optimizer(params: Iterable[nn.Parameter], options: TrainOptions) -> torch.optim.Optimizer:
     if options.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=options.lr, momentum=options.momentum, nesterov=options.nesterov,
-                               weight_decay=options.weight_decay)
+        return torch.optim.SGD(
+            params,
+            lr=options.lr,
+            momentum=options.momentum,
+            nesterov=options.nesterov,
+            weight_decay=options.weight_decay,
+        )
     return torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
 
 
@@ -33,7 +38,8 @@ def lr_factor(step: int, options: TrainOptions, steps_per_epoch: int) -> float:
     return 1.0
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, options: TrainOptions,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, options: TrainOptions, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step schedule whose whole state is the step count, so resume is exact."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, options, steps_per_epoch))

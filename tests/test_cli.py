@@ -1,0 +1,229 @@
+"""The `distill` command end to end: happy paths on the bundled digits, and every user mistake as one line, exit 2."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_RUN, write_config
+from distill.cli import main
+
+SUMMARY_KEYS = {"accuracy", "agreement", "params", "size_bytes", "latency_ms", "throughput"}
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code, err, *fragments):
+    assert code == 2, err
+    assert err.startswith("distill: error: ") and err.count("\n") == 1, err  # one line, no traceback
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One tiny run shared by the tests that only read it."""
+    tmp = tmp_path_factory.mktemp("run")
+    config = write_config(tmp / "tiny.yaml", TINY_RUN.format(out=tmp / "runs"))
+    assert main(["train", str(config)]) == 0
+    return config, tmp / "runs" / "tiny"
+
+
+def test_train_writes_the_summary_and_every_stage(finished_run):
+    _, run_dir = finished_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for role in ("teacher", "student", "scratch"):
+        assert set(summary[role]) >= SUMMARY_KEYS
+        assert 0.0 <= summary[role]["accuracy"] <= 1.0
+        assert summary[role]["size_bytes"] == (run_dir / f"{role}.safetensors").stat().st_size
+    assert summary["student"]["params"] < summary["teacher"]["params"]
+    assert summary["teacher"]["accuracy"] > 0.5  # two epochs already learn the digits
+    assert (run_dir / "config.yaml").exists() and (run_dir / "student" / "metrics.jsonl").exists()
+
+
+def test_eval_re_measures_a_run(finished_run, capsys):
+    _, run_dir = finished_run
+    code, out, _ = run_cli(capsys, "eval", run_dir)
+    saved = json.loads((run_dir / "summary.json").read_text())
+    assert code == 0
+    assert f"{saved['student']['accuracy']:.2%}" in out and "student / teacher" in out
+
+
+def test_resume_of_a_finished_run_retrains_nothing(finished_run, capsys):
+    config, run_dir = finished_run
+    before = snapshot(run_dir / "student")
+    code, out, _ = run_cli(capsys, "train", config, "--resume")
+    assert code == 0 and "training" not in out
+    assert snapshot(run_dir / "student") == before
+
+
+def test_a_second_run_never_overwrites_the_first(finished_run, capsys):
+    config, run_dir = finished_run
+    before = snapshot(run_dir)
+    code, _, err = run_cli(capsys, "train", config)
+    assert_user_error(code, err, "already holds a run", "--resume")
+    assert snapshot(run_dir) == before
+
+
+def test_resume_with_changed_settings_is_refused(finished_run, capsys):
+    config, _ = finished_run
+    code, _, err = run_cli(capsys, "train", config, "--resume", "--set", "distill.temperature=8")
+    assert_user_error(code, err, "distill.temperature differs")
+
+
+def test_teacher_weights_and_an_interrupted_student_resume(tmp_path, finished_run, capsys):
+    _, first = finished_run
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    teacher = first / "teacher.safetensors"
+    args = ["train", config, "--set", f"teacher.weights={teacher}", "--set", "scratch=false"]
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0 and "training teacher" not in out
+    summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert summary["scratch"] is None
+    assert summary["teacher"]["accuracy"] == json.loads((first / "summary.json").read_text())["teacher"]["accuracy"]
+
+
+def test_demo_prints_its_table(tmp_path, capsys):
+    code, out, _ = run_cli(
+        capsys, "demo", "--set", f"out_dir={tmp_path}", "--set", "train.epochs=1", "--set", "teacher.epochs=1"
+    )
+    assert code == 0
+    assert "student (distilled)" in out and "student alone" in out and "student / teacher" in out
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert {"teacher", "student", "scratch"} <= set(summary)
+
+
+# ----- user mistakes: one line, exit code 2, nothing written -----
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragments"),
+    [
+        (["--set", "train.epocs=3"], ["train.epocs: unknown key", "did you mean 'epochs'"]),
+        (["--set", "teacher.model=cnnn"], ["teacher: unknown model 'cnnn'", "did you mean 'cnn'"]),
+        (["--set", "student.args={hidden: [8], num_classes: 4}"], ["student.model outputs shape (1, 4)", "10 classes"]),
+        (["--set", "student.args={widths: [8]}"], ["student.args", "'widths'"]),
+        (["--set", "teacher.weights=missing.safetensors"], ["missing.safetensors does not exist"]),
+        (["--set", "data.name=idx", "--set", "data.path=nowhere"], ["nowhere"]),
+        (["--set", "data.name=digts"], ["did you mean 'digits'"]),
+        (["--set", "student.model=nomodule_xyz:make"], ["cannot import nomodule_xyz"]),
+        (["--set", "train.device=tpu"], ["train.device"]),
+    ],
+)
+def test_bad_settings(tmp_path, capsys, edit, fragments):
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    code, _, err = run_cli(capsys, "train", config, *edit)
+    assert_user_error(code, err, *fragments)
+    assert not (tmp_path / "runs" / "tiny" / "summary.json").exists()
+
+
+def test_teacher_checkpoint_of_another_architecture(tmp_path, finished_run, capsys):
+    _, first = finished_run
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    wrong = first / "student.safetensors"  # an MLP of another width
+    code, _, err = run_cli(capsys, "train", config, "--set", f"teacher.weights={wrong}")
+    assert_user_error(code, err, "student.safetensors was saved from another architecture")
+    assert not (tmp_path / "runs").exists()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_a_pickle_that_would_run_code_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "teacher.pt"
+    evil.write_bytes(pickle.dumps({"weight": _RunsCode()}))
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    code, _, err = run_cli(capsys, "train", config, "--set", f"teacher.weights={evil}")
+    assert_user_error(code, err, "cannot be loaded safely")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_plain_pt_state_dict_loads(tmp_path, finished_run, capsys):
+    _, first = finished_run
+    from safetensors.torch import load_file
+
+    torch.save(load_file(first / "teacher.safetensors"), tmp_path / "teacher.pt")
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        config,
+        "--set",
+        f"teacher.weights={tmp_path / 'teacher.pt'}",
+        "--set",
+        "scratch=false",
+        "--set",
+        "train.epochs=1",
+    )
+    assert code == 0, err
+
+
+def test_csv_mistakes(tmp_path, capsys):
+    good = "a,b,kind\n" + "1,2,x\n3,4,y\n" * 10
+    csv = tmp_path / "t.csv"
+    csv.write_text(good)
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    base = ["train", config, "--set", "data.name=csv", "--set", f"data.path={csv}"]
+    code, _, err = run_cli(capsys, *base, "--set", "data.label_column=knid")
+    assert_user_error(code, err, "t.csv", "knid", "did you mean 'kind'")
+    csv.write_text(good + "nan,2,x\n")
+    code, _, err = run_cli(capsys, *base, "--set", "data.label_column=kind")
+    assert_user_error(code, err, "t.csv", "column 'a'")
+
+
+def test_a_csv_run_trains(tmp_path, capsys):
+    rows = ["x1,x2,color,label"] + [f"{i % 7},{(i * 3) % 5},{'red' if i % 2 else 'blue'},{i % 2}" for i in range(80)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        config,
+        "--set",
+        "data.name=csv",
+        "--set",
+        f"data.path={tmp_path / 't.csv'}",
+        "--set",
+        "data.label_column=label",
+        "--set",
+        "teacher.epochs=20",
+    )
+    assert code == 0, err
+    assert json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())["teacher"]["accuracy"] > 0.95
+
+
+def test_missing_and_broken_config_files(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", tmp_path / "nope.yaml")
+    assert_user_error(code, err, "nope.yaml does not exist")
+    code, _, err = run_cli(capsys, "train", write_config(tmp_path / "b.yaml", "name: [unclosed\n"))
+    assert_user_error(code, err, "b.yaml: invalid YAML at line")
+    code, _, err = run_cli(capsys, "eval", tmp_path)
+    assert_user_error(code, err, "not a run directory")
+
+
+def test_python_dash_m_prints_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "distill", "train", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "does not exist" in result.stderr

@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from conftest import tiny_net
+from distill import Distiller, DistillError, Supervised, losses
+
+
+def batch(n=4, in_features=8, num_classes=3):
+    return {"input": torch.randn(n, in_features), "label": torch.randint(0, num_classes, (n,))}
+
+
+def test_forward_returns_the_loss_and_each_part(student, teacher):
+    d = Distiller(student, teacher, [losses.KD(temperature=2.0, alpha=0.5)])
+    out = d(batch())
+    assert set(out) == {"loss", "kd", "accuracy", "teacher_accuracy", "agreement"}
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    torch.testing.assert_close(out["loss"], out["kd"])
+
+
+def test_weights_scale_each_term_and_repeated_terms_get_names(student, teacher):
+    kd1, kd2 = losses.KD(temperature=2.0, alpha=0.0), losses.KD(temperature=4.0, alpha=0.0)
+    d = Distiller(student, teacher, [kd1, kd2], weights=[0.25, 2.0])
+    out = d(batch())
+    assert {"kd", "kd_2"} <= set(out)
+    torch.testing.assert_close(out["loss"], 0.25 * out["kd"] + 2.0 * out["kd_2"])
+
+
+def test_gradients_reach_the_student_and_never_the_teacher(student, teacher):
+    teacher_before = [p.clone() for p in teacher.parameters()]
+    d = Distiller(student, teacher, [losses.KD()])
+    d(batch())["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(teacher_before, teacher.parameters(), strict=True))
+
+
+def test_the_teacher_is_not_part_of_the_trainable_module(student, teacher):
+    d = Distiller(student, teacher, [losses.KD()])
+    assert {id(p) for p in d.parameters()} == {id(p) for p in student.parameters()}
+    assert all(k.startswith("student.") for k in d.state_dict())
+    d.train()
+    assert not d.teacher.model.training
+
+
+def test_bf16_teacher_leaves_the_callers_teacher_in_float32(student, teacher):
+    d = Distiller(student, teacher, [losses.KD()], teacher_dtype=torch.bfloat16)
+    out = d(batch())
+    assert torch.isfinite(out["loss"])
+    assert next(teacher.parameters()).dtype == torch.float32
+    assert next(d.teacher.model.parameters()).dtype == torch.bfloat16
+
+
+def test_logit_shape_mismatch_is_a_clear_error(student):
+    d = Distiller(student, tiny_net(num_classes=5), [losses.KD()])
+    with pytest.raises(DistillError, match=r"student logits \(4, 3\) and teacher logits \(4, 5\)"):
+        d(batch())
+
+
+def test_a_distiller_needs_terms(student, teacher):
+    with pytest.raises(DistillError, match="at least one loss term"):
+        Distiller(student, teacher, [])
+    with pytest.raises(DistillError, match="weights"):
+        Distiller(student, teacher, [losses.KD()], weights=[1.0, 2.0])
+
+
+def test_fit_trains_the_student_towards_the_teacher(student, teacher, loaders):
+    train, val = loaders
+    from distill.train import TrainOptions, fit
+
+    fit(Supervised(teacher), train, val, TrainOptions(epochs=15, optimizer="adamw", lr=0.02, progress=False))
+    d = Distiller(student, teacher, [losses.KD(temperature=2.0, alpha=0.5)])
+    history = d.fit(train, val, epochs=15, optimizer="adamw", lr=0.02, progress=False)
+    last = history.epochs[-1]
+    assert last["val/teacher_accuracy"] > 0.9
+    assert last["val/agreement"] > 0.8
+    assert history.epochs[-1]["train/kd"] < history.epochs[0]["train/kd"]

@@ -1,0 +1,172 @@
+import json
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from conftest import blobs, tiny_net
+from distill import Distiller, Supervised, TrainingDiverged, losses
+from distill.train import Checkpoints, TrainOptions, fit
+from distill.train.schedule import lr_factor
+
+OPTIONS = dict(optimizer="sgd", lr=0.05, schedule="cosine", warmup_epochs=1, progress=False, log_every=2)
+
+
+class StopAfter:
+    """Interrupts training after `epochs` epochs, as a crash or Ctrl-C would."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_epoch_end(self, record):
+        if record["epoch"] == self.epochs:
+            raise KeyboardInterrupt
+
+
+def make_run(dropout=0.2):
+    train, val = blobs()
+    student = torch.nn.Sequential(tiny_net(hidden=8), torch.nn.Dropout(dropout))  # dropout draws from the RNG
+    module = Distiller(student, tiny_net(hidden=32), [losses.KD(temperature=2.0, alpha=0.5)])
+    return module, DataLoader(train, batch_size=16, shuffle=True), DataLoader(val, batch_size=32)
+
+
+def weights(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_resume_continues_the_exact_run(tmp_path):
+    module, train, val = make_run()
+    fit(module, train, val, TrainOptions(epochs=4, **OPTIONS), run_dir=tmp_path / "straight")
+    straight = weights(module)
+
+    module, train, val = make_run()
+    with pytest.raises(KeyboardInterrupt):
+        fit(module, train, val, TrainOptions(epochs=4, **OPTIONS), run_dir=tmp_path / "split", callbacks=[StopAfter(2)])
+    module, train, val = make_run()  # a fresh process: new objects, state only from disk
+    history = fit(module, train, val, TrainOptions(epochs=4, **OPTIONS), run_dir=tmp_path / "split", resume=True)
+
+    for key, value in straight.items():
+        assert torch.equal(value, module.state_dict()[key]), key
+    assert [r["epoch"] for r in history.epochs] == [1, 2, 3, 4]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    straight_steps = [
+        json.loads(line)["step"] for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == straight_steps  # no step lost or written twice
+
+
+def test_resume_drops_metrics_written_after_the_checkpoint(tmp_path):
+    module, train, val = make_run()
+    with pytest.raises(KeyboardInterrupt):
+        fit(module, train, val, TrainOptions(epochs=3, **OPTIONS), run_dir=tmp_path, callbacks=[StopAfter(1)])
+    with open(tmp_path / "metrics.jsonl", "a") as f:  # lines of a step the checkpoint never saw, and a torn line
+        f.write(json.dumps({"step": 999, "train/loss": 1.0}) + "\n" + '{"step": 10')
+    module, train, val = make_run()
+    fit(module, train, val, TrainOptions(epochs=3, **OPTIONS), run_dir=tmp_path, resume=True)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert 999 not in steps and steps == sorted(steps)
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    module, train, val = make_run()
+    fit(module, train, val, TrainOptions(epochs=1, **OPTIONS), run_dir=tmp_path)
+    before = weights(module)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    module, train, val = make_run()
+    with pytest.raises(OSError):
+        fit(module, train, val, TrainOptions(epochs=3, **OPTIONS), run_dir=tmp_path, resume=True)
+    monkeypatch.undo()
+
+    checkpoints = Checkpoints(tmp_path / "checkpoints")
+    assert checkpoints.pointer("last")["epoch"] == 0
+    fresh, _, _ = make_run()
+    state = checkpoints.load("last", fresh)
+    assert state["epoch"] == 0
+    for key, value in before.items():
+        assert torch.equal(value, fresh.state_dict()[key])
+
+
+def test_only_last_and_best_checkpoints_are_kept(tmp_path):
+    module, train, val = make_run()
+    fit(module, train, val, TrainOptions(epochs=4, **OPTIONS), run_dir=tmp_path)
+    checkpoints = Checkpoints(tmp_path / "checkpoints")
+    kept = {p.name for p in (tmp_path / "checkpoints").glob("epoch-*")}
+    assert kept == {checkpoints.pointer("last")["dir"], checkpoints.pointer("best")["dir"]}
+    assert checkpoints.pointer("last")["epoch"] == 3
+
+
+class Exploding(torch.nn.Module):
+    """A module whose loss turns NaN at its 5th call."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = Supervised(tiny_net())
+        self.calls = 0
+
+    def forward(self, batch):
+        self.calls += 1
+        out = self.inner(batch)
+        if self.calls == 5:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step(tmp_path):
+    train, _ = blobs()
+    loader = DataLoader(train, batch_size=16)  # 6 steps an epoch: the NaN comes in epoch 1, step 5
+    with pytest.raises(TrainingDiverged, match=r"at step 5 \(epoch 1\)"):
+        fit(Exploding(), loader, None, TrainOptions(epochs=2, **OPTIONS), run_dir=tmp_path)
+    assert Checkpoints(tmp_path / "checkpoints").pointer("last") is None  # nothing written from the bad epoch
+
+
+def test_gradient_accumulation_equals_a_bigger_batch(tmp_path):
+    train, _ = blobs()
+    opts = dict(epochs=1, optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant", progress=False)
+    small, big = Supervised(tiny_net()), Supervised(tiny_net())
+    fit(small, DataLoader(train, batch_size=8), None, TrainOptions(grad_accum=4, **opts))
+    fit(big, DataLoader(train, batch_size=32), None, TrainOptions(**opts))
+    for a, b in zip(small.parameters(), big.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_bf16_autocast_and_clipping_train(loaders):
+    train, val = loaders
+    history = fit(
+        Supervised(tiny_net()), train, val, TrainOptions(epochs=2, precision="bf16", clip_grad_norm=1.0, progress=False)
+    )
+    assert 0.0 <= history.epochs[-1]["val/accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("schedule", "step", "expected"),
+    [
+        ("constant", 50, 1.0),
+        ("cosine", 0, 1.0),
+        ("cosine", 50, 0.5),
+        ("cosine", 100, 0.0),
+        ("multistep", 29, 1.0),
+        ("multistep", 30, 0.1),
+        ("multistep", 85, 0.01),
+    ],
+)
+def test_schedules(schedule, step, expected):
+    options = TrainOptions(epochs=10, schedule=schedule, milestones=[3, 8] if schedule == "multistep" else [])
+    assert lr_factor(step, options, steps_per_epoch=10) == pytest.approx(expected, abs=1e-9)
+
+
+def test_warmup_ramps_linearly():
+    options = TrainOptions(epochs=10, schedule="constant", warmup_epochs=2)
+    assert lr_factor(0, options, 10) == pytest.approx(0.01)
+    assert lr_factor(10, options, 10) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert lr_factor(20, options, 10) == 1.0
+
+
+def test_bad_options_name_the_field():
+    with pytest.raises(ValueError, match="milestones"):
+        TrainOptions(epochs=10, schedule="multistep")
+    with pytest.raises(ValueError, match="epochs"):
+        TrainOptions(epochs=0)
