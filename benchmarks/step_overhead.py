@@ -49,8 +49,10 @@ def main() -> None:
     shape, classes = (3, 32, 32), 100
     teacher = cnn(shape, classes, channels=(64, 128, 256), hidden=512).to(device)
     student = cnn(shape, classes, channels=(16, 32), hidden=128).to(device)
-    batch = {"input": torch.randn(args.batch, *shape, device=device),
-             "label": torch.randint(0, classes, (args.batch,), device=device)}
+    batch = {
+        "input": torch.randn(args.batch, *shape, device=device),
+        "label": torch.randint(0, classes, (args.batch,), device=device),
+    }
 
     scratch = Supervised(student)
     distiller = Distiller(student, teacher, [losses.KD(temperature=4.0, alpha=0.5)])
@@ -72,15 +74,19 @@ def main() -> None:
 
     median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     budget = median["student step"] + median["teacher forward"]
-    print(f"teacher {count_params(teacher):,} params, student {count_params(student):,} params, "
-          f"batch {args.batch} x {shape}, {classes} classes, {device}, {torch.get_num_threads()} threads, "
-          f"{args.repeats} interleaved repeats")
+    print(
+        f"teacher {count_params(teacher):,} params, student {count_params(student):,} params, "
+        f"batch {args.batch} x {shape}, {classes} classes, {device}, {torch.get_num_threads()} threads, "
+        f"{args.repeats} interleaved repeats"
+    )
     print(f"{'':18}{'median ms':>11}{'min ms':>9}{'max ms':>9}")
     for name, t in times.items():
         print(f"{name:18}{median[name]:>11.2f}{min(t) * 1e3:>9.2f}{max(t) * 1e3:>9.2f}")
     ratio = median["distill step"] / budget
-    print(f"distill step / (student step + teacher forward) = {ratio:.3f}  (promise <= 1.10: "
-          f"{'met' if ratio <= 1.10 else 'NOT met'})")
+    print(
+        f"distill step / (student step + teacher forward) = {ratio:.3f}  (promise <= 1.10: "
+        f"{'met' if ratio <= 1.10 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

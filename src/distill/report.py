@@ -32,4 +32,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{'student / teacher':22}{'':>17}{r['params']:>11.3f}x{r['size_bytes']:>10.3f}x"
         f"{r['latency_ms']:>12.3f}x{r['throughput']:>16.2f}x"
     )
+    if summary.get("scratch") is not None:
+        gain = summary["student"]["accuracy"] - summary["scratch"]["accuracy"]
+        lines.append(f"distillation vs the student alone: {gain * 100:+.2f} accuracy points on validation")
     return "\n".join(lines)
