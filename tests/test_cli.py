@@ -81,7 +81,7 @@ def test_a_second_run_never_overwrites_the_first(finished_run, capsys):
 def test_resume_with_changed_settings_is_refused(finished_run, capsys):
     config, _ = finished_run
     code, _, err = run_cli(capsys, "train", config, "--resume", "--set", "distill.temperature=8")
-    assert_user_error(code, err, "distill.temperature differs")
+    assert_user_error(code, err, "distill.temperature is 8.0 but the run started with 2.0")
 
 
 def test_teacher_weights_and_an_interrupted_student_resume(tmp_path, finished_run, capsys):

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
 from distill import data
 from distill._io import write_json, write_text
-from distill.config import Config, validate
+from distill.config import Config, read_yaml, validate
 from distill.distiller import Distiller, Supervised
 from distill.errors import ConfigError, DistillError
 from distill.losses import KD
@@ -146,8 +145,7 @@ def _prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> None:
     elif resume:
         if not saved.exists():
             raise DistillError(f"{run_dir} holds no run to resume; start it without --resume")
-        before = validate(yaml.safe_load(saved.read_text()), str(saved))
-        _check_same_run(before, cfg)
+        _check_same_run(validate(read_yaml(saved), str(saved)), cfg)
     elif run_dir.exists() and any(run_dir.iterdir()):
         raise DistillError(
             f"{run_dir} already holds a run; pass --resume to continue it, or set another name (--set name=...)"
@@ -156,18 +154,29 @@ def _prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> None:
     write_text(saved, cfg.to_yaml())
 
 
+# Keys that change how a run is carried out, not what it computes: they may differ on resume.
+FREE_ON_RESUME = {"train.progress", "train.device", "train.tensorboard", "data.num_workers"}
+
+
+def _flat(cfg: Config) -> dict[str, Any]:
+    """{"train.lr": 0.05, "name": "x", ...}"""
+    flat = {}
+    for group, value in cfg.model_dump(mode="json").items():
+        if isinstance(value, dict):
+            flat.update({f"{group}.{key}": v for key, v in value.items()})
+        else:
+            flat[group] = value
+    return flat
+
+
 def _check_same_run(before: Config, now: Config) -> None:
-    """Resuming with other settings would silently mix two experiments; only train.epochs may grow."""
-    old, new = before.model_dump(mode="json"), now.model_dump(mode="json")
-    old["train"].pop("epochs"), new["train"].pop("epochs")
-    for group in old:
-        if old[group] != new[group]:
-            where = (
-                group
-                if not isinstance(old[group], dict)
-                else next(f"{group}.{k}" for k in old[group] if old[group][k] != new[group].get(k))
+    """Resuming with other settings would silently mix two experiments into one result."""
+    old, new = _flat(before), _flat(now)
+    for key in old:
+        if key not in FREE_ON_RESUME and old[key] != new[key]:
+            raise DistillError(
+                f"--resume: {key} is {new[key]!r} but the run started with {old[key]!r}; resume with the same config"
             )
-            raise DistillError(f"--resume: {where} differs from the saved run's config; resume with the same config")
 
 
 def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -207,7 +216,7 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     saved = run_dir / "config.yaml"
     if not saved.exists():
         raise DistillError(f"{run_dir} is not a run directory (no config.yaml); give the folder `distill train` made")
-    cfg = validate(yaml.safe_load(saved.read_text()), str(saved))
+    cfg = validate(read_yaml(saved), str(saved))
     cfg = cfg.model_copy(update={"out_dir": str(run_dir.parent), "name": run_dir.name})
     exp = build_experiment(cfg)
     stage_weights = {stage: run_dir / f"{stage}.safetensors" for stage in STAGES}

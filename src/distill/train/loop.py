@@ -109,6 +109,8 @@ def fit(
     With `resume`, continues from the last checkpoint exactly: weights, optimizer, schedule, RNG and
     the metrics file as they were, so the result equals an uninterrupted run (on CPU).
     """
+    if len(train_loader) == 0:
+        raise DistillError("the training data is empty: no batch to train on")
     run_dir = Path(run_dir) if run_dir is not None else None
     device = resolve_device(options.device)
     seed_everything(options.seed)
