@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import blobs, tiny_net
-from distill import Distiller, Supervised, TrainingDiverged, losses
+from distill import Distiller, DistillError, Supervised, TrainingDiverged, losses
 from distill.train import Checkpoints, TrainOptions, fit
 from distill.train.schedule import lr_factor
 
@@ -170,3 +170,16 @@ def test_bad_options_name_the_field():
         TrainOptions(epochs=10, schedule="multistep")
     with pytest.raises(ValueError, match="epochs"):
         TrainOptions(epochs=0)
+
+
+def test_tensorboard_events_or_a_clear_install_hint(tmp_path, loaders):
+    train, val = loaders
+    options = TrainOptions(epochs=1, tensorboard=True, progress=False)
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(DistillError, match=r"pip install 'distill\[tensorboard\]'"):
+            fit(Supervised(tiny_net()), train, val, options, run_dir=tmp_path)
+        return
+    fit(Supervised(tiny_net()), train, val, options, run_dir=tmp_path)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
