@@ -183,3 +183,52 @@ def test_tensorboard_events_or_a_clear_install_hint(tmp_path, loaders):
         return
     fit(Supervised(tiny_net()), train, val, options, run_dir=tmp_path)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+class NaNGradient(torch.nn.Module):
+    """A finite loss whose gradient is NaN: d/dw sqrt(0 * w) at 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = Supervised(tiny_net())
+
+    def forward(self, batch):
+        out = self.inner(batch)
+        w = self.inner.model[0].weight
+        out["loss"] = out["loss"] + torch.sqrt(0 * w).sum()
+        return out
+
+
+def test_nan_weights_are_never_checkpointed(tmp_path):
+    train, _ = blobs()
+    with pytest.raises(TrainingDiverged, match="NaN or infinite"):
+        fit(NaNGradient(), DataLoader(train, batch_size=16), None, TrainOptions(epochs=2, **OPTIONS), run_dir=tmp_path)
+    assert Checkpoints(tmp_path / "checkpoints").pointer("last") is None
+
+
+def test_a_loss_monitor_keeps_the_lowest(tmp_path, loaders):
+    train, val = loaders
+    history = fit(
+        Supervised(tiny_net()), train, val, TrainOptions(epochs=4, monitor="val/loss", **OPTIONS), run_dir=tmp_path
+    )
+    losses_by_epoch = {r["epoch"]: r["val/loss"] for r in history.epochs}
+    assert history.best["epoch"] == min(losses_by_epoch, key=losses_by_epoch.get)
+
+
+def test_an_unknown_monitor_fails_before_training(tmp_path, loaders):
+    train, val = loaders
+    with pytest.raises(DistillError, match="train.monitor: 'val/acc' is not a metric .did you mean 'val/accuracy'"):
+        fit(Supervised(tiny_net()), train, val, TrainOptions(epochs=1, monitor="val/acc", **OPTIONS), run_dir=tmp_path)
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_a_short_last_accumulation_group_is_averaged_over_its_own_size():
+    train, _ = blobs(n=60)  # 40 training samples: batches of 8 -> 5 batches, groups of 4 + 1
+    opts = dict(epochs=1, optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant", progress=False)
+    accumulated, reference = Supervised(tiny_net()), Supervised(tiny_net())
+    fit(accumulated, DataLoader(train, batch_size=8), None, TrainOptions(grad_accum=4, **opts))
+    two_steps = [torch.utils.data.Subset(train, range(32)), torch.utils.data.Subset(train, range(32, 40))]
+    for part in two_steps:  # the same two updates, each from one big batch
+        fit(reference, DataLoader(part, batch_size=len(part)), None, TrainOptions(**opts))
+    for a, b in zip(accumulated.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from distill.errors import DistillError, TrainingDiverged
+from distill.registry import did_you_mean
 from distill.train.checkpoint import Checkpoints, rng_state, set_rng_state
 from distill.train.metrics import MetricsLog
 from distill.train.options import TrainOptions
@@ -69,10 +70,10 @@ def _autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def _is_better(value: float, best: dict[str, Any] | None, options: TrainOptions) -> bool:
+def _is_better(value: float, best: dict[str, Any] | None, mode: str) -> bool:
     if best is None:
         return True
-    return value > best["value"] if options.monitor_mode == "max" else value < best["value"]
+    return value > best["value"] if mode == "max" else value < best["value"]
 
 
 @torch.no_grad()
@@ -90,8 +91,105 @@ def evaluate(module: nn.Module, loader: Iterable[Batch], device: torch.device, p
             sums[key] = sums.get(key, 0.0) + value.detach().float() * n
         count += n
     if count == 0:
-        raise DistillError("the validation data is empty; lower data.val_fraction's denominator or add samples")
+        raise DistillError("the validation data is empty: no batch to evaluate on")
     return {f"val/{key}": value.item() / count for key, value in sums.items()}
+
+
+class _Window:
+    """Running sums of a module's outputs on the device, read back only at log points (the one host sync)."""
+
+    def __init__(self, device: torch.device):
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+
+    def add(self, out: dict[str, Tensor], step: int) -> None:
+        for key, value in out.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value.detach().float()
+        self.count += 1
+        self.check(out["loss"].detach(), step)
+
+    def check(self, value: Tensor, step: int) -> None:
+        """Remember the first step at which `value` (a loss or a gradient norm) was NaN or infinite."""
+        ok = torch.isfinite(value)
+        self.first_bad_step = torch.where(~ok & self.finite, step, self.first_bad_step)
+        self.finite &= ok
+
+    def read(self, epoch: int) -> dict[str, float]:
+        if not self.finite.item():
+            raise TrainingDiverged(
+                f"the loss or its gradient became NaN or infinite at step {self.first_bad_step.item()} "
+                f"(epoch {epoch}); the last good checkpoint is kept; lower train.lr or set train.clip_grad_norm"
+            )
+        return {f"train/{key}": value.item() / self.count for key, value in self.sums.items()}
+
+
+def _train_epoch(
+    module: nn.Module,
+    loader: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    params: list[nn.Parameter],
+    options: TrainOptions,
+    device: torch.device,
+    *,
+    epoch: int,
+    step: int,
+    log: MetricsLog,
+    bar: tqdm,
+) -> tuple[int, dict[str, float]]:
+    """One pass over `loader`; returns the new step count and the epoch's mean train metrics."""
+    module.train()
+    window, totals, seen = _Window(device), {}, 0
+    n_batches, k = len(loader), options.grad_accum
+    for i, batch in enumerate(loader):
+        batch = _to_device(batch, device)
+        with _autocast(device, options.precision):
+            out = module(batch)
+        group = min(k, n_batches - (i // k) * k)  # the epoch's last group may hold fewer batches
+        (out["loss"] / group).backward()
+        window.add(out, step + 1)
+        if (i + 1) % k and i + 1 < n_batches:
+            continue
+        if options.clip_grad_norm is not None:
+            window.check(nn.utils.clip_grad_norm_(params, options.clip_grad_norm), step + 1)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        bar.update(1)
+        if step % options.log_every == 0 or i + 1 == n_batches:
+            means = window.read(epoch)
+            log.write({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **means})
+            bar.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in means.items() if "teacher" not in k})
+            for key, value in means.items():
+                totals[key] = totals.get(key, 0.0) + value * window.count
+            seen += window.count
+            window = _Window(device)
+    return step, {key: value / seen for key, value in totals.items()}
+
+
+def _check_weights(params: list[nn.Parameter], epoch: int) -> None:
+    """Once an epoch, before a checkpoint: never save NaN weights as the last good ones."""
+    if not torch.stack([p.detach().isfinite().all() for p in params]).all().item():
+        raise TrainingDiverged(
+            f"the weights became NaN or infinite during epoch {epoch}; the last good checkpoint is kept; "
+            "lower train.lr or set train.clip_grad_norm"
+        )
+
+
+def _check_monitor(module: nn.Module, val_loader: Iterable[Batch], options: TrainOptions, device: torch.device) -> str:
+    """Fail before training when train.monitor names no metric; return the monitor's mode."""
+    module.eval()
+    with torch.no_grad():
+        names = [f"val/{key}" for key in module(_to_device(next(iter(val_loader)), device))]
+    if options.monitor not in names:
+        close = did_you_mean(options.monitor, names)
+        raise DistillError(f"train.monitor: '{options.monitor}' is not a metric{close}; known: {', '.join(names)}")
+    if options.monitor_mode != "auto":
+        return options.monitor_mode
+    return "min" if options.monitor.endswith("loss") else "max"
 
 
 def fit(
@@ -115,6 +213,7 @@ def fit(
     device = resolve_device(options.device)
     seed_everything(options.seed)
     module.to(device)
+    mode = _check_monitor(module, val_loader, options, device) if val_loader is not None else None
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, options)
     steps_per_epoch = math.ceil(len(train_loader) / options.grad_accum)
@@ -122,7 +221,7 @@ def fit(
     checkpoints = Checkpoints(run_dir / "checkpoints") if run_dir else None
     history = History()
 
-    # --- resume ---
+    # --- resume: everything a run's future depends on comes back from the checkpoint ---
     start_epoch, step = 0, 0
     if resume:
         if checkpoints is None:
@@ -134,7 +233,6 @@ def fit(
         start_epoch, step = state["epoch"] + 1, state["step"]
         history.epochs, history.best = state["history"], state["best"]
     log = MetricsLog(run_dir, keep_until_step=step if resume else None, tensorboard=options.tensorboard)
-
     bar = tqdm(
         total=steps_per_epoch * options.epochs,
         initial=step,
@@ -142,64 +240,30 @@ def fit(
         dynamic_ncols=True,
         disable=None if options.progress else True,
     )
+
     try:
         for epoch in range(start_epoch, options.epochs):
-            # --- train one epoch ---
-            module.train()
-            sums: dict[str, Tensor] = {}  # running sums on the device: synced only every log_every steps
-            n_logged = 0
-            epoch_sums: dict[str, float] = {}
-            epoch_count = 0
-            finite = torch.ones((), dtype=torch.bool, device=device)
-            first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
-            for i, batch in enumerate(train_loader):
-                batch = _to_device(batch, device)
-                with _autocast(device, options.precision):
-                    out = module(batch)
-                (out["loss"] / options.grad_accum).backward()
-                for key, value in out.items():
-                    sums[key] = sums.get(key, 0.0) + value.detach().float()
-                n_logged += 1
-                ok = torch.isfinite(out["loss"].detach())
-                first_bad_step = torch.where(~ok & finite, step + 1, first_bad_step)
-                finite &= ok
-                if (i + 1) % options.grad_accum and i + 1 < len(train_loader):
-                    continue
-                if options.clip_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(params, options.clip_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                bar.update(1)
-                if step % options.log_every == 0 or i + 1 == len(train_loader):
-                    # --- the only host sync of the step loop ---
-                    if not finite.item():
-                        raise TrainingDiverged(
-                            f"the loss became NaN or infinite at step {first_bad_step.item()} (epoch {epoch + 1}); "
-                            "the last good checkpoint is kept; lower train.lr or set train.clip_grad_norm"
-                        )
-                    means = {f"train/{k}": v.item() / n_logged for k, v in sums.items()}
-                    log.write({"step": step, "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], **means})
-                    bar.set_postfix(
-                        {k.split("/")[1]: f"{v:.4g}" for k, v in means.items() if k != "train/teacher_accuracy"}
-                    )
-                    for k, v in means.items():
-                        epoch_sums[k] = epoch_sums.get(k, 0.0) + v * n_logged
-                    epoch_count += n_logged
-                    sums, n_logged = {}, 0
-
+            step, train_means = _train_epoch(
+                module,
+                train_loader,
+                optimizer,
+                scheduler,
+                params,
+                options,
+                device,
+                epoch=epoch + 1,
+                step=step,
+                log=log,
+                bar=bar,
+            )
             # --- evaluate, record, checkpoint ---
-            record: dict[str, Any] = {"step": step, "epoch": epoch + 1}
-            record.update({k: v / epoch_count for k, v in epoch_sums.items()})
+            record: dict[str, Any] = {"step": step, "epoch": epoch + 1, **train_means}
             if val_loader is not None:
                 record.update(evaluate(module, val_loader, device, options.precision))
-            value = record.get(options.monitor)
-            if value is None and val_loader is not None:
-                raise DistillError(f"train.monitor '{options.monitor}' is not a metric; known: {sorted(record)}")
-            is_best = value is not None and _is_better(value, history.best, options)
+            _check_weights(params, epoch + 1)
+            is_best = mode is not None and _is_better(record[options.monitor], history.best, mode)
             if is_best:
-                history.best = {"metric": options.monitor, "value": value, "epoch": epoch + 1}
+                history.best = {"metric": options.monitor, "value": record[options.monitor], "epoch": epoch + 1}
             history.epochs.append(record)
             log.write(record)
             if checkpoints is not None:

@@ -29,7 +29,7 @@ class TrainOptions(BaseModel):
     seed: int = Field(0, ge=0, description="seeds weights init order, shuffling and dropout")
     log_every: int = Field(10, ge=1, description="optimizer steps between logged lines (and host syncs)")
     monitor: str = Field("val/accuracy", description="metric that picks the best checkpoint")
-    monitor_mode: Literal["max", "min"] = "max"
+    monitor_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for a *loss, else max")
     select: Literal["last", "best"] = Field(
         "last", description="weights a run keeps as its result; 'best' is chosen on validation, so optimistic"
     )
