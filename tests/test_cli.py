@@ -121,6 +121,12 @@ def test_demo_prints_its_table(tmp_path, capsys):
         (["--set", "data.name=digts"], ["did you mean 'digits'"]),
         (["--set", "student.model=nomodule_xyz:make"], ["cannot import nomodule_xyz"]),
         (["--set", "train.device=tpu"], ["train.device"]),
+        (["--set", "student.args={hidden: [0]}"], ["hidden must be positive integers, got [0]"]),
+        (["--set", "student.model=:f"], ["':f' is not a model name"]),
+        (
+            ["--set", "train.monitor=val/acc"],
+            ["train.monitor: 'val/acc' is not a metric", "did you mean 'val/accuracy'"],
+        ),
     ],
 )
 def test_bad_settings(tmp_path, capsys, edit, fragments):
@@ -128,6 +134,44 @@ def test_bad_settings(tmp_path, capsys, edit, fragments):
     code, _, err = run_cli(capsys, "train", config, *edit)
     assert_user_error(code, err, *fragments)
     assert not (tmp_path / "runs" / "tiny" / "summary.json").exists()
+
+
+def test_a_failed_start_can_be_run_again_fixed(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    code, _, err = run_cli(capsys, "train", config, "--set", "train.monitor=val/acc")
+    assert code == 2
+    code, _, err = run_cli(capsys, "train", config, "--set", "train.epochs=1")
+    assert code == 0, err
+
+
+def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path, capsys):
+    precious = tmp_path / "demo" / "notes.txt"
+    precious.parent.mkdir()
+    precious.write_text("mine")
+    code, _, err = run_cli(capsys, "demo", "--set", f"out_dir={tmp_path}", "--set", "train.epochs=1")
+    assert_user_error(code, err, "holds other files")
+    assert precious.read_text() == "mine"
+
+
+def test_paths_that_cannot_be_used(tmp_path, capsys, finished_run):
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    (tmp_path / "afile").write_text("")
+    code, _, err = run_cli(capsys, "train", config, "--set", f"out_dir={tmp_path / 'afile'}")
+    assert_user_error(code, err, "afile")
+    code, _, err = run_cli(capsys, "train", config, "--set", f"teacher.weights={tmp_path}")
+    assert_user_error(code, err, "is a folder; give the weights file inside it")
+
+
+def test_a_user_model_that_rejects_the_inputs(tmp_path, capsys, monkeypatch):
+    (tmp_path / "user_nets.py").write_text(
+        "from torch import nn\ndef wrong(num_classes):\n    return nn.Linear(5, num_classes)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    code, _, err = run_cli(
+        capsys, "train", config, "--set", "student.model=user_nets:wrong", "--set", "student.args={}"
+    )
+    assert_user_error(code, err, "student.model cannot take the data's inputs of shape (1, 8, 8)")
 
 
 def test_teacher_checkpoint_of_another_architecture(tmp_path, finished_run, capsys):
@@ -186,6 +230,9 @@ def test_csv_mistakes(tmp_path, capsys):
     csv.write_text(good + "nan,2,x\n")
     code, _, err = run_cli(capsys, *base, "--set", "data.label_column=kind")
     assert_user_error(code, err, "t.csv", "column 'a'")
+    csv.write_text(good + "NA,2,x\n")
+    code, _, err = run_cli(capsys, *base, "--set", "data.label_column=kind")
+    assert_user_error(code, err, "t.csv", "column 'a' is numeric but has 'NA' at row 21")
 
 
 def test_a_csv_run_trains(tmp_path, capsys):

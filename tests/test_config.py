@@ -47,11 +47,14 @@ def test_overrides_are_typed_and_nested(tiny_config):
         ("train.schedule=multistep", "schedule 'multistep' needs train.milestones"),
         ("name=../escape", "name: String should match pattern"),
         ("train.epochs", "expected key=value"),
+        ("train.epochs=true", "train.epochs: Input should be a valid integer"),
+        ("teacher.weights=t.safetensors", "teacher.epochs applies only when the teacher is trained here"),
+        ("train.milestones=[1]", "teacher.epochs=1 must exceed every entry of train.milestones [1]"),
     ],
 )
 def test_bad_values_name_the_key(tiny_config, override, message):
     with pytest.raises(ConfigError) as e:
-        load_config(tiny_config, [override])
+        load_config(tiny_config, ["teacher.epochs=1", override])
     assert message in str(e.value)
     assert str(tiny_config) in str(e.value) or "--set" in str(e.value)
     assert "\n" not in str(e.value)
@@ -64,6 +67,7 @@ def test_bad_values_name_the_key(tiny_config, override, message):
         ("- just\n- a list\n", "a config is a mapping"),
         ("", "a config is a mapping"),
         ("name: x\nstudent: {model: mlp}\n", "teacher: missing"),
+        ("name: x\nteacher: {model: cnn}\nstudent: {model: mlp}\nname: y\n", "key 'name' appears twice"),
     ],
 )
 def test_bad_files_name_the_problem(tmp_path, text, message):

@@ -14,13 +14,8 @@ from distill.report import format_summary
 DEMO_CONFIG = resources.files("distill") / "demo.yaml"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="distill", description="Knowledge distillation: teacher -> student.")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    train = commands.add_parser("train", help="run an experiment from a YAML config")
-    train.add_argument("config", help="YAML config file")
-    train.add_argument(
+def _add_overrides(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -28,17 +23,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.epochs=5 (repeatable)",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distill", description="Knowledge distillation: teacher -> student.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="run an experiment from a YAML config")
+    train.add_argument("config", help="YAML config file")
+    _add_overrides(train)
     train.add_argument("--resume", action="store_true", help="continue the run in out_dir/name where it stopped")
 
     demo = commands.add_parser("demo", help="teacher, scratch and distilled student on the bundled digits")
-    demo.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a value of the demo config (it rewrites out_dir/name, runs/demo by default)",
-    )
+    _add_overrides(demo)
 
     evaluate = commands.add_parser("eval", help="re-measure the models of a finished run")
     evaluate.add_argument("run_dir", help="a run directory made by `distill train` or `distill demo`")
@@ -64,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except DistillError as e:
         print(f"distill: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a path that cannot be written, a full disk: the one line the OS gives, no traceback
+        print(f"distill: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("distill: interrupted; continue with `distill train CONFIG --resume`", file=sys.stderr)
         return 130

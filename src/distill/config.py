@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from distill.errors import ConfigError
 from distill.registry import did_you_mean
@@ -22,9 +22,9 @@ class DataConfig(_Group):
     path: str | None = Field(None, description="file or folder for idx, csv and tensors")
     label_column: str | None = Field(None, description="csv: the column holding the class")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of samples held out for validation")
-    seed: int = Field(0, ge=0, description="seed of the train/validation split")
-    batch_size: int = Field(64, ge=1, le=1_000_000)
-    num_workers: int = Field(0, ge=0, le=256)
+    seed: StrictInt = Field(0, ge=0, description="seed of the train/validation split")
+    batch_size: StrictInt = Field(64, ge=1, le=1_000_000)
+    num_workers: StrictInt = Field(0, ge=0, le=256)
 
 
 class ModelConfig(_Group):
@@ -35,7 +35,7 @@ class ModelConfig(_Group):
 
 class TeacherConfig(ModelConfig):
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="precision of the teacher's forward")
-    epochs: int | None = Field(None, ge=1, le=100_000, description="epochs when trained here (no weights)")
+    epochs: StrictInt | None = Field(None, ge=1, le=100_000, description="epochs when trained here (no weights)")
 
 
 class DistillConfig(_Group):
@@ -55,6 +55,17 @@ class Config(_Group):
     student: ModelConfig
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainOptions = Field(default_factory=TrainOptions)
+
+    @model_validator(mode="after")
+    def _check_teacher_epochs(self) -> Config:
+        epochs = self.teacher.epochs
+        if epochs is not None and self.teacher.weights is not None:
+            raise ValueError("teacher.epochs applies only when the teacher is trained here; drop it or teacher.weights")
+        if epochs is not None and any(m >= epochs for m in self.train.milestones):
+            raise ValueError(
+                f"teacher.epochs={epochs} must exceed every entry of train.milestones {self.train.milestones}"
+            )
+        return self
 
     @property
     def run_dir(self) -> Path:
@@ -113,12 +124,27 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     node[leaf] = value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice in one group", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader: never constructs objects
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -23,7 +23,10 @@ def _median_seconds(model: nn.Module, inputs: torch.Tensor, *, repeats: int, war
 
 
 def speed(model: nn.Module, input_shape: Sequence[int], *, repeats: int = 50, batch: int = 256) -> dict[str, float]:
-    """Median CPU latency at batch 1 (ms) and throughput at `batch` (samples/s), in eval mode and float32."""
+    """Median CPU latency at batch 1 (ms) and throughput at `batch` (samples/s), in float32.
+
+    Puts `model` in eval mode on the CPU (as deployment would) and leaves it there.
+    """
     model = model.eval().cpu()
     one = torch.randn(1, *input_shape)
     many = torch.randn(batch, *input_shape)

@@ -21,7 +21,7 @@ from distill import data
 from distill._io import write_json, write_text
 from distill.config import Config, read_yaml, validate
 from distill.distiller import Distiller, Supervised
-from distill.errors import ConfigError, DistillError
+from distill.errors import DistillError
 from distill.losses import KD
 from distill.measure import speed
 from distill.models import build_model, count_params
@@ -73,7 +73,13 @@ def _check_outputs_match(exp: Experiment, teacher: nn.Module, student: nn.Module
     """One sample through both nets before any training: a class-count mismatch fails now, not hours later."""
     sample = exp.splits.train[0]["input"].unsqueeze(0)
     for role, net in (("teacher", teacher), ("student", student)):
-        shape = tuple(net.eval()(sample).shape)
+        try:
+            shape = tuple(net.eval()(sample).shape)
+        except RuntimeError as e:
+            reason = str(e).strip().splitlines()[0]
+            raise DistillError(
+                f"{role}.model cannot take the data's inputs of shape {exp.splits.input_shape} ({reason})"
+            ) from None
         if shape != (1, exp.splits.num_classes):
             raise DistillError(
                 f"{role}.model outputs shape {shape} for one sample, but the data has "
@@ -84,10 +90,7 @@ def _check_outputs_match(exp: Experiment, teacher: nn.Module, student: nn.Module
 def _stage_options(cfg: Config, stage: str) -> TrainOptions:
     if stage != "teacher" or cfg.teacher.epochs is None:
         return cfg.train
-    try:
-        return TrainOptions(**{**cfg.train.model_dump(), "epochs": cfg.teacher.epochs})
-    except ValueError as e:
-        raise ConfigError(f"teacher.epochs={cfg.teacher.epochs} does not fit the train options ({e})") from None
+    return cfg.train.model_copy(update={"epochs": cfg.teacher.epochs})  # Config checked that it fits
 
 
 def train_stage(exp: Experiment, stage: str, module: nn.Module, net: nn.Module, *, resume: bool) -> None:
@@ -107,25 +110,24 @@ def train_stage(exp: Experiment, stage: str, module: nn.Module, net: nn.Module, 
 
 
 @torch.no_grad()
-def _predictions(net: nn.Module, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _predictions(net: nn.Module, loader: DataLoader, device: torch.device) -> torch.Tensor:
+    """Top-1 class of every sample of `loader`, in order."""
     net.eval().to(device)
-    preds, labels = [], []
-    for batch in loader:
-        preds.append(net(batch["input"].to(device)).argmax(-1).cpu())
-        labels.append(batch["label"])
-    return torch.cat(preds), torch.cat(labels)
+    return torch.cat([net(batch["input"].to(device)).argmax(-1).cpu() for batch in loader])
 
 
 def describe(exp: Experiment, nets: dict[str, nn.Module]) -> dict[str, Any]:
     """Accuracy, agreement with the teacher, params, bytes on disk and CPU speed of each trained net."""
     device = resolve_device(exp.cfg.train.device)
-    teacher_preds, labels = _predictions(nets["teacher"], exp.val_loader, device)
+    predictions = {stage: _predictions(net, exp.val_loader, device) for stage, net in nets.items()}
+    labels = exp.splits.val.labels
+    teacher_preds = predictions["teacher"]
     summary: dict[str, Any] = {"data": exp.splits.description, "val_samples": len(labels)}
     for stage in STAGES:
         if stage not in nets:
             summary[stage] = None
             continue
-        preds, _ = _predictions(nets[stage], exp.val_loader, device)
+        preds = predictions[stage]
         summary[stage] = {
             "accuracy": (preds == labels).float().mean().item(),
             "agreement": (preds == teacher_preds).float().mean().item(),
@@ -138,18 +140,28 @@ def describe(exp: Experiment, nets: dict[str, nn.Module]) -> dict[str, Any]:
     return summary
 
 
+def _has_progress(run_dir: Path) -> bool:
+    """Whether a run got as far as a checkpoint or a finished stage (a failed start leaves neither)."""
+    return any(run_dir.glob("*.safetensors")) or any(run_dir.glob("*/checkpoints/last.json"))
+
+
 def _prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> None:
     run_dir, saved = cfg.run_dir, cfg.run_dir / "config.yaml"
-    if overwrite:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    is_run = saved.exists()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DistillError(f"{run_dir} is a file; set out_dir or name to a folder")
+    if overwrite and is_run:
+        shutil.rmtree(run_dir)
     elif resume:
-        if not saved.exists():
+        if not is_run:
             raise DistillError(f"{run_dir} holds no run to resume; start it without --resume")
         _check_same_run(validate(read_yaml(saved), str(saved)), cfg)
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    elif is_run and _has_progress(run_dir):
         raise DistillError(
             f"{run_dir} already holds a run; pass --resume to continue it, or set another name (--set name=...)"
         )
+    elif run_dir.exists() and not is_run and any(run_dir.iterdir()):
+        raise DistillError(f"{run_dir} holds other files; choose another name or out_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(saved, cfg.to_yaml())
 
@@ -184,11 +196,10 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     exp = build_experiment(cfg)
     teacher = build_net(exp, "teacher", cfg.teacher.weights)  # bad weights or shapes fail before anything is written
     _check_outputs_match(exp, teacher, build_net(exp, "student", cfg.student.weights))
+    resolve_device(cfg.train.device)
     _prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
     if cfg.teacher.weights is None:
         train_stage(exp, "teacher", Supervised(teacher), teacher, resume=resume)
-    else:
-        save_weights(teacher, exp.run_dir / "teacher.safetensors", metadata={"stage": "teacher", "source": "weights"})
     nets = {"teacher": teacher}
 
     smoothing = cfg.distill.label_smoothing
@@ -205,6 +216,8 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     distiller = Distiller(nets["student"], teacher, [kd], teacher_dtype=dtype)
     train_stage(exp, "student", distiller, nets["student"], resume=resume)
 
+    if cfg.teacher.weights is not None:  # the run keeps a copy, so it stays whole if the original moves
+        save_weights(teacher, exp.run_dir / "teacher.safetensors", metadata={"stage": "teacher", "source": "weights"})
     summary = {"name": cfg.name, **describe(exp, nets)}
     write_json(exp.run_dir / "summary.json", summary)
     return summary
@@ -212,7 +225,7 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
 
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     """Re-measure the models a finished run saved, on its validation split."""
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()
     saved = run_dir / "config.yaml"
     if not saved.exists():
         raise DistillError(f"{run_dir} is not a run directory (no config.yaml); give the folder `distill train` made")

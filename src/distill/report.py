@@ -8,11 +8,12 @@ ROWS = (("teacher", "teacher"), ("scratch", "student alone"), ("student", "stude
 
 
 def _size(n_bytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n_bytes < 1024 or unit == "GB":
-            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+    if n_bytes < 1024:
+        return f"{n_bytes:.0f} B"
+    for unit in ("KB", "MB", "GB"):
         n_bytes /= 1024
-    raise AssertionError("unreachable")
+        if n_bytes < 1024 or unit == "GB":
+            return f"{n_bytes:.1f} {unit}"
 
 
 def format_summary(summary: dict[str, Any]) -> str:

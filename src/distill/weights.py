@@ -22,6 +22,8 @@ def save_weights(module: nn.Module, path: str | Path, metadata: dict[str, str] |
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Tensors of a weights file. Never runs code: safetensors, or `torch.load(weights_only=True)`."""
     path = Path(path)
+    if path.is_dir():
+        raise DistillError(f"{path} is a folder; give the weights file inside it (.safetensors or .pt)")
     if not path.is_file():
         raise DistillError(f"{path} does not exist; check the path")
     if path.suffix == ".safetensors":

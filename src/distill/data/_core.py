@@ -104,10 +104,10 @@ def split(data: ArrayData, *, val_fraction: float, seed: int) -> DataSplits:
     """Seeded random split: the same seed gives the same split. Standardises with train statistics only."""
     n = len(data.labels)
     if not 0 < val_fraction < 1:
-        raise DistillError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise DistillError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
     n_val = round(n * val_fraction)
     if not 0 < n_val < n:
-        raise DistillError(f"val_fraction {val_fraction} of {n} samples leaves an empty train or val part; change it")
+        raise DistillError(f"data.val_fraction={val_fraction} of {n} samples leaves a part empty; change it")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
     inputs, stats = data.inputs, None

@@ -71,6 +71,13 @@ def _encode(file: Path, name: str, values: list[str], lines: list[int]) -> np.nd
     try:
         numbers = np.array([float(v) for v in values])
     except ValueError:
+        not_numbers = [i for i, v in enumerate(values) if not _is_number(v)]
+        if len(not_numbers) < len(values) / 2:  # a numeric column with markers such as NA or ? for missing values
+            first = not_numbers[0]
+            raise DistillError(
+                f"{file}: column '{name}' is numeric but has '{values[first]}' at {_where(first, lines)}; "
+                "fill or drop those rows"
+            ) from None
         position = {category: i for i, category in enumerate(sorted(set(values)))}
         onehot = np.zeros((len(values), len(position)))
         onehot[np.arange(len(values)), [position[v] for v in values]] = 1
@@ -91,6 +98,14 @@ def _encode_labels(values: list[str]) -> tuple[np.ndarray, list[str]]:
     classes = sorted(set(keys))
     index = {key: i for i, key in enumerate(classes)}
     return np.array([index[key] for key in keys], dtype=np.int64), [str(c) for c in classes]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _where(row: int, lines: list[int]) -> str:

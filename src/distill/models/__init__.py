@@ -15,11 +15,17 @@ from distill.registry import Registry
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
+def _check_widths(name: str, widths: Sequence[int]) -> None:
+    if any(not isinstance(w, int) or w < 1 for w in widths):
+        raise ConfigError(f"{name} must be positive integers, got {list(widths)}")
+
+
 @MODELS.register("mlp")
 def mlp(
     input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (128,), dropout: float = 0.0
 ) -> nn.Module:
     """Flatten, then Linear-ReLU(-Dropout) blocks of the given widths, then a linear classifier."""
+    _check_widths("hidden", hidden)
     layers: list[nn.Module] = [nn.Flatten()]
     width = 1
     for d in input_shape:
@@ -43,6 +49,8 @@ def cnn(
     a hidden linear layer and a classifier. Input (B, C, H, W)."""
     if len(input_shape) != 3:
         raise ConfigError(f"model 'cnn' needs image inputs (C, H, W), got per-sample shape {tuple(input_shape)}")
+    _check_widths("channels", channels)
+    _check_widths("hidden", [hidden])
     in_channels, size = input_shape[0], min(input_shape[1:])
     layers: list[nn.Module] = []
     for c in channels:
@@ -59,11 +67,14 @@ def cnn(
 
 
 def _import_factory(spec: str) -> Callable[..., nn.Module]:
+    """The callable named by "package.module:factory"; importing runs that module's code, as the config asks."""
     module_name, _, attr = spec.partition(":")
+    if not module_name or not attr.isidentifier():
+        raise ConfigError(f"'{spec}' is not a model name; write a built-in name or 'package.module:factory'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(f"'{spec}': cannot import {module_name} ({e}); is it on PYTHONPATH?") from None
+    except Exception as e:  # ImportError, or the module's own SyntaxError or failure at import
+        raise ConfigError(f"'{spec}': cannot import {module_name} ({type(e).__name__}: {e})") from None
     if not hasattr(module, attr):
         raise ConfigError(f"'{spec}': {module_name} has no attribute '{attr}'")
     return getattr(module, attr)
@@ -79,7 +90,7 @@ def build_model(
     """
     args = dict(args or {})
     try:
-        factory = _import_factory(name) if ":" in name else MODELS.get(name)
+        factory = hub.hub_factory(name) or (_import_factory(name) if ":" in name else MODELS.get(name))
     except ConfigError as e:
         raise ConfigError(f"{field}: {e}") from None
     params = inspect.signature(factory).parameters
@@ -91,8 +102,10 @@ def build_model(
         raise ConfigError(f"{field}.args: '{name}' takes no argument {unknown[0]!r}; it takes {sorted(params)}")
     try:
         model = factory(**args)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{field}: '{name}' could not be built with args {args} ({e})") from None
+    except ConfigError as e:
+        raise ConfigError(f"{field}: {e}") from None
+    except Exception as e:  # the factory is the user's code: report any failure as one line
+        raise ConfigError(f"{field}: '{name}' could not be built with args {args} ({type(e).__name__}: {e})") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{field}: '{name}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -107,3 +120,5 @@ def count_params(model: nn.Module) -> int:
 
 
 __all__ = ["MODELS", "build_model", "cnn", "count_params", "mlp"]
+
+from distill.models import cifar, hub  # noqa: E402,F401  registers the zoo and the torchvision:/timm: names

@@ -68,18 +68,22 @@ class Checkpoints:
         """Write epoch `epoch` as a complete folder, point last (and best, when given) at it, prune the rest."""
         name = f"epoch-{epoch:04d}"
         tmp, final = self.root / f".{name}.tmp", self.root / name
-        for stale in (tmp, final):  # leftovers of an interrupted attempt at this same epoch
-            shutil.rmtree(stale, ignore_errors=True)
+        named = {p["dir"] for p in (self.pointer("last"), self.pointer("best")) if p}
+        for stale in (tmp, final):  # leftovers of an interrupted attempt at this epoch; never a pointed-at folder
+            if stale.name not in named:
+                shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_model(module, str(tmp / "model.safetensors"), metadata={"epoch": str(epoch), "step": str(step)})
         torch.save({**state, "epoch": epoch, "step": step}, tmp / "state.pt")
         for f in tmp.iterdir():
             fsync_file(f)
+        fsync_dir(tmp)
         tmp.rename(final)
         fsync_dir(self.root)
+        # last before best: a crash between them leaves best.json naming an older folder, which is still kept
+        write_json(self.root / "last.json", {"epoch": epoch, "step": step, "dir": name})
         if best is not None:
             write_json(self.root / "best.json", {**best, "epoch": epoch, "step": step, "dir": name})
-        write_json(self.root / "last.json", {"epoch": epoch, "step": step, "dir": name})
         self._prune()
 
     def _prune(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 
 class TrainOptions(BaseModel):
@@ -12,22 +12,22 @@ class TrainOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    epochs: int = Field(20, ge=1, le=100_000, description="passes over the training data")
+    epochs: StrictInt = Field(20, ge=1, le=100_000, description="passes over the training data")
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0, le=100, description="peak learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0, le=1)
     schedule: Literal["constant", "cosine", "multistep"] = "cosine"
-    milestones: list[int] = Field(default_factory=list, description="multistep: epochs at which lr *= gamma")
+    milestones: list[StrictInt] = Field(default_factory=list, description="multistep: epochs at which lr *= gamma")
     gamma: float = Field(0.1, gt=0, le=1, description="multistep decay factor")
     warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from lr/100, in (fractional) epochs")
     precision: Literal["fp32", "bf16"] = "fp32"
-    grad_accum: int = Field(1, ge=1, le=4096, description="batches per optimizer step")
+    grad_accum: StrictInt = Field(1, ge=1, le=4096, description="batches per optimizer step")
     clip_grad_norm: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
     device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:N")
-    seed: int = Field(0, ge=0, description="seeds weights init order, shuffling and dropout")
-    log_every: int = Field(10, ge=1, description="optimizer steps between logged lines (and host syncs)")
+    seed: StrictInt = Field(0, ge=0, description="seeds weights init order, shuffling and dropout")
+    log_every: StrictInt = Field(10, ge=1, description="optimizer steps between logged lines (and host syncs)")
     monitor: str = Field("val/accuracy", description="metric that picks the best checkpoint")
     monitor_mode: Literal["auto", "max", "min"] = Field("auto", description="auto: min for a *loss, else max")
     select: Literal["last", "best"] = Field(
