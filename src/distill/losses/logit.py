@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -77,6 +77,8 @@ def kd_loss(
 class KD(nn.Module):
     """The module form of `kd_loss`: hyperparameters here, tensors in `forward`."""
 
+    kind: ClassVar[str] = "logits"
+
     def __init__(
         self,
         temperature: float = 4.0,
@@ -86,8 +88,10 @@ class KD(nn.Module):
         t2: bool = True,
         label_smoothing: float = 0.0,
         ignore_index: int = -100,
+        weight: float = 1.0,
     ):
         super().__init__()
+        self.weight = weight
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= alpha <= 1.0:
