@@ -100,7 +100,7 @@ def test_only_last_and_best_checkpoints_are_kept(tmp_path):
 
 
 class Exploding(torch.nn.Module):
-    """A module whose loss turns NaN at its 5th call."""
+    """A module whose loss turns NaN at its 5th training step."""
 
     def __init__(self):
         super().__init__()
@@ -108,7 +108,7 @@ class Exploding(torch.nn.Module):
         self.calls = 0
 
     def forward(self, batch):
-        self.calls += 1
+        self.calls += self.training  # training steps only, not the dry run before them
         out = self.inner(batch)
         if self.calls == 5:
             out["loss"] = out["loss"] * float("nan")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
+from distill.taps import check_paths, make_adapter, run_tapped
 from distill.teacher import LiveTeacher
 
 if TYPE_CHECKING:
@@ -41,11 +42,15 @@ def _term_names(terms: Sequence[nn.Module]) -> list[str]:
 class Distiller(nn.Module):
     """Student + frozen teacher + weighted loss terms; `forward(batch)` returns the loss and its parts.
 
-    Each term is called as `term(student_logits, teacher_logits, labels)`. The total is
-    `sum(weight_i * term_i)`; each term's unweighted value is returned under its name, with
-    `accuracy` (student vs labels) and `agreement` (student vs teacher top-1) for monitoring.
-    The module's parameters, state dict and `.to()` are the student's and the terms': the teacher
-    is held apart (see `LiveTeacher`).
+    Logit terms get `(student_logits, teacher_logits, labels)`; feature terms get the outputs tapped at
+    their `student_layer` and `teacher_layer`, the student's passed through an adapter when the shapes
+    differ (see `distill.losses._term`). The total is `sum(term.weight * term_value)`; each term's
+    unweighted value is returned under its name, with `accuracy`, `teacher_accuracy` and `agreement`
+    (student vs teacher top-1) for monitoring. The module's parameters and state dict are the student's,
+    the adapters' and the terms' own: the teacher is held apart (see `LiveTeacher`).
+
+    Adapters are sized by a first forward without gradients (what `fit` does before it builds the
+    optimizer); call `setup(batch)` before building an optimizer of your own.
     """
 
     def __init__(
@@ -53,7 +58,6 @@ class Distiller(nn.Module):
         student: nn.Module,
         teacher: nn.Module,
         terms: Sequence[nn.Module],
-        weights: Sequence[float] | None = None,
         *,
         teacher_dtype: torch.dtype = torch.float32,
         ignore_index: int = -100,
@@ -61,31 +65,60 @@ class Distiller(nn.Module):
         super().__init__()
         if not terms:
             raise DistillError("a Distiller needs at least one loss term, e.g. losses.KD(temperature=4.0, alpha=0.5)")
-        weights = [1.0] * len(terms) if weights is None else [float(w) for w in weights]
-        if len(weights) != len(terms):
-            raise DistillError(f"got {len(terms)} loss terms but {len(weights)} weights")
         self.student = student
-        self.teacher = LiveTeacher(teacher, dtype=teacher_dtype)
         self.terms = nn.ModuleDict(zip(_term_names(terms), terms, strict=True))
-        self.weights = dict(zip(self.terms, weights, strict=True))
+        self.adapters = nn.ModuleDict()
+        features = [term for term in terms if term.kind == "features"]
+        self.student_taps = tuple(dict.fromkeys(term.student_layer for term in features))
+        self.teacher_taps = tuple(dict.fromkeys(term.teacher_layer for term in features))
+        check_paths(student, self.student_taps, "student")
+        self.teacher = LiveTeacher(teacher, dtype=teacher_dtype, taps=self.teacher_taps)
         self.ignore_index = ignore_index
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         inputs, labels = batch["input"], batch["label"]
-        student_logits = self.student(inputs)  # (B, C)
-        teacher_logits = self.teacher(inputs)  # (B, C), float32, no grad
+        student_logits, student_features = run_tapped(self.student, inputs, self.student_taps)  # (B, C), {path: …}
+        teacher_logits, teacher_features = self.teacher(inputs)  # float32, no grad
         if student_logits.shape != teacher_logits.shape:
             raise DistillError(
                 f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} "
                 "differ in shape: the student must predict the same classes as the teacher"
             )
-        parts = {name: term(student_logits, teacher_logits, labels) for name, term in self.terms.items()}
-        total = sum(self.weights[name] * value for name, value in parts.items())
+        parts = {}
+        for name, term in self.terms.items():
+            try:
+                if term.kind == "logits":
+                    parts[name] = term(student_logits, teacher_logits, labels)
+                    continue
+                teacher_feature = teacher_features[term.teacher_layer]
+                student_feature = self._adapt(name, term, student_features[term.student_layer], teacher_feature)
+                index = (batch["index"],) if term.needs_index else ()
+                parts[name] = term(student_feature, teacher_feature, *index)
+            except ValueError as e:  # a loss refusing its inputs (rank, heads, sizes): name the term
+                raise DistillError(f"loss term '{name}': {e}") from None
+        total = sum(self.terms[name].weight * value for name, value in parts.items())
         with torch.no_grad():
             parts["accuracy"] = _accuracy(student_logits, labels, self.ignore_index)
             parts["teacher_accuracy"] = _accuracy(teacher_logits, labels, self.ignore_index)
             parts["agreement"] = (student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean()
         return {"loss": total, **parts}
+
+    def _adapt(self, name: str, term: nn.Module, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
+        if name not in self.adapters:
+            if self.training and torch.is_grad_enabled():
+                raise DistillError("adapters are sized by a first forward: call setup(batch) before the optimizer")
+            where = f"loss term '{name}' ({term.student_layer} -> {term.teacher_layer})"
+            adapter = make_adapter(term.adapter, student_feature.shape, teacher_feature.shape, where)
+            self.adapters[name] = adapter.to(student_feature.device)
+        return self.adapters[name](student_feature)
+
+    @torch.no_grad()
+    def setup(self, batch: Batch) -> None:
+        """One forward without gradients that sizes the adapters and lazy loss parameters."""
+        was_training = self.training
+        self.eval()
+        self(batch)
+        self.train(was_training)
 
     def fit(
         self,

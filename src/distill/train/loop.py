@@ -179,11 +179,17 @@ def _check_weights(params: list[nn.Parameter], epoch: int) -> None:
         )
 
 
-def _check_monitor(module: nn.Module, val_loader: Iterable[Batch], options: TrainOptions, device: torch.device) -> str:
-    """Fail before training when train.monitor names no metric; return the monitor's mode."""
+@torch.no_grad()
+def _dry_run(module: nn.Module, loader: Iterable[Batch], device: torch.device) -> list[str]:
+    """One forward without gradients before the optimizer exists: parameters a module sizes on its first
+    batch (torch's Lazy modules, adapters) are then in place to be optimized and resumed. Returns the
+    names of the module's outputs."""
     module.eval()
-    with torch.no_grad():
-        names = [f"val/{key}" for key in module(_to_device(next(iter(val_loader)), device))]
+    return list(module(_to_device(next(iter(loader)), device)))
+
+
+def _monitor_mode(options: TrainOptions, names: list[str]) -> str:
+    """Fail before training when train.monitor names no metric; return the monitor's mode."""
     if options.monitor not in names:
         close = did_you_mean(options.monitor, names)
         raise DistillError(f"train.monitor: '{options.monitor}' is not a metric{close}; known: {', '.join(names)}")
@@ -213,7 +219,8 @@ def fit(
     device = resolve_device(options.device)
     seed_everything(options.seed)
     module.to(device)
-    mode = _check_monitor(module, val_loader, options, device) if val_loader is not None else None
+    outputs = _dry_run(module, val_loader if val_loader is not None else train_loader, device)
+    mode = _monitor_mode(options, [f"val/{name}" for name in outputs]) if val_loader is not None else None
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, options)
     steps_per_epoch = math.ceil(len(train_loader) / options.grad_accum)
