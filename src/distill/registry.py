@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 from distill.errors import ConfigError
 
@@ -47,3 +48,28 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def build(
+    factory: Callable[..., T], name: str, args: dict[str, Any], field: str, defaults: Mapping[str, Any] | None = None
+) -> T:
+    """Call `factory(**args)` for the config key `field`, turning every failure into one ConfigError line.
+
+    `defaults` fill the parameters the factory names and `args` leaves out (a model's `num_classes`, a
+    loss's `num_samples`); an argument the factory does not take is refused with the ones it does.
+    """
+    params = inspect.signature(factory).parameters
+    args = {**{k: v for k, v in (defaults or {}).items() if k in params}, **args}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [key for key in args if key not in params and not takes_any]
+    if unknown:
+        known = sorted(k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL)
+        raise ConfigError(
+            f"{field}: '{name}' takes no argument {unknown[0]!r}{did_you_mean(unknown[0], known)}; it takes {known}"
+        )
+    try:
+        return factory(**args)
+    except ConfigError as e:
+        raise ConfigError(f"{field}: {e}") from None
+    except Exception as e:  # often the user's own code: report any failure as one line
+        raise ConfigError(f"{field}: '{name}' could not be built with {args} ({type(e).__name__}: {e})") from None

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
 from distill.errors import ConfigError
-from distill.registry import Registry
+from distill.registry import Registry, build
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
@@ -88,31 +87,15 @@ def build_model(
     A user factory also receives `input_shape` and `num_classes` when its signature names them and
     `args` does not. `field` names the config key in error messages.
     """
-    args = dict(args or {})
     try:
         factory = hub.hub_factory(name) or (_import_factory(name) if ":" in name else MODELS.get(name))
     except ConfigError as e:
         raise ConfigError(f"{field}: {e}") from None
-    params = inspect.signature(factory).parameters
-    for key, value in (("input_shape", tuple(input_shape)), ("num_classes", num_classes)):
-        if key in params and key not in args:
-            args[key] = value
-    unknown = [k for k in args if k not in params] if not _takes_kwargs(params) else []
-    if unknown:
-        raise ConfigError(f"{field}.args: '{name}' takes no argument {unknown[0]!r}; it takes {sorted(params)}")
-    try:
-        model = factory(**args)
-    except ConfigError as e:
-        raise ConfigError(f"{field}: {e}") from None
-    except Exception as e:  # the factory is the user's code: report any failure as one line
-        raise ConfigError(f"{field}: '{name}' could not be built with args {args} ({type(e).__name__}: {e})") from None
+    defaults = {"input_shape": tuple(input_shape), "num_classes": num_classes}
+    model = build(factory, name, dict(args or {}), f"{field}.args", defaults)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{field}: '{name}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
-
-
-def _takes_kwargs(params: Any) -> bool:
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def count_params(model: nn.Module) -> int:
