@@ -80,8 +80,8 @@ def test_a_second_run_never_overwrites_the_first(finished_run, capsys):
 
 def test_resume_with_changed_settings_is_refused(finished_run, capsys):
     config, _ = finished_run
-    code, _, err = run_cli(capsys, "train", config, "--resume", "--set", "distill.temperature=8")
-    assert_user_error(code, err, "distill.temperature is 8.0 but the run started with 2.0")
+    code, _, err = run_cli(capsys, "train", config, "--resume", "--set", "train.lr=0.5")
+    assert_user_error(code, err, "train.lr is 0.5 but the run started with 0.01")
 
 
 def test_teacher_weights_and_an_interrupted_student_resume(tmp_path, finished_run, capsys):

@@ -21,13 +21,15 @@ def test_overrides_are_typed_and_nested(tiny_config):
         tiny_config,
         [
             "train.epochs=7",
-            "distill.temperature=2.5",
+            "distill.terms.0.temperature=2.5",
             "train.milestones=[2, 4]",
             "train.schedule=multistep",
             "scratch=false",
         ],
     )
-    assert cfg.train.epochs == 7 and cfg.distill.temperature == 2.5 and cfg.train.milestones == [2, 4]
+    assert (
+        cfg.train.epochs == 7 and cfg.distill.terms[0].options["temperature"] == 2.5 and cfg.train.milestones == [2, 4]
+    )
     assert cfg.scratch is False
 
 
@@ -35,18 +37,24 @@ def test_overrides_are_typed_and_nested(tiny_config):
     ("override", "message"),
     [
         ("train.epocs=3", "train.epocs: unknown key (did you mean 'epochs'?)"),
-        ("distill.temprature=3", "distill.temprature: unknown key (did you mean 'temperature'?)"),
         ("trian.epochs=3", "trian: unknown key (did you mean 'train'?)"),
         ("train.epochs=ten", "train.epochs: Input should be a valid integer"),
         ("train.epochs=0", "train.epochs: Input should be greater than or equal to 1"),
         ("train.epochs=1000000000000", "train.epochs: Input should be less than or equal to 100000"),
         ("data.batch_size=0", "data.batch_size: Input should be greater than or equal to 1"),
-        ("distill.alpha=1.5", "distill.alpha: Input should be less than or equal to 1"),
-        ("distill.temperature=-1", "distill.temperature: Input should be greater than 0"),
-        ("distill.soft=mse", "distill.soft: Input should be 'kl' or 'ce'"),
         ("train.schedule=multistep", "schedule 'multistep' needs train.milestones"),
         ("name=../escape", "name: String should match pattern"),
         ("train.epochs", "expected key=value"),
+        ("distill.terms=[]", "distill.terms: List should have at least 1 item"),
+        ("stages=[{name: hint, epochs: 1, terms: []}]", "stages.0.terms: List should have at least 1 item"),
+        (
+            "stages=[{name: a, epochs: 1, terms: [{loss: kd}], train: {lrr: 1}}]",
+            "stages.0.train.lrr: unknown key (did you mean 'lr'?)",
+        ),
+        (
+            "stages=[{name: a, epochs: 1, terms: [{loss: kd}]}, {name: a, epochs: 1, terms: [{loss: kd}]}]",
+            "names must differ",
+        ),
         ("train.epochs=true", "train.epochs: Input should be a valid integer"),
         ("teacher.weights=t.safetensors", "teacher.epochs applies only when the teacher is trained here"),
         ("train.milestones=[1]", "teacher.epochs=1 must exceed every entry of train.milestones [1]"),

@@ -38,16 +38,44 @@ class TeacherConfig(ModelConfig):
     epochs: StrictInt | None = Field(None, ge=1, le=100_000, description="epochs when trained here (no weights)")
 
 
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class TermConfig(BaseModel):
+    """One loss term: `loss` names it in distill.losses.list(); any other key is the loss's own option."""
+
+    model_config = ConfigDict(extra="allow")
+
+    loss: str
+    weight: float = Field(1.0, ge=0, description="factor of this term in the total loss")
+    student: str | None = Field(None, description="feature terms: the student's module path to tap")
+    teacher: str | None = Field(None, description="feature terms: the teacher's module path to tap")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _kd() -> list[TermConfig]:
+    return [TermConfig(loss="kd", temperature=4.0, alpha=0.5)]
+
+
 class DistillConfig(_Group):
-    temperature: float = Field(4.0, gt=0, le=1000, description="T: softens both distributions")
-    alpha: float = Field(0.5, ge=0, le=1, description="weight of the HARD (label) loss; 1 - alpha weights the soft")
-    soft: Literal["kl", "ce"] = "kl"
-    t2: bool = Field(True, description="scale the soft loss by T^2")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="on the hard loss, for student and scratch")
+    terms: list[TermConfig] = Field(default_factory=_kd, min_length=1, description="the loss terms, summed")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="on every hard loss: scratch, and KD unless set")
+
+
+class StageConfig(_Group):
+    """One stage of a multi-stage student run, e.g. FitNets: a hint stage, then a KD stage."""
+
+    name: str = Field(pattern=NAME)
+    epochs: StrictInt = Field(ge=1, le=100_000)
+    terms: list[TermConfig] = Field(min_length=1)
+    train: dict[str, Any] = Field(default_factory=dict, description="train options that differ in this stage")
 
 
 class Config(_Group):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run name: results go to out_dir/name")
+    name: str = Field(pattern=NAME, description="run name: results go to out_dir/name")
     out_dir: str = "runs"
     scratch: bool = Field(True, description="also train the student alone, same budget, to show what KD added")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -55,6 +83,29 @@ class Config(_Group):
     student: ModelConfig
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainOptions = Field(default_factory=TrainOptions)
+    stages: list[StageConfig] | None = Field(None, description="student stages in order; default: one, of distill")
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> Config:
+        names = [stage.name for stage in self.stages or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stages: names must differ, got {names}")
+        for i in range(len(names)):
+            self.stage_options(i)  # a bad override fails now, naming its key
+        return self
+
+    def student_stages(self) -> list[StageConfig]:
+        """The stages that train the student: the listed ones, or one named 'student' from distill and train."""
+        return self.stages or [StageConfig(name="student", epochs=self.train.epochs, terms=self.distill.terms)]
+
+    def stage_options(self, i: int) -> TrainOptions:
+        stage = self.student_stages()[i]
+        try:
+            return TrainOptions(**{**self.train.model_dump(), **stage.train, "epochs": stage.epochs})
+        except ValidationError as e:
+            error = e.errors()[0]
+            error["loc"] = ("train", *error["loc"])  # described as the train group's key, then placed in the stage
+            raise ValueError(f"stages.{i}.{_describe(error)}") from None
 
     @model_validator(mode="after")
     def _check_teacher_epochs(self) -> Config:
@@ -115,13 +166,20 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     except yaml.YAMLError:
         value = text
     *parents, leaf = key.split(".")
-    node = raw
+    node: Any = raw
     for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: '{part}' is not a group of keys")
-        node = child
-    node[leaf] = value
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]  # stages.0.epochs, distill.terms.1.weight
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: no group '{part}' there")
+        node = node.setdefault(part, {})
+    if isinstance(node, list) and leaf.isdigit() and int(leaf) < len(node):
+        node[int(leaf)] = value
+    elif isinstance(node, dict):
+        node[leaf] = value
+    else:
+        raise ConfigError(f"--set {key}: no group '{parents[-1]}' there")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -39,6 +39,14 @@ def _term_names(terms: Sequence[nn.Module]) -> list[str]:
     return names
 
 
+def tap_paths(terms: Sequence[nn.Module]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The student's and the teacher's module paths that the feature terms read, each once, in order."""
+    features = [term for term in terms if term.kind == "features"]
+    student = tuple(dict.fromkeys(term.student_layer for term in features))
+    teacher = tuple(dict.fromkeys(term.teacher_layer for term in features))
+    return student, teacher
+
+
 class Distiller(nn.Module):
     """Student + frozen teacher + weighted loss terms; `forward(batch)` returns the loss and its parts.
 
@@ -68,9 +76,7 @@ class Distiller(nn.Module):
         self.student = student
         self.terms = nn.ModuleDict(zip(_term_names(terms), terms, strict=True))
         self.adapters = nn.ModuleDict()
-        features = [term for term in terms if term.kind == "features"]
-        self.student_taps = tuple(dict.fromkeys(term.student_layer for term in features))
-        self.teacher_taps = tuple(dict.fromkeys(term.teacher_layer for term in features))
+        self.student_taps, self.teacher_taps = tap_paths(terms)
         check_paths(student, self.student_taps, "student")
         self.teacher = LiveTeacher(teacher, dtype=teacher_dtype, taps=self.teacher_taps)
         self.ignore_index = ignore_index

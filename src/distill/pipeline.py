@@ -19,12 +19,14 @@ from torch.utils.data import DataLoader
 
 from distill import data
 from distill._io import write_json, write_text
-from distill.config import Config, read_yaml, validate
-from distill.distiller import Distiller, Supervised
-from distill.errors import DistillError
-from distill.losses import KD
+from distill.config import Config, TermConfig, read_yaml, validate
+from distill.distiller import Distiller, Supervised, tap_paths
+from distill.errors import ConfigError, DistillError
+from distill.losses import LOSSES
 from distill.measure import speed
 from distill.models import build_model, count_params
+from distill.registry import build
+from distill.taps import check_paths
 from distill.train import Checkpoints, TrainOptions, fit, resolve_device, seed_everything
 from distill.weights import load_weights, save_weights
 
@@ -87,20 +89,39 @@ def _check_outputs_match(exp: Experiment, teacher: nn.Module, student: nn.Module
             )
 
 
-def _stage_options(cfg: Config, stage: str) -> TrainOptions:
-    if stage != "teacher" or cfg.teacher.epochs is None:
-        return cfg.train
-    return cfg.train.model_copy(update={"epochs": cfg.teacher.epochs})  # Config checked that it fits
+def build_terms(exp: Experiment, specs: list[TermConfig], field: str) -> list[nn.Module]:
+    """Loss terms from their config entries; `field` names the list in error messages."""
+    defaults = {
+        "num_samples": len(exp.splits.train) + len(exp.splits.val),  # CRD's memory: one row per sample
+        "label_smoothing": exp.cfg.distill.label_smoothing,
+    }
+    terms = []
+    for i, spec in enumerate(specs):
+        where = f"{field}.{i}"
+        try:
+            loss = LOSSES.get(spec.loss)
+        except ConfigError as e:
+            raise ConfigError(f"{where}.loss: {e}") from None
+        args = {**spec.options, "weight": spec.weight}
+        if loss.kind == "features":
+            if not (spec.student and spec.teacher):
+                raise ConfigError(f"{where}: '{spec.loss}' is a feature loss: give student and teacher module paths")
+            args.update(student_layer=spec.student, teacher_layer=spec.teacher)
+        elif spec.student or spec.teacher:
+            raise ConfigError(f"{where}: '{spec.loss}' works on logits; remove its student/teacher paths")
+        terms.append(build(loss, spec.loss, args, where, defaults))
+    return terms
 
 
-def train_stage(exp: Experiment, stage: str, module: nn.Module, net: nn.Module, *, resume: bool) -> None:
+def train_stage(
+    exp: Experiment, stage: str, module: nn.Module, net: nn.Module, options: TrainOptions, *, resume: bool
+) -> None:
     """Train `module` (which wraps `net`) as `stage` unless already done, then write the stage's weights."""
     result = exp.run_dir / f"{stage}.safetensors"
     if result.exists():
         load_weights(net, result)
         return
     stage_dir = exp.run_dir / stage
-    options = _stage_options(exp.cfg, stage)
     has_checkpoint = Checkpoints(stage_dir / "checkpoints").pointer("last") is not None
     print(f"[{exp.cfg.name}] training {stage} for {options.epochs} epochs")
     fit(module, exp.train_loader, exp.val_loader, options, run_dir=stage_dir, resume=resume and has_checkpoint)
@@ -194,33 +215,48 @@ def _check_same_run(before: Config, now: Config) -> None:
 def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run every stage of `cfg` and write summary.json; returns the summary."""
     exp = build_experiment(cfg)
-    teacher = build_net(exp, "teacher", cfg.teacher.weights)  # bad weights or shapes fail before anything is written
-    _check_outputs_match(exp, teacher, build_net(exp, "student", cfg.student.weights))
+    # --- build everything first: a bad path, weights file, shape or loss option fails before a file is written ---
+    teacher = build_net(exp, "teacher", cfg.teacher.weights)
+    student = build_net(exp, "student", cfg.student.weights)
+    _check_outputs_match(exp, teacher, student)
     resolve_device(cfg.train.device)
+    dtype = torch.bfloat16 if cfg.teacher.dtype == "bfloat16" else torch.float32
+    stages = cfg.student_stages()
+    field = "stages.{}.terms" if cfg.stages else "distill.terms"
+    stage_terms = [build_terms(exp, stage.terms, field.format(i)) for i, stage in enumerate(stages)]
+    for terms in stage_terms:
+        student_paths, teacher_paths = tap_paths(terms)
+        check_paths(student, student_paths, "student")
+        check_paths(teacher, teacher_paths, "teacher")
     _prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
-    if cfg.teacher.weights is None:
-        train_stage(exp, "teacher", Supervised(teacher), teacher, resume=resume)
-    nets = {"teacher": teacher}
 
-    smoothing = cfg.distill.label_smoothing
+    # --- teacher, scratch baseline (same init and epochs as the student), student stages ---
+    nets = {"teacher": teacher, "student": student}
+    if cfg.teacher.weights is None:
+        epochs = cfg.teacher.epochs or cfg.train.epochs
+        train_stage(exp, "teacher", Supervised(teacher), teacher, _with_epochs(cfg.train, epochs), resume=resume)
     if cfg.scratch:
         nets["scratch"] = build_net(exp, "student", cfg.student.weights)
-        train_stage(
-            exp, "scratch", Supervised(nets["scratch"], label_smoothing=smoothing), nets["scratch"], resume=resume
-        )
-    nets["student"] = build_net(exp, "student", cfg.student.weights)
-    kd = KD(
-        cfg.distill.temperature, cfg.distill.alpha, soft=cfg.distill.soft, t2=cfg.distill.t2, label_smoothing=smoothing
-    )
-    dtype = torch.bfloat16 if cfg.teacher.dtype == "bfloat16" else torch.float32
-    distiller = Distiller(nets["student"], teacher, [kd], teacher_dtype=dtype)
-    train_stage(exp, "student", distiller, nets["student"], resume=resume)
+        scratch = Supervised(nets["scratch"], label_smoothing=cfg.distill.label_smoothing)
+        epochs = sum(stage.epochs for stage in stages)
+        train_stage(exp, "scratch", scratch, nets["scratch"], _with_epochs(cfg.train, epochs), resume=resume)
+    for i, (stage, terms) in enumerate(zip(stages, stage_terms, strict=True)):
+        name = f"student-{stage.name}" if cfg.stages else "student"
+        distiller = Distiller(student, teacher, terms, teacher_dtype=dtype)  # freezes the teacher, trained by now
+        train_stage(exp, name, distiller, student, cfg.stage_options(i), resume=resume)
 
-    if cfg.teacher.weights is not None:  # the run keeps a copy, so it stays whole if the original moves
+    # --- the run keeps every model it reports on ---
+    if cfg.stages:
+        save_weights(student, exp.run_dir / "student.safetensors", metadata={"stage": "student"})
+    if cfg.teacher.weights is not None:
         save_weights(teacher, exp.run_dir / "teacher.safetensors", metadata={"stage": "teacher", "source": "weights"})
-    summary = {"name": cfg.name, **describe(exp, nets)}
+    summary = {"name": cfg.name, "stages": [stage.name for stage in stages], **describe(exp, nets)}
     write_json(exp.run_dir / "summary.json", summary)
     return summary
+
+
+def _with_epochs(options: TrainOptions, epochs: int) -> TrainOptions:
+    return options.model_copy(update={"epochs": epochs})  # Config checked that milestones fit
 
 
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
