@@ -22,6 +22,15 @@ def test_sizes_follow_the_args():
     assert count_params(wide) > count_params(build_model("cnn", input_shape=(1, 8, 8), num_classes=10))
 
 
+def test_builtin_models_name_their_tap_paths():
+    cnn = build_model("cnn", input_shape=(1, 28, 28), num_classes=10, args={"channels": [8, 16, 32]})
+    mlp = build_model("mlp", input_shape=(64,), num_classes=10, args={"hidden": [32, 16]})
+    assert [name for name, _ in cnn.named_children()] == ["block1", "block2", "block3", "pool", "hidden", "fc"]
+    assert [name for name, _ in mlp.named_children()] == ["flatten", "hidden1", "hidden2", "fc"]
+    x = torch.randn(2, 1, 28, 28)
+    assert cnn.block3(cnn.block2(cnn.block1(x))).shape == (2, 32, 3, 3)  # pooled while larger than 4x4
+
+
 def test_cnn_refuses_flat_inputs():
     with pytest.raises(ConfigError, match=r"needs image inputs \(C, H, W\)"):
         build_model("cnn", input_shape=(13,), num_classes=2, field="teacher")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,17 +25,18 @@ def _check_widths(name: str, widths: Sequence[int]) -> None:
 def mlp(
     input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (128,), dropout: float = 0.0
 ) -> nn.Module:
-    """Flatten, then Linear-ReLU(-Dropout) blocks of the given widths, then a linear classifier."""
+    """Flatten, then Linear-ReLU(-Dropout) blocks of the given widths, then a linear classifier.
+
+    Tap paths: `hidden1` .. `hiddenN` (B, width), `fc` (the logits).
+    """
     _check_widths("hidden", hidden)
-    layers: list[nn.Module] = [nn.Flatten()]
-    width = 1
-    for d in input_shape:
-        width *= d
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU(inplace=True)] + ([nn.Dropout(dropout)] if dropout else [])
+    parts: dict[str, nn.Module] = {"flatten": nn.Flatten()}
+    width = math.prod(input_shape)
+    for i, h in enumerate(hidden, start=1):
+        parts[f"hidden{i}"] = nn.Sequential(nn.Linear(width, h), nn.ReLU(), *([nn.Dropout(dropout)] if dropout else []))
         width = h
-    layers.append(nn.Linear(width, num_classes))
-    return nn.Sequential(*layers)
+    parts["fc"] = nn.Linear(width, num_classes)
+    return nn.Sequential(OrderedDict(parts))
 
 
 @MODELS.register("cnn")
@@ -45,24 +48,29 @@ def cnn(
     dropout: float = 0.0,
 ) -> nn.Module:
     """Conv3x3-BN-ReLU blocks (max-pool after each while the map is larger than 4x4), global average pool,
-    a hidden linear layer and a classifier. Input (B, C, H, W)."""
+    a hidden linear layer and a classifier. Input (B, C, H, W).
+
+    Tap paths: `block1` .. `blockN` (B, C, H, W), `pool` (B, C), `hidden` (B, hidden), `fc` (the logits).
+    """
     if len(input_shape) != 3:
         raise ConfigError(f"model 'cnn' needs image inputs (C, H, W), got per-sample shape {tuple(input_shape)}")
     _check_widths("channels", channels)
     _check_widths("hidden", [hidden])
     in_channels, size = input_shape[0], min(input_shape[1:])
-    layers: list[nn.Module] = []
-    for c in channels:
-        layers += [nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+    parts: dict[str, nn.Module] = {}
+    for i, c in enumerate(channels, start=1):
+        layers = [nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
         if size > 4:
             layers.append(nn.MaxPool2d(2))
             size //= 2
+        parts[f"block{i}"] = nn.Sequential(*layers)
         in_channels = c
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, hidden), nn.ReLU(inplace=True)]
-    if dropout:
-        layers.append(nn.Dropout(dropout))
-    layers.append(nn.Linear(hidden, num_classes))
-    return nn.Sequential(*layers)
+    parts["pool"] = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    parts["hidden"] = nn.Sequential(
+        nn.Linear(in_channels, hidden), nn.ReLU(), *([nn.Dropout(dropout)] if dropout else [])
+    )
+    parts["fc"] = nn.Linear(hidden, num_classes)
+    return nn.Sequential(OrderedDict(parts))
 
 
 def _import_factory(spec: str) -> Callable[..., nn.Module]:
