@@ -1,6 +1,8 @@
 """Data sets: each loader's output, the seeded split, and one-line errors for every bad file."""
 
 import gzip
+import os
+import pickle
 import struct
 from pathlib import Path
 
@@ -26,7 +28,7 @@ def raises_one_line(call, *needles: str) -> str:
 
 
 def test_registry_has_every_loader():
-    assert DATASETS.names() == ["csv", "digits", "idx", "tensors"]
+    assert DATASETS.names() == ["cifar10", "cifar100", "csv", "digits", "idx", "tensors"]
 
 
 def test_digits_shape_range_classes():
@@ -52,6 +54,7 @@ def test_split_is_seeded_disjoint_and_indexes_the_full_data():
     assert torch.equal(sample["input"], data.inputs[sample["index"]])
     assert sample["label"] == data.labels[sample["index"]]
     assert parts.num_classes == 10 and parts.input_shape == (1, 8, 8) and parts.stats is None
+    assert parts.augment == "none" and parts.description.endswith("augment=none") and "seed=0" in parts.description
     batch = next(iter(torch.utils.data.DataLoader(parts.train, batch_size=4)))
     assert batch["input"].shape == (4, 1, 8, 8) and batch["index"].shape == (4,)
 
@@ -219,6 +222,228 @@ def test_tensors_garbage_file_is_a_distill_error(tmp_path, suffix):
     raises_one_line(lambda: load("tensors", path=str(path)), str(path), "cannot read")
 
 
+# --- CIFAR ---------------------------------------------------------------------------------------------------------
+
+CIFAR = {
+    "cifar100": {
+        "folder": "cifar-100-python",
+        "archive": "cifar-100-python.tar.gz",
+        "parts": {"train": 6, "test": 3},  # rows per file; the last file is the official test set
+        "meta": "meta",
+        "labels": b"fine_labels",
+        "names": b"fine_label_names",
+        "classes": ["apple", "bear", "cloud", "dolphin"],
+        "mean": (0.5071, 0.4865, 0.4409),
+        "std": (0.2673, 0.2564, 0.2762),
+    },
+    "cifar10": {
+        "folder": "cifar-10-batches-py",
+        "archive": "cifar-10-python.tar.gz",
+        "parts": {**{f"data_batch_{i}": 2 for i in range(1, 6)}, "test_batch": 3},
+        "meta": "batches.meta",
+        "labels": b"labels",
+        "names": b"label_names",
+        "classes": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+        "mean": (0.4914, 0.4822, 0.4465),
+        "std": (0.2470, 0.2435, 0.2616),
+    },
+}
+
+
+def write_pickle(path: Path, obj, style: str = "protocol4") -> None:
+    """style 'numpy1': protocol 3 naming numpy.core.multiarray, as the official files (Python 2, numpy 1) do."""
+    if style == "numpy1":
+        raw = pickle.dumps(obj, protocol=3).replace(b"numpy._core.", b"numpy.core.")
+        assert b"numpy._core" not in raw and (b"numpy.core.multiarray\n_reconstruct" in raw or b"numpy" not in raw)
+    else:
+        raw = pickle.dumps(obj, protocol=int(style.removeprefix("protocol")))
+    path.write_bytes(raw)
+
+
+def fake_cifar(root: Path, name: str, style: str = "protocol4") -> tuple[Path, np.ndarray, np.ndarray]:
+    """A tiny CIFAR folder in the official layout; returns it with all images (N, 3072) and labels, test rows last."""
+    spec = CIFAR[name]
+    folder = root / spec["folder"]
+    folder.mkdir()
+    n = sum(spec["parts"].values())
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    images[0, 0], images[0, 2048] = 255, 0  # red and blue of pixel (0, 0) in image 0
+    images[1, 1024 + 5 * 32 + 7] = 128  # green of pixel (row 5, column 7) in image 1
+    labels = rng.integers(0, len(spec["classes"]), size=n)
+    start = 0
+    for file, rows in spec["parts"].items():
+        part = {b"data": images[start : start + rows], spec["labels"]: labels[start : start + rows].tolist()}
+        write_pickle(folder / file, {**part, b"filenames": [b"x.png"] * rows}, style)
+        start += rows
+    write_pickle(folder / spec["meta"], {spec["names"]: [c.encode() for c in spec["classes"]]}, style)
+    return folder, images, labels
+
+
+@pytest.mark.parametrize("name", ["cifar100", "cifar10"])
+@pytest.mark.parametrize("style", ["numpy1", "protocol4", "protocol5"])
+@pytest.mark.parametrize("point_at", ["folder", "parent"])
+def test_cifar_shapes_normalisation_and_classes(tmp_path, name, style, point_at):
+    spec = CIFAR[name]
+    folder, images, labels = fake_cifar(tmp_path, name, style)
+    data = load(name, path=str(folder if point_at == "folder" else tmp_path))
+    n, n_test = len(labels), list(spec["parts"].values())[-1]
+    assert data.inputs.shape == (n, 3, 32, 32) and data.inputs.dtype == torch.float32
+    assert data.labels.tolist() == labels.tolist() and data.classes == spec["classes"]
+    assert data.val_indices.tolist() == list(range(n - n_test, n)) and str(folder) in data.description
+    mean, std = spec["mean"], spec["std"]
+    assert data.inputs[0, 0, 0, 0].item() == pytest.approx((1 - mean[0]) / std[0], abs=1e-6)
+    assert data.inputs[0, 2, 0, 0].item() == pytest.approx(-mean[2] / std[2], abs=1e-6)
+    assert data.inputs[1, 1, 5, 7].item() == pytest.approx((128 / 255 - mean[1]) / std[1], abs=1e-6)
+    expected = (images.reshape(n, 3, 32, 32) / 255 - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
+    assert torch.allclose(data.inputs, torch.from_numpy(expected).float(), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["cifar100", "cifar10"])
+def test_cifar_validates_on_the_official_test_rows(tmp_path, name):
+    folder, _, labels = fake_cifar(tmp_path, name)
+    data = load(name, path=str(folder))
+    n, n_test = len(labels), list(CIFAR[name]["parts"].values())[-1]
+    parts = split(data, val_fraction=0.5, seed=0)
+    other = split(data, val_fraction=0.2, seed=1)
+    assert parts.val.indices.tolist() == other.val.indices.tolist() == list(range(n - n_test, n))
+    assert parts.train.indices.tolist() == list(range(n - n_test))
+    assert "val_fraction and seed unused" in parts.description and "seed=0" not in parts.description
+    assert f"({n - n_test} train / {n_test} val)" in parts.description
+    for i in range(n_test):
+        sample = parts.val[i]
+        assert torch.equal(sample["input"], data.inputs[sample["index"]])
+        assert sample["label"] == labels[n - n_test + i] and sample["index"] == n - n_test + i
+
+
+class Planted:
+    """Unpickles by calling `call(*args)`: what a malicious pickle does."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+@pytest.mark.parametrize("name", ["cifar100", "cifar10"])
+@pytest.mark.parametrize("planted", ["os.system", "numpy.load", "builtins.eval"])
+def test_cifar_refuses_a_planted_pickle(tmp_path, name, planted):
+    spec = CIFAR[name]
+    folder, _, _ = fake_cifar(tmp_path, name)
+    marker = tmp_path / "ran"
+    call = {
+        "os.system": Planted(os.system, f"touch {marker}"),
+        "numpy.load": Planted(np.load, str(marker)),
+        "builtins.eval": Planted(eval, f"open({str(marker)!r}, 'w')"),
+    }[planted]
+    victim = folder / next(iter(spec["parts"]))
+    write_pickle(victim, {b"data": call, spec["labels"]: [0]})
+    message = raises_one_line(lambda: load(name, path=str(folder)), str(victim), "refused", planted.split(".")[1])
+    assert not marker.exists(), message
+
+
+@pytest.mark.parametrize("name", ["cifar100", "cifar10"])
+def test_cifar_missing_or_truncated_files(tmp_path, name):
+    spec = CIFAR[name]
+    raises_one_line(lambda: load(name, path=str(tmp_path)), str(tmp_path), "download and extract " + spec["archive"])
+    folder, _, _ = fake_cifar(tmp_path, name)
+    first, test = next(iter(spec["parts"])), list(spec["parts"])[-1]
+    (folder / test).unlink()
+    raises_one_line(lambda: load(name, path=str(tmp_path)), str(folder / test), spec["archive"])
+    (folder / first).write_bytes((folder / first).read_bytes()[:500])
+    raises_one_line(lambda: load(name, path=str(folder)), str(folder / first), "truncated", spec["archive"])
+    (folder / spec["meta"]).write_bytes(b"")
+    raises_one_line(lambda: load(name, path=str(folder)), str(folder / spec["meta"]), "cannot read")
+
+
+def test_cifar_labels_beyond_the_class_names(tmp_path):
+    folder, images, _ = fake_cifar(tmp_path, "cifar100")
+    write_pickle(folder / "test", {b"data": images[:2], b"fine_labels": [0, 4]})
+    raises_one_line(lambda: load("cifar100", path=str(folder)), str(folder / "test"), "0..4", "4 classes")
+
+
+@pytest.mark.parametrize(
+    "rows, needle",
+    [([0, 9], "[0, 4)"), ([1, 1], "repeated"), ([0, 1, 2, 3], "0 < V < 4"), ([], "0 < V < 4"), ([1.0], "int64")],
+)
+def test_array_data_checks_val_indices(rows, needle):
+    labels, val_indices = torch.tensor([0, 1, 0, 1]), torch.tensor(rows)
+    raises_one_line(
+        lambda: ArrayData(torch.zeros(4, 2), labels, ["a", "b"], "t", val_indices=val_indices), "val_indices", needle
+    )
+
+
+# --- augmentation ---------------------------------------------------------------------------------------------------
+
+
+def image_data(n: int = 8, shape: tuple[int, int, int] = (3, 6, 5)) -> ArrayData:
+    """Images with no zero pixel (so padding shows) and H != W (so a swapped axis shows)."""
+    inputs = torch.arange(1, n * np.prod(shape) + 1, dtype=torch.float32).view(n, *shape)
+    return ArrayData(inputs, torch.arange(n) % 2, ["a", "b"], "images")
+
+
+def crop_flip_outcomes(image: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """All (2 pad + 1)^2 crops of the zero-padded image, then the same flipped left-right: (162, C, H, W)."""
+    c, h, w = image.shape
+    padded = torch.zeros(c, h + 2 * pad, w + 2 * pad)
+    padded[:, pad : pad + h, pad : pad + w] = image
+    crops = [padded[:, top : top + h, left : left + w] for top in range(2 * pad + 1) for left in range(2 * pad + 1)]
+    return torch.stack(crops + [crop.flip(-1) for crop in crops])
+
+
+def test_crop_flip_draws_every_standard_crop_and_flip():
+    data = image_data()
+    parts = split(data, val_fraction=0.25, seed=0, augment="crop_flip")
+    assert parts.augment == "crop_flip" and parts.description.endswith("augment=crop_flip")
+    sample = parts.train[3]
+    outcomes = crop_flip_outcomes(data.inputs[sample["index"]])
+    torch.manual_seed(0)
+    seen = []
+    for _ in range(3000):
+        sample = parts.train[3]
+        assert sample["input"].shape == (3, 6, 5) and sample["label"] == data.labels[sample["index"]]
+        match = (outcomes == sample["input"]).flatten(1).all(dim=1).nonzero()
+        assert len(match) == 1, "not a zero-padded crop, flipped or not, of the image"
+        seen.append(match.item())
+    assert sorted(set(seen)) == list(range(162))  # every shift, each with and without the flip
+
+
+def test_crop_flip_is_seeded_and_leaves_validation_alone():
+    data = image_data()
+    parts = split(data, val_fraction=0.25, seed=0, augment="crop_flip")
+
+    def train_inputs(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return torch.stack([parts.train[i]["input"] for i in range(len(parts.train))])
+
+    assert torch.equal(train_inputs(0), train_inputs(0))
+    assert not torch.equal(train_inputs(0), train_inputs(1))
+    assert not torch.equal(train_inputs(0), data.inputs[parts.train.indices])
+    for _ in range(20):
+        for i in range(len(parts.val)):
+            assert torch.equal(parts.val[i]["input"], data.inputs[parts.val[i]["index"]])
+
+
+def test_crop_flip_is_reproducible_across_dataloader_workers():
+    parts = split(image_data(n=16), val_fraction=0.25, seed=0, augment="crop_flip")
+
+    def epoch() -> torch.Tensor:
+        torch.manual_seed(0)
+        loader = torch.utils.data.DataLoader(parts.train, batch_size=3, num_workers=2)
+        return torch.cat([batch["input"] for batch in loader])
+
+    first = epoch()
+    assert first.shape == (12, 3, 6, 5) and torch.equal(first, epoch())
+
+
+def test_augment_refuses_unknown_names_and_non_images():
+    data = image_data()
+    raises_one_line(lambda: split(data, val_fraction=0.25, seed=0, augment="crop_flp"), "data.augment", "'crop_flip'")
+    tabular = ArrayData(torch.randn(8, 3), torch.arange(8) % 2, ["a", "b"], "table")
+    raises_one_line(lambda: split(tabular, val_fraction=0.25, seed=0, augment="crop_flip"), "data.augment", "(3,)")
+
+
 # --- load ---------------------------------------------------------------------------------------------------------
 
 
@@ -237,3 +462,10 @@ def test_loader_requires_its_options(tmp_path):
 
 def test_array_data_checks_labels_against_classes():
     raises_one_line(lambda: ArrayData(torch.zeros(3, 2), torch.tensor([0, 1, 2]), ["a", "b"], "test"), "[0, 2)")
+
+
+def test_array_data_finds_the_non_finite_sample_even_when_the_sum_overflows():
+    huge = torch.full((3, 2), 3e38)  # finite values whose float32 sum is inf: accepted
+    assert ArrayData(huge, torch.tensor([0, 1, 0]), ["a", "b"], "huge").inputs.shape == (3, 2)
+    huge[1, 1] = float("-inf")
+    raises_one_line(lambda: ArrayData(huge, torch.tensor([0, 1, 0]), ["a", "b"], "huge"), "NaN or inf", "sample 1")

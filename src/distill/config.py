@@ -18,10 +18,11 @@ class _Group(BaseModel):
 
 
 class DataConfig(_Group):
-    name: str = Field("digits", description="digits | idx | csv | tensors")
-    path: str | None = Field(None, description="file or folder for idx, csv and tensors")
+    name: str = Field("digits", description="digits | idx | csv | tensors | cifar10 | cifar100")
+    path: str | None = Field(None, description="file or folder for idx, csv, tensors and cifar")
     label_column: str | None = Field(None, description="csv: the column holding the class")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of samples held out for validation")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share held out for validation (cifar: its test set)")
+    augment: str = Field("none", description="training augmentation: none | crop_flip (pad 4, random crop, flip)")
     seed: StrictInt = Field(0, ge=0, description="seed of the train/validation split")
     batch_size: StrictInt = Field(64, ge=1, le=1_000_000)
     num_workers: StrictInt = Field(0, ge=0, le=256)

@@ -50,9 +50,8 @@ class Experiment:
 
 def build_experiment(cfg: Config) -> Experiment:
     d = cfg.data
-    splits = data.split(
-        data.load(d.name, path=d.path, label_column=d.label_column), val_fraction=d.val_fraction, seed=d.seed
-    )
+    loaded = data.load(d.name, path=d.path, label_column=d.label_column)
+    splits = data.split(loaded, val_fraction=d.val_fraction, seed=d.seed, augment=d.augment)
     train_loader = DataLoader(splits.train, batch_size=d.batch_size, shuffle=True, num_workers=d.num_workers)
     val_loader = DataLoader(splits.val, batch_size=max(d.batch_size, 256), num_workers=d.num_workers)
     return Experiment(cfg, splits, train_loader, val_loader)
