@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
+from distill.losses import LOSSES
 from distill.taps import check_paths, make_adapter, run_tapped
 from distill.teacher import LiveTeacher
 
@@ -27,10 +28,10 @@ def _accuracy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
 
 
 def _term_names(terms: Sequence[nn.Module]) -> list[str]:
-    """'kd', 'hint', ... from the class names; repeats get a suffix: 'hint', 'hint_2'."""
+    """Registered names ('kd', 'hint', ...; else the class name); repeats get a suffix: 'hint', 'hint_2'."""
     names: list[str] = []
     for term in terms:
-        base = type(term).__name__.lower()
+        base = LOSSES.name_of(term) or type(term).__name__.lower()
         name, k = base, 1
         while name in names:
             k += 1

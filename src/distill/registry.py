@@ -40,6 +40,10 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.kind} '{name}'{did_you_mean(name, list(self._items))}; known: {known}")
         return self._items[name]
 
+    def name_of(self, obj: object) -> str | None:
+        """The name `obj` (or its class) is registered under, if any."""
+        return next((name for name, item in self._items.items() if item is obj or item is type(obj)), None)
+
     def names(self) -> list[str]:
         return sorted(self._items)
 

@@ -1,7 +1,40 @@
 """Loss terms: math over tensors, registered by name for configs and the CLI."""
 
 from distill.losses._registry import LOSSES
-from distill.losses.logit import KD, kd_loss, soft_loss
+from distill.losses.attention import AttentionKL, AttentionMSE, attention_kl_loss, attention_mse_loss
+from distill.losses.crd import CRD, contrast_scores, crd_loss, nce_loss
+from distill.losses.feature import (
+    AT,
+    NST,
+    PKT,
+    RKD,
+    SP,
+    VID,
+    Hint,
+    at_loss,
+    attention_map,
+    hint_loss,
+    nst_loss,
+    pkt_loss,
+    rkd_loss,
+    sp_loss,
+    vid_loss,
+)
+from distill.losses.logit import (
+    DIST,
+    DKD,
+    JSD,
+    KD,
+    LogitMSE,
+    ReverseKL,
+    dist_loss,
+    dkd_loss,
+    jsd_loss,
+    kd_loss,
+    logit_mse_loss,
+    reverse_kl_loss,
+    soft_loss,
+)
 
 
 def list() -> list[str]:
@@ -9,4 +42,43 @@ def list() -> list[str]:
     return LOSSES.names()
 
 
-__all__ = ["KD", "LOSSES", "kd_loss", "list", "soft_loss"]
+__all__ = [
+    "AT",
+    "CRD",
+    "DIST",
+    "DKD",
+    "JSD",
+    "KD",
+    "LOSSES",
+    "NST",
+    "PKT",
+    "RKD",
+    "SP",
+    "VID",
+    "AttentionKL",
+    "AttentionMSE",
+    "Hint",
+    "LogitMSE",
+    "ReverseKL",
+    "at_loss",
+    "attention_kl_loss",
+    "attention_map",
+    "attention_mse_loss",
+    "contrast_scores",
+    "crd_loss",
+    "dist_loss",
+    "dkd_loss",
+    "hint_loss",
+    "jsd_loss",
+    "kd_loss",
+    "list",
+    "logit_mse_loss",
+    "nce_loss",
+    "nst_loss",
+    "pkt_loss",
+    "reverse_kl_loss",
+    "rkd_loss",
+    "soft_loss",
+    "sp_loss",
+    "vid_loss",
+]
