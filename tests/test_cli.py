@@ -274,3 +274,44 @@ def test_python_dash_m_prints_no_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "does not exist" in result.stderr
+
+
+FITNETS = """
+stages:
+  - name: hint
+    epochs: 1
+    terms: [{loss: hint, student: hidden1, teacher: hidden1, weight: 1.0}]
+    train: {lr: 0.02}
+  - name: kd
+    epochs: 2
+    terms: [{loss: kd, temperature: 4.0, alpha: 0.5}]
+"""
+
+
+def test_a_two_stage_fitnets_run(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from distill.models import build_model
+
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs") + FITNETS)
+    code, out, err = run_cli(capsys, "train", config)
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / "tiny"
+    assert "training student-hint for 1 epochs" in out and "training student-kd for 2 epochs" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stages"] == ["hint", "kd"]
+    after_hint, final = load_file(run_dir / "student-hint.safetensors"), load_file(run_dir / "student.safetensors")
+    assert all(torch.equal(final[k], v) for k, v in load_file(run_dir / "student-kd.safetensors").items())
+    torch.manual_seed(0)  # the run's train.seed: the student's initial weights
+    initial = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, args={"hidden": [8]}).state_dict()
+    assert not torch.equal(after_hint["hidden1.0.weight"], initial["hidden1.0.weight"])  # trained up to the hint
+    assert torch.equal(after_hint["fc.weight"], initial["fc.weight"])  # and nothing after it
+    scratch_epochs = [json.loads(line)["epoch"] for line in (run_dir / "scratch" / "metrics.jsonl").open()]
+    assert max(scratch_epochs) == 3  # the baseline gets the stages' whole budget
+
+
+def test_a_bad_tap_path_fails_before_anything_is_written(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs") + FITNETS)
+    code, _, err = run_cli(capsys, "train", config, "--set", "stages.0.terms.0.student=hiden1")
+    assert_user_error(code, err, "student has no module 'hiden1'; close: hidden1")
+    assert not (tmp_path / "runs").exists()
