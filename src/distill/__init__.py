@@ -3,6 +3,7 @@
 from distill import losses
 from distill.distiller import Distiller, Supervised
 from distill.errors import ConfigError, DistillError, TrainingDiverged
+from distill.taps import Taps
 from distill.train import TrainOptions, fit
 
 __version__ = "0.1.0"
@@ -12,6 +13,7 @@ __all__ = [
     "DistillError",
     "Distiller",
     "Supervised",
+    "Taps",
     "TrainOptions",
     "TrainingDiverged",
     "fit",
