@@ -315,3 +315,11 @@ def test_a_bad_tap_path_fails_before_anything_is_written(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", config, "--set", "stages.0.terms.0.student=hiden1")
     assert_user_error(code, err, "student has no module 'hiden1'; close: hidden1")
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_adapter_that_cannot_be_inferred_fails_before_the_teacher_trains(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs") + FITNETS)
+    cnn_teacher = ["--set", "teacher.model=cnn", "--set", "teacher.args={channels: [4]}"]
+    code, out, err = run_cli(capsys, "train", config, *cnn_teacher, "--set", "stages.0.terms.0.teacher=block1")
+    assert_user_error(code, err, "loss term 'hint' (hidden1 -> block1)", "cannot map the student's (256, 8)")
+    assert "training" not in out and not (tmp_path / "runs").exists()

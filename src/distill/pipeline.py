@@ -8,6 +8,7 @@ runs/NAME/summary.json          accuracy, agreement, size and speed of every mod
 
 from __future__ import annotations
 
+import copy
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +21,12 @@ from torch.utils.data import DataLoader
 from distill import data
 from distill._io import write_json, write_text
 from distill.config import Config, TermConfig, read_yaml, validate
-from distill.distiller import Distiller, Supervised, tap_paths
+from distill.distiller import Distiller, Supervised
 from distill.errors import ConfigError, DistillError
 from distill.losses import LOSSES
 from distill.measure import speed
 from distill.models import build_model, count_params
 from distill.registry import build
-from distill.taps import check_paths
 from distill.train import Checkpoints, TrainOptions, fit, resolve_device, seed_everything
 from distill.weights import load_weights, save_weights
 
@@ -110,6 +110,16 @@ def build_terms(exp: Experiment, specs: list[TermConfig], field: str) -> list[nn
             raise ConfigError(f"{where}: '{spec.loss}' works on logits; remove its student/teacher paths")
         terms.append(build(loss, spec.loss, args, where, defaults))
     return terms
+
+
+def _dry_run(exp: Experiment, student: nn.Module, teacher: nn.Module, terms: list[nn.Module]) -> None:
+    """One batch through copies of the stage's Distiller: tap paths, adapters and the losses' view of their
+    inputs fail now, not after the teacher has trained for hours."""
+    copies = copy.deepcopy((student, teacher, terms))  # the dry run must not freeze or size the real ones
+    Distiller(*copies).setup(next(iter(exp.val_loader)))
+    for term in terms:
+        if hasattr(term, "memory_bytes"):
+            print(f"[{exp.cfg.name}] {LOSSES.name_of(term)} memory bank: {term.memory_bytes() / 2**20:.1f} MB")
 
 
 def train_stage(
@@ -224,9 +234,7 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     field = "stages.{}.terms" if cfg.stages else "distill.terms"
     stage_terms = [build_terms(exp, stage.terms, field.format(i)) for i, stage in enumerate(stages)]
     for terms in stage_terms:
-        student_paths, teacher_paths = tap_paths(terms)
-        check_paths(student, student_paths, "student")
-        check_paths(teacher, teacher_paths, "teacher")
+        _dry_run(exp, student, teacher, terms)
     _prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
 
     # --- teacher, scratch baseline (same init and epochs as the student), student stages ---
