@@ -125,7 +125,7 @@ def test_demo_prints_its_table(tmp_path, capsys):
         (["--set", "student.model=:f"], ["':f' is not a model name"]),
         (
             ["--set", "train.monitor=val/acc"],
-            ["train.monitor: 'val/acc' is not a metric", "did you mean 'val/accuracy'"],
+            ["train.monitor: 'val/acc' is not reported by distill.terms", "val/accuracy"],
         ),
     ],
 )
@@ -288,12 +288,18 @@ stages:
 """
 
 
+def staged(tmp_path):
+    """The tiny run with the FitNets stages in place of its distill.terms."""
+    plain = "\n".join(line for line in TINY_RUN.splitlines() if not line.startswith("distill:"))
+    return plain.format(out=tmp_path / "runs") + FITNETS
+
+
 def test_a_two_stage_fitnets_run(tmp_path, capsys):
     from safetensors.torch import load_file
 
     from distill.models import build_model
 
-    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs") + FITNETS)
+    config = write_config(tmp_path / "c.yaml", staged(tmp_path))
     code, out, err = run_cli(capsys, "train", config)
     assert code == 0, err
     run_dir = tmp_path / "runs" / "tiny"
@@ -311,14 +317,14 @@ def test_a_two_stage_fitnets_run(tmp_path, capsys):
 
 
 def test_a_bad_tap_path_fails_before_anything_is_written(tmp_path, capsys):
-    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs") + FITNETS)
+    config = write_config(tmp_path / "c.yaml", staged(tmp_path))
     code, _, err = run_cli(capsys, "train", config, "--set", "stages.0.terms.0.student=hiden1")
     assert_user_error(code, err, "student has no module 'hiden1'; close: hidden1")
     assert not (tmp_path / "runs").exists()
 
 
 def test_an_adapter_that_cannot_be_inferred_fails_before_the_teacher_trains(tmp_path, capsys):
-    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs") + FITNETS)
+    config = write_config(tmp_path / "c.yaml", staged(tmp_path))
     cnn_teacher = ["--set", "teacher.model=cnn", "--set", "teacher.args={channels: [4]}"]
     code, out, err = run_cli(capsys, "train", config, *cnn_teacher, "--set", "stages.0.terms.0.teacher=block1")
     assert_user_error(code, err, "loss term 'hint' (hidden1 -> block1)", "cannot map the student's (256, 8)")

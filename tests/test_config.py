@@ -45,6 +45,9 @@ def test_overrides_are_typed_and_nested(tiny_config):
         ("train.schedule=multistep", "schedule 'multistep' needs train.milestones"),
         ("name=../escape", "name: String should match pattern"),
         ("train.epochs", "expected key=value"),
+        ("stages=[]", "stages: List should have at least 1 item"),
+        ("distill.terms.1.weight=2", "distill.terms is not a list in this config"),
+        ("stages.0.epochs=2", "stages is not a list in this config; set the whole list"),
         ("distill.terms=[]", "distill.terms: List should have at least 1 item"),
         ("stages=[{name: hint, epochs: 1, terms: []}]", "stages.0.terms: List should have at least 1 item"),
         (
@@ -62,7 +65,7 @@ def test_overrides_are_typed_and_nested(tiny_config):
 )
 def test_bad_values_name_the_key(tiny_config, override, message):
     with pytest.raises(ConfigError) as e:
-        load_config(tiny_config, ["teacher.epochs=1", override])
+        load_config(tiny_config, ["teacher.epochs=1", "distill={}", override])
     assert message in str(e.value)
     assert str(tiny_config) in str(e.value) or "--set" in str(e.value)
     assert "\n" not in str(e.value)
@@ -92,3 +95,10 @@ def test_yaml_never_runs_code(tmp_path):
     text = "name: !!python/object/apply:os.system ['echo hacked']\nteacher: {model: cnn}\nstudent: {model: mlp}\n"
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(write_config(tmp_path / "evil.yaml", text))
+
+
+def test_set_into_a_list_checks_the_index(tiny_config):
+    cfg = load_config(tiny_config, ["distill.terms.0.weight=3"])
+    assert cfg.distill.terms[0].weight == 3
+    with pytest.raises(ConfigError, match="distill.terms has 1 entries; give an index below 1"):
+        load_config(tiny_config, ["distill.terms.1.weight=2"])

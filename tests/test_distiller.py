@@ -73,3 +73,25 @@ def test_fit_trains_the_student_towards_the_teacher(student, teacher, loaders):
     assert last["val/teacher_accuracy"] > 0.9
     assert last["val/agreement"] > 0.8
     assert history.epochs[-1]["train/kd"] < history.epochs[0]["train/kd"]
+
+
+def test_a_term_may_not_take_a_reported_name(student, teacher):
+    class Accuracy(torch.nn.Module):
+        kind = "logits"
+        weight = 1.0
+
+        def forward(self, s, t, y):
+            return s.sum()
+
+    with pytest.raises(DistillError, match="may not be named 'accuracy'"):
+        Distiller(student, teacher, [Accuracy()])
+
+
+def test_a_bf16_teacher_keeps_token_ids_integers():
+    vocab, classes = 1000, 3
+    teacher = torch.nn.Sequential(torch.nn.Embedding(vocab, 8), torch.nn.Flatten(), torch.nn.Linear(16, classes))
+    student = torch.nn.Sequential(torch.nn.Embedding(vocab, 4), torch.nn.Flatten(), torch.nn.Linear(8, classes))
+    d = Distiller(student, teacher, [losses.KD()], teacher_dtype=torch.bfloat16)
+    ids = torch.tensor([[999, 513], [1, 2]])  # 999 and 513 are not exact in bfloat16
+    out = d({"input": ids, "label": torch.tensor([0, 1])})
+    assert torch.isfinite(out["loss"])

@@ -487,7 +487,7 @@ def test_crd_memory_estimate_and_refusals():
     term = CRD("a", "b", num_samples=64, nce_k=16, feat_dim=8)
     assert term.memory_bytes() == CRD.memory_estimate(64, 8) == 4096
     assert "memory_estimate" in CRD.__dict__ and isinstance(CRD.__dict__["memory_estimate"], staticmethod)
-    with pytest.raises(ValueError, match=r"crd: nce_k .*nce_k=64 with num_samples=64"):
+    with pytest.raises(ValueError, match=r"crd: nce_k .*nce_k=64 with 64 training samples"):
         CRD("a", "b", num_samples=64, nce_k=64)
     with pytest.raises(ValueError, match="nce_k"):
         CRD("a", "b", num_samples=64, nce_k=100)
@@ -542,3 +542,19 @@ def test_attention_head_mismatch_is_refused_or_averaged(name):
         build(name)(attention(2, 4, 5, 5, seed=1), attention(2, 4, 6, 6, seed=2))
     with pytest.raises(ValueError, match="heads must be"):
         AttentionKL("a", "b", heads="sum")
+
+
+def test_crd_draws_negatives_only_from_training_rows(monkeypatch):
+    torch.manual_seed(0)
+    crd = CRD("s", "t", num_samples=64, nce_k=16, feat_dim=8, train_rows=torch.arange(0, 64, 2))  # even rows train
+    drawn = []
+    randint = torch.randint
+
+    def spy(high, size, **kwargs):
+        picks = randint(high, size, **kwargs)
+        drawn.append(crd.negative_pool[picks])
+        return picks
+
+    monkeypatch.setattr(torch, "randint", spy)
+    crd(torch.randn(4, 8, requires_grad=True), torch.randn(4, 8), torch.tensor([0, 2, 4, 6]))
+    assert drawn and all((d % 2 == 0).all() for d in drawn)

@@ -183,3 +183,22 @@ def test_fit_sizes_and_trains_the_adapters():
     before = d.adapters["featuremse"][1].weight.detach().clone()
     d.fit(loader, loader, epochs=2, progress=False, lr=0.1)
     assert not torch.equal(before, d.adapters["featuremse"][1].weight)  # the optimizer trained it
+
+
+def test_a_hugging_face_teacher_gives_its_logits_and_bad_indices_are_named():
+    hf = HuggingFaceLike()
+    logits, _ = run_tapped(hf, torch.randn(2, 5, 4), [])
+    assert logits.shape == (2, 5, 3)
+    with pytest.raises(DistillError, match=r"tap 'hidden_states.9': the model returned 2 hidden_states"):
+        run_tapped(hf, torch.randn(2, 5, 4), ["hidden_states.9"])
+
+
+def test_an_unknown_adapter_name_is_one_line():
+    with pytest.raises(DistillError, match="adapter 'conv5x5' is not one of auto, none, linear, conv1x1, conv3x3"):
+        make_adapter("conv5x5", torch.Size((2, 4, 8, 8)), torch.Size((2, 8, 8, 8)), "loss term 'hint'")
+
+
+def test_an_attention_loss_on_conv_features_is_refused_before_training():
+    d = Distiller(ConvNet(2), ConvNet(2), [losses.AttentionKL("layer2", "layer2")])
+    with pytest.raises(DistillError, match="not an attention map"):
+        d.setup(batch())

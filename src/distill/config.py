@@ -84,13 +84,22 @@ class Config(_Group):
     student: ModelConfig
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainOptions = Field(default_factory=TrainOptions)
-    stages: list[StageConfig] | None = Field(None, description="student stages in order; default: one, of distill")
+    stages: list[StageConfig] | None = Field(
+        None, min_length=1, description="student stages in order; default: one, of distill.terms"
+    )
 
     @model_validator(mode="after")
     def _check_stages(self) -> Config:
-        names = [stage.name for stage in self.stages or []]
+        if self.stages is None:
+            return self
+        if "terms" in self.distill.model_fields_set:
+            raise ValueError("distill.terms and stages both set: with stages, each stage lists its own terms")
+        names = [stage.name for stage in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stages: names must differ, got {names}")
+        for i, stage in enumerate(self.stages):
+            if "epochs" in stage.train:
+                raise ValueError(f"stages.{i}.train.epochs: give a stage's epochs as stages.{i}.epochs")
         for i in range(len(names)):
             self.stage_options(i)  # a bad override fails now, naming its key
         return self
@@ -145,6 +154,8 @@ def _describe(error: dict) -> str:
     if error["type"] == "missing":
         return f"{key}: missing; add it to the config"
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "value_error":  # a check across fields: its message names the keys it needs
+        return message if not key or message.startswith(key) else f"{key}: {message}"
     return f"{key}: {message}, got {error['input']!r}" if key else message
 
 
@@ -168,19 +179,30 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         value = text
     *parents, leaf = key.split(".")
     node: Any = raw
-    for part in parents:
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]  # stages.0.epochs, distill.terms.1.weight
-            continue
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: no group '{part}' there")
-        node = node.setdefault(part, {})
-    if isinstance(node, list) and leaf.isdigit() and int(leaf) < len(node):
+    for depth, part in enumerate(parents):
+        node = _step(node, part, ".".join(parents[:depth]), key)
+    if isinstance(node, list):
+        _check_index(node, leaf, ".".join(parents), key)
         node[int(leaf)] = value
-    elif isinstance(node, dict):
-        node[leaf] = value
     else:
-        raise ConfigError(f"--set {key}: no group '{parents[-1]}' there")
+        node[leaf] = value
+
+
+def _step(node: Any, part: str, where: str, key: str) -> Any:
+    """One level down from `node` (a group or a list) for `--set key`; groups are made as needed."""
+    if isinstance(node, list):
+        _check_index(node, part, where, key)
+        return node[int(part)]  # stages.0.epochs, distill.terms.1.weight
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set {key}: {where} is a value, not a group")
+    if part.isdigit() and part not in node:
+        raise ConfigError(f"--set {key}: {where} is not a list in this config; set the whole list, {where}=[...]")
+    return node.setdefault(part, {})
+
+
+def _check_index(items: list, part: str, where: str, key: str) -> None:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(f"--set {key}: {where} has {len(items)} entries; give an index below {len(items)}")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

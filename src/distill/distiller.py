@@ -27,11 +27,16 @@ def _accuracy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
     return correct.sum() / labelled.sum().clamp(min=1)
 
 
+RESERVED = {"loss", "accuracy", "teacher_accuracy", "agreement"}  # what forward reports besides the terms
+
+
 def _term_names(terms: Sequence[nn.Module]) -> list[str]:
     """Registered names ('kd', 'hint', ...; else the class name); repeats get a suffix: 'hint', 'hint_2'."""
     names: list[str] = []
     for term in terms:
         base = LOSSES.name_of(term) or type(term).__name__.lower()
+        if base in RESERVED:
+            raise DistillError(f"a loss term may not be named '{base}': the Distiller reports that; rename the class")
         name, k = base, 1
         while name in names:
             k += 1
@@ -101,8 +106,8 @@ class Distiller(nn.Module):
                 student_feature = self._adapt(name, term, student_features[term.student_layer], teacher_feature)
                 index = (batch["index"],) if term.needs_index else ()
                 parts[name] = term(student_feature, teacher_feature, *index)
-            except ValueError as e:  # a loss refusing its inputs (rank, heads, sizes): name the term
-                raise DistillError(f"loss term '{name}': {e}") from None
+            except (ValueError, RuntimeError) as e:  # a loss refusing its inputs (rank, heads, sizes): name it
+                raise DistillError(f"loss term '{name}': {str(e).strip().splitlines()[0]}") from None
         total = sum(self.terms[name].weight * value for name, value in parts.items())
         with torch.no_grad():
             parts["accuracy"] = _accuracy(student_logits, labels, self.ignore_index)
@@ -120,12 +125,14 @@ class Distiller(nn.Module):
         return self.adapters[name](student_feature)
 
     @torch.no_grad()
-    def setup(self, batch: Batch) -> None:
-        """One forward without gradients that sizes the adapters and lazy loss parameters."""
+    def setup(self, batch: Batch) -> list[str]:
+        """One forward without gradients that sizes the adapters and lazy loss parameters; returns the names
+        of what forward reports."""
         was_training = self.training
         self.eval()
-        self(batch)
+        names = list(self(batch))
         self.train(was_training)
+        return names
 
     def fit(
         self,

@@ -92,6 +92,7 @@ def build_terms(exp: Experiment, specs: list[TermConfig], field: str) -> list[nn
     """Loss terms from their config entries; `field` names the list in error messages."""
     defaults = {
         "num_samples": len(exp.splits.train) + len(exp.splits.val),  # CRD's memory: one row per sample
+        "train_rows": exp.splits.train.indices,  # and its negatives: training rows only
         "label_smoothing": exp.cfg.distill.label_smoothing,
     }
     terms = []
@@ -112,14 +113,30 @@ def build_terms(exp: Experiment, specs: list[TermConfig], field: str) -> list[nn
     return terms
 
 
-def _dry_run(exp: Experiment, student: nn.Module, teacher: nn.Module, terms: list[nn.Module]) -> None:
-    """One batch through copies of the stage's Distiller: tap paths, adapters and the losses' view of their
-    inputs fail now, not after the teacher has trained for hours."""
-    copies = copy.deepcopy((student, teacher, terms))  # the dry run must not freeze or size the real ones
-    Distiller(*copies).setup(next(iter(exp.val_loader)))
+def _check_stage(
+    exp: Experiment, student: nn.Module, teacher: nn.Module, terms: list[nn.Module], field: str, options: TrainOptions
+) -> None:
+    """One batch through copies of a stage's Distiller: tap paths, adapters, the losses' view of their inputs
+    and train.monitor fail now, not after the teacher has trained for hours."""
+    copies = copy.deepcopy((student, teacher, terms))  # the check must not freeze or size the real ones
+    try:
+        names = Distiller(*copies).setup(next(iter(exp.val_loader)))
+    except DistillError as e:
+        raise DistillError(f"{field}: {e}") from None
+    if options.monitor.partition("/")[2] not in names:  # val/accuracy -> accuracy
+        raise ConfigError(
+            f"train.monitor: '{options.monitor}' is not reported by {field}; it reports "
+            f"{', '.join(f'val/{n}' for n in names)}"
+        )
     for term in terms:
         if hasattr(term, "memory_bytes"):
             print(f"[{exp.cfg.name}] {LOSSES.name_of(term)} memory bank: {term.memory_bytes() / 2**20:.1f} MB")
+
+
+def _supervised(options: TrainOptions, epochs: int) -> TrainOptions:
+    """The teacher's and the scratch baseline's options: the run's, for `epochs`, monitoring what they report."""
+    monitor = options.monitor if options.monitor in ("val/loss", "val/accuracy") else "val/accuracy"
+    return options.model_copy(update={"epochs": epochs, "monitor": monitor})  # Config checked the milestones
 
 
 def train_stage(
@@ -233,20 +250,20 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     stages = cfg.student_stages()
     field = "stages.{}.terms" if cfg.stages else "distill.terms"
     stage_terms = [build_terms(exp, stage.terms, field.format(i)) for i, stage in enumerate(stages)]
-    for terms in stage_terms:
-        _dry_run(exp, student, teacher, terms)
+    for i, terms in enumerate(stage_terms):
+        _check_stage(exp, student, teacher, terms, field.format(i), cfg.stage_options(i))
     _prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
 
     # --- teacher, scratch baseline (same init and epochs as the student), student stages ---
     nets = {"teacher": teacher, "student": student}
     if cfg.teacher.weights is None:
         epochs = cfg.teacher.epochs or cfg.train.epochs
-        train_stage(exp, "teacher", Supervised(teacher), teacher, _with_epochs(cfg.train, epochs), resume=resume)
+        train_stage(exp, "teacher", Supervised(teacher), teacher, _supervised(cfg.train, epochs), resume=resume)
     if cfg.scratch:
         nets["scratch"] = build_net(exp, "student", cfg.student.weights)
         scratch = Supervised(nets["scratch"], label_smoothing=cfg.distill.label_smoothing)
         epochs = sum(stage.epochs for stage in stages)
-        train_stage(exp, "scratch", scratch, nets["scratch"], _with_epochs(cfg.train, epochs), resume=resume)
+        train_stage(exp, "scratch", scratch, nets["scratch"], _supervised(cfg.train, epochs), resume=resume)
     for i, (stage, terms) in enumerate(zip(stages, stage_terms, strict=True)):
         name = f"student-{stage.name}" if cfg.stages else "student"
         distiller = Distiller(student, teacher, terms, teacher_dtype=dtype)  # freezes the teacher, trained by now
@@ -260,10 +277,6 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     summary = {"name": cfg.name, "stages": [stage.name for stage in stages], **describe(exp, nets)}
     write_json(exp.run_dir / "summary.json", summary)
     return summary
-
-
-def _with_epochs(options: TrainOptions, epochs: int) -> TrainOptions:
-    return options.model_copy(update={"epochs": epochs})  # Config checked that milestones fit
 
 
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:

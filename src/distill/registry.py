@@ -76,4 +76,5 @@ def build(
     except ConfigError as e:
         raise ConfigError(f"{field}: {e}") from None
     except Exception as e:  # often the user's own code: report any failure as one line
-        raise ConfigError(f"{field}: '{name}' could not be built with {args} ({type(e).__name__}: {e})") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{field}: '{name}' could not be built: {reason}") from None

@@ -19,12 +19,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
+from distill.losses.feature import resize_to
 
 MODEL_OUTPUTS = ("hidden_states", "attentions", "intermediates")
+ADAPTERS = ("auto", "none", "linear", "conv1x1", "conv3x3")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -114,36 +115,54 @@ class Taps:
         return self.outputs[name]
 
 
+def logits_of(output: object) -> Tensor:
+    """A model's logits: the tensor itself, or the `.logits` of a Hugging Face output."""
+    return output if isinstance(output, Tensor) else output.logits
+
+
 def run_tapped(model: nn.Module, inputs: Tensor, paths: Sequence[str]) -> tuple[Tensor, dict[str, Tensor]]:
     """Run `model` on `inputs`; return its logits and the outputs at `paths`, by path."""
     if not paths:
-        return model(inputs), {}
+        return logits_of(model(inputs)), {}
     inner = unwrap(model)
     offered = [p for p in paths if _is_output_path(p)]
     hooked = {p: p for p in paths if not _is_output_path(p)}
     features: dict[str, Tensor] = {}
     with _hooks(inner, hooked, features):
         if not offered:
-            logits = model(inputs)
+            logits = logits_of(model(inputs))
         elif offered[0].startswith("intermediates."):
-            logits = _run_timm(inner, inputs, offered, features)
+            logits = _run_timm(model, inputs, offered, features)
         else:
             logits = _run_hugging_face(model, inputs, offered, features)
     return logits, features
+
+
+def _pick(outputs: Sequence[Tensor] | None, path: str) -> Tensor:
+    head, _, index = path.partition(".")
+    if outputs is None or int(index) >= len(outputs):
+        count = 0 if outputs is None else len(outputs)
+        raise DistillError(f"tap '{path}': the model returned {count} {head}; use an index below {count}")
+    return outputs[int(index)]
 
 
 def _run_hugging_face(model: nn.Module, inputs: Tensor, paths: Sequence[str], store: dict[str, Tensor]) -> Tensor:
     wants = {p.partition(".")[0] for p in paths}
     out = model(inputs, output_hidden_states="hidden_states" in wants, output_attentions="attentions" in wants)
     for path in paths:
-        head, _, index = path.partition(".")
-        store[path] = getattr(out, head)[int(index)]
+        store[path] = _pick(getattr(out, path.partition(".")[0], None), path)
     return out.logits
 
 
 def _run_timm(model: nn.Module, inputs: Tensor, paths: Sequence[str], store: dict[str, Tensor]) -> Tensor:
+    if isinstance(model, nn.parallel.DistributedDataParallel):  # its gradient hooks live in its own forward
+        raise DistillError("timm intermediates cannot be tapped through DistributedDataParallel; tap module paths")
+    model = unwrap(model)
     indices = sorted({int(p.partition(".")[2]) for p in paths})
-    final, intermediates = model.forward_intermediates(inputs, indices=indices)
+    try:
+        final, intermediates = model.forward_intermediates(inputs, indices=indices)
+    except (AssertionError, IndexError, ValueError) as e:  # timm checks the indices itself
+        raise DistillError(f"taps {list(paths)}: the model refused intermediates {indices} ({e})") from None
     for path in paths:
         store[path] = intermediates[indices.index(int(path.partition(".")[2]))]
     return model.forward_head(final)
@@ -160,11 +179,7 @@ class Resize(nn.Module):
         self.size = size
 
     def forward(self, x: Tensor) -> Tensor:
-        if tuple(x.shape[-2:]) == self.size:
-            return x
-        if x.shape[-2] >= self.size[0] and x.shape[-1] >= self.size[1]:
-            return F.adaptive_avg_pool2d(x, self.size)
-        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return resize_to(x, self.size)
 
 
 def make_adapter(kind: str, student_shape: torch.Size, teacher_shape: torch.Size, where: str) -> nn.Module:
@@ -174,6 +189,8 @@ def make_adapter(kind: str, student_shape: torch.Size, teacher_shape: torch.Size
     "conv3x3" (the FitNets conv regressor: 3x3 conv + BN + ReLU, with resize), or "auto": identity when the
     shapes agree, else linear for (B, D) and (B, S, D) features and conv1x1 for (B, C, H, W) maps.
     """
+    if kind not in ADAPTERS:
+        raise DistillError(f"{where}: adapter '{kind}' is not one of {', '.join(ADAPTERS)}")
     if kind == "none" or (kind == "auto" and student_shape == teacher_shape):
         return nn.Identity()
     if kind == "auto":

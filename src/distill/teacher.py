@@ -33,7 +33,8 @@ class LiveTeacher:
             self.model.to(inputs.device)
             self._device = inputs.device
         with torch.inference_mode():
-            logits, features = run_tapped(self.model, inputs.to(self.dtype), self.taps)
+            inputs = inputs.to(self.dtype) if inputs.is_floating_point() else inputs  # token ids stay integers
+            logits, features = run_tapped(self.model, inputs, self.taps)
         # Inference tensors cannot be saved for backward: a float32 copy of what the losses read.
         return _copy(logits), {path: _copy(value) for path, value in features.items()}
 

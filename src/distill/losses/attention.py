@@ -26,6 +26,19 @@ def _check_heads(loss: str, heads: str) -> Heads:
     return heads
 
 
+def _check_distributions(loss: str, attention: Tensor) -> None:
+    """Refuse maps whose rows are not probability distributions (a conv feature tapped by mistake).
+
+    Checked only when gradients are off, as in the Distiller's sizing forward and in evaluation, so
+    training steps stay free of this host sync."""
+    rows = attention.float().sum(-1)
+    if (attention < 0).any() or not torch.allclose(rows, torch.ones_like(rows), atol=1e-3):
+        raise ValueError(
+            f"{loss}: the teacher's tap is not an attention map (rows must be probabilities summing "
+            "to 1); tap the attention probabilities, e.g. a Hugging Face model's attentions.N"
+        )
+
+
 def _align_heads(loss: str, student_attn: Tensor, teacher_attn: Tensor, heads: Heads) -> tuple[Tensor, Tensor]:
     """Check the maps' shapes; with heads="mean", average each over its heads first (keeping a head axis of 1)."""
     check_rank(loss, "student attention", student_attn, (4,))
@@ -37,6 +50,8 @@ def _align_heads(loss: str, student_attn: Tensor, teacher_attn: Tensor, heads: H
             f"{loss}: student attention {tuple(student_attn.shape)} and teacher attention "
             f"{tuple(teacher_attn.shape)} differ in batch or sequence length; tap the same inputs"
         )
+    if not torch.is_grad_enabled():
+        _check_distributions(loss, teacher_attn)
     if heads == "match" and h_s != h_t:
         raise ValueError(
             f"{loss}: student has {h_s} heads, teacher {h_t}; set heads='mean' to compare head-averaged maps"

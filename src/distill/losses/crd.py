@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -68,7 +69,8 @@ class CRD(_FeatureTerm):
     in eval (so not in the Distiller's sizing forward either). The normalisers Z are set by the first training
     forward and kept, in the `norms` buffer.
 
-    Negatives are drawn uniformly with replacement from all N samples (torch's global RNG, so
+    Negatives are drawn uniformly with replacement from the training rows (`train_rows`, default all N;
+    torch's global RNG, so
     `torch.manual_seed` reproduces them), the positive may reappear among them: the authors' alias-method
     sampler over uniform weights draws from this same distribution. Their CIFAR-100 benchmark instead passes
     class-aware negatives from its dataset (other classes' samples, mode "exact"); this term does not.
@@ -90,12 +92,16 @@ class CRD(_FeatureTerm):
         weight: float = 1.0,
         adapter: Adapter = "none",
         max_memory_mb: float = 4096.0,
+        train_rows: Tensor | Sequence[int] | None = None,
     ):
         super().__init__(student_layer, teacher_layer, weight=weight, adapter=adapter)
-        if not 0 < nce_k < num_samples:
+        # Negatives come only from rows that training updates: a validation row's memory never leaves its
+        # random start, so drawing it would contrast against noise.
+        pool = torch.arange(num_samples) if train_rows is None else torch.as_tensor(train_rows, dtype=torch.long)
+        if not 0 < nce_k < len(pool):
             raise ValueError(
-                f"crd: nce_k must be in [1, num_samples), got nce_k={nce_k} with num_samples={num_samples}; "
-                "draw fewer negatives than there are training samples"
+                f"crd: nce_k must be in [1, number of training samples), got nce_k={nce_k} with {len(pool)} "
+                "training samples; draw fewer negatives"
             )
         if nce_t <= 0 or not 0.0 <= momentum < 1.0:
             raise ValueError(f"crd: need nce_t > 0 and momentum in [0, 1), got nce_t={nce_t}, momentum={momentum}")
@@ -113,6 +119,7 @@ class CRD(_FeatureTerm):
         self.register_buffer("student_bank", torch.rand(num_samples, feat_dim) * 2 * stdv - stdv)
         self.register_buffer("teacher_bank", torch.rand(num_samples, feat_dim) * 2 * stdv - stdv)
         self.register_buffer("norms", torch.full((2,), -1.0))  # Z_s, Z_t; -1 until the first training forward
+        self.register_buffer("negative_pool", pool, persistent=False)
 
     @staticmethod
     def memory_estimate(num_samples: int, feat_dim: int) -> int:
@@ -129,14 +136,15 @@ class CRD(_FeatureTerm):
             raise ValueError(f"crd: index must be ({student_feat.shape[0]},), got shape {tuple(index.shape)}")
         g_s = F.normalize(self.embed_student(student_feat.float().flatten(1)), dim=1)  # (B, feat_dim)
         g_t = F.normalize(self.embed_teacher(teacher_feat.float().flatten(1)), dim=1)
-        negatives = torch.randint(self.num_samples, (index.shape[0], self.nce_k), device=index.device)  # (B, K)
+        pool = self.negative_pool
+        negatives = pool[torch.randint(len(pool), (index.shape[0], self.nce_k), device=pool.device)]  # (B, K)
         contrast_index = torch.cat([index[:, None], negatives], dim=1)  # (B, K+1), positive first
         student_scores = contrast_scores(g_s, self.teacher_bank, contrast_index, temperature=self.nce_t)
         teacher_scores = contrast_scores(g_t, self.student_bank, contrast_index, temperature=self.nce_t)
         # Z from this batch while unset (no host sync: a `where` on the device), then kept
-        batch_norms = torch.stack([student_scores.mean(), teacher_scores.mean()]).detach() * self.num_samples
+        batch_norms = torch.stack([student_scores.mean(), teacher_scores.mean()]).detach() * len(pool)
         norms = torch.where(self.norms > 0, self.norms, batch_norms)
-        loss = crd_loss(student_scores, teacher_scores, norms, num_samples=self.num_samples)
+        loss = crd_loss(student_scores, teacher_scores, norms, num_samples=len(pool))
         if self.training:
             self.norms.copy_(norms)
             self._update_banks(g_s.detach(), g_t.detach(), index)

@@ -31,7 +31,7 @@ def check_pair(loss: str, student_feat: Tensor, teacher_feat: Tensor, ranks: tup
 
 
 def resize_to(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """(B, C, H, W) -> (B, C, *size): adaptive average pooling down, bilinear up (as the adapters resize)."""
+    """(B, C, H, W) -> (B, C, *size): adaptive average pooling down, bilinear up (the adapters' Resize too)."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
     if maps.shape[-2] >= size[0] and maps.shape[-1] >= size[1]:
@@ -378,6 +378,11 @@ class VID(LazyModuleMixin, _FeatureTerm):
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         check_pair("vid", student_feat, teacher_feat, (2, 4))
+        if student_feat.dim() != teacher_feat.dim():
+            raise ValueError(
+                f"vid: student {tuple(student_feat.shape)} and teacher {tuple(teacher_feat.shape)} must both be "
+                "(B, C, H, W) maps or both (B, D) vectors; tap layers of the same kind"
+            )
         if student_feat.dim() == 2:
             student_feat, teacher_feat = student_feat[..., None, None], teacher_feat[..., None, None]
         x = resize_to(student_feat.float(), tuple(teacher_feat.shape[-2:]))  # (B, Cs, Ht, Wt)

@@ -96,8 +96,7 @@ class KD(nn.Module):
     ):
         super().__init__()
         self.weight = weight
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        _check_temperature(temperature)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self.temperature, self.alpha, self.soft, self.t2 = temperature, alpha, soft, t2
@@ -161,9 +160,9 @@ def dkd_loss(
         L = T^2 * (alpha * TCKD + beta * NCKD)    mean over labelled samples
 
     As in the authors' code (mdistiller), both parts are scaled by T^2. The paper's cross-entropy is not part
-    of this term (the Distiller adds its own), and neither is the authors' linear warm-up of the DKD weight
-    over the first 20 epochs: schedule the term's weight to reproduce it. Samples whose label is
-    `ignore_index` are left out. Logits may be (B, C) or (B, S, C).
+    of this term: add it as its own term, `KD(alpha=1.0)` (`{loss: kd, alpha: 1.0}` in a config). The
+    authors' linear warm-up of the DKD weight over the first 20 epochs is not reproduced. Samples whose label
+    is `ignore_index` are left out. Logits may be (B, C) or (B, S, C).
     """
     student_logits, teacher_logits = _flat_logits("dkd", student_logits, teacher_logits)  # (N, C)
     labels = labels.reshape(-1)  # (N,)
