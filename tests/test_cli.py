@@ -329,3 +329,33 @@ def test_an_adapter_that_cannot_be_inferred_fails_before_the_teacher_trains(tmp_
     code, out, err = run_cli(capsys, "train", config, *cnn_teacher, "--set", "stages.0.terms.0.teacher=block1")
     assert_user_error(code, err, "loss term 'hint' (hidden1 -> block1)", "cannot map the student's (256, 8)")
     assert "training" not in out and not (tmp_path / "runs").exists()
+
+
+def test_a_run_interrupted_in_its_second_stage_resumes_exactly(tmp_path, capsys, monkeypatch):
+    from safetensors.torch import load_file
+
+    from distill import pipeline
+
+    straight = write_config(tmp_path / "a.yaml", staged(tmp_path / "a"))
+    assert run_cli(capsys, "train", straight, "--set", "scratch=false")[0] == 0
+
+    real_fit = pipeline.fit
+
+    def crash_in_kd(module, *args, run_dir, **kwargs):
+        class Crash:
+            def on_epoch_end(self, record):
+                raise KeyboardInterrupt
+
+        callbacks = [Crash()] if run_dir.name == "student-kd" else []
+        return real_fit(module, *args, run_dir=run_dir, callbacks=callbacks, **kwargs)
+
+    broken = write_config(tmp_path / "b.yaml", staged(tmp_path / "b"))
+    monkeypatch.setattr(pipeline, "fit", crash_in_kd)
+    assert run_cli(capsys, "train", broken, "--set", "scratch=false")[0] == 130
+    monkeypatch.setattr(pipeline, "fit", real_fit)
+    code, _, err = run_cli(capsys, "train", broken, "--set", "scratch=false", "--resume")
+    assert code == 0, err
+
+    a = load_file(tmp_path / "a" / "runs" / "tiny" / "student.safetensors")
+    b = load_file(tmp_path / "b" / "runs" / "tiny" / "student.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -133,7 +133,11 @@ class Config(_Group):
         return Path(self.out_dir) / self.name
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """The resolved config, every default written out (distill.terms only where no stages replace it)."""
+        resolved = self.model_dump(mode="json")
+        if self.stages:
+            del resolved["distill"]["terms"]
+        return yaml.safe_dump(resolved, sort_keys=False)
 
 
 def _known_keys(loc: tuple) -> list[str]:
