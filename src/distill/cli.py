@@ -8,7 +8,7 @@ from importlib import resources
 
 from distill.config import load_config
 from distill.errors import DistillError
-from distill.pipeline import evaluate_run, run
+from distill.pipeline import evaluate_run, make_cache, run
 from distill.report import format_summary
 
 DEMO_CONFIG = resources.files("distill") / "demo.yaml"
@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_overrides(train)
     train.add_argument("--resume", action="store_true", help="continue the run in out_dir/name where it stopped")
 
+    cache = commands.add_parser("cache", help="run the teacher once and store its outputs in teacher.cache")
+    cache.add_argument("config", help="YAML config file (with teacher.weights and teacher.cache)")
+    _add_overrides(cache)
+
     demo = commands.add_parser("demo", help="teacher, scratch and distilled student on the bundled digits")
     _add_overrides(demo)
 
@@ -43,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _main(args: argparse.Namespace) -> None:
+    if args.command == "cache":
+        made = make_cache(load_config(args.config, args.overrides))
+        print(
+            f"cached the teacher's outputs for {made['samples']} samples in {made['seconds']:.1f} s: "
+            f"{made['bytes_per_sample']:.0f} bytes per sample, {made['bytes'] / 2**20:.1f} MB in {made['path']}"
+        )
+        return
     if args.command == "train":
         summary = run(load_config(args.config, args.overrides), resume=args.resume)
     elif args.command == "demo":

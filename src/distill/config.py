@@ -36,6 +36,7 @@ class ModelConfig(_Group):
 
 class TeacherConfig(ModelConfig):
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="precision of the teacher's forward")
+    cache: str | None = Field(None, description="folder of cached teacher outputs (`distill cache`) to train from")
     epochs: StrictInt | None = Field(None, ge=1, le=100_000, description="epochs when trained here (no weights)")
 
 
@@ -61,6 +62,18 @@ def _kd() -> list[TermConfig]:
     return [TermConfig(loss="kd", temperature=4.0, alpha=0.5)]
 
 
+class CacheConfig(_Group):
+    """How `distill cache` stores the teacher's outputs (in teacher.cache)."""
+
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    top_k: StrictInt | None = Field(None, ge=1, description="keep only the k largest logits (kd only)")
+    features: list[str] = Field(default_factory=list, description="teacher module paths to store as well")
+    allow_augmented: bool = Field(
+        False, description="accept data.augment: the cache then holds clean-input outputs for augmented inputs"
+    )
+    batch_size: StrictInt = Field(256, ge=1, le=1_000_000)
+
+
 class DistillConfig(_Group):
     terms: list[TermConfig] = Field(default_factory=_kd, min_length=1, description="the loss terms, summed")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="on every hard loss: scratch, and KD unless set")
@@ -84,6 +97,7 @@ class Config(_Group):
     student: ModelConfig
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainOptions = Field(default_factory=TrainOptions)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     stages: list[StageConfig] | None = Field(
         None, min_length=1, description="student stages in order; default: one, of distill.terms"
     )
@@ -116,6 +130,17 @@ class Config(_Group):
             error = e.errors()[0]
             error["loc"] = ("train", *error["loc"])  # described as the train group's key, then placed in the stage
             raise ValueError(f"stages.{i}.{_describe(error)}") from None
+
+    @model_validator(mode="after")
+    def _check_cache(self) -> Config:
+        if self.teacher.cache is not None and self.teacher.weights is None:
+            raise ValueError("teacher.cache needs teacher.weights: the file the cache was made from (it is checked)")
+        if self.data.augment != "none" and self.teacher.cache is not None and not self.cache.allow_augmented:
+            raise ValueError(
+                f"data.augment is {self.data.augment!r} but a cache holds the teacher's outputs on clean inputs, "
+                "which do not match augmented ones; set cache.allow_augmented: true to accept that"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_teacher_epochs(self) -> Config:

@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distill.cache import TeacherCache
 from distill.errors import DistillError
 from distill.losses import LOSSES
 from distill.taps import check_paths, make_adapter, run_tapped
-from distill.teacher import LiveTeacher
+from distill.teacher import CachedTeacher, LiveTeacher
 
 if TYPE_CHECKING:
     from distill.train import History
@@ -45,6 +46,18 @@ def _term_names(terms: Sequence[nn.Module]) -> list[str]:
     return names
 
 
+def _check_topk(terms: nn.ModuleDict, top_k: int | None) -> None:
+    """A top-k cache rebuilds the teacher's distribution from k logits: only losses made for that may use it."""
+    if top_k is None:
+        return
+    for name, term in terms.items():
+        if term.kind == "logits" and not getattr(term, "accepts_topk", False):
+            raise DistillError(
+                f"loss term '{name}' needs the teacher's full distribution, but the cache keeps only its top {top_k} "
+                "logits; make the cache with cache.top_k: null"
+            )
+
+
 def tap_paths(terms: Sequence[nn.Module]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The student's and the teacher's module paths that the feature terms read, each once, in order."""
     features = [term for term in terms if term.kind == "features"]
@@ -61,7 +74,8 @@ class Distiller(nn.Module):
     differ (see `distill.losses._term`). The total is `sum(term.weight * term_value)`; each term's
     unweighted value is returned under its name, with `accuracy`, `teacher_accuracy` and `agreement`
     (student vs teacher top-1) for monitoring. The module's parameters and state dict are the student's,
-    the adapters' and the terms' own: the teacher is held apart (see `LiveTeacher`).
+    the adapters' and the terms' own: the teacher is held apart (see `LiveTeacher`). A `TeacherCache` in its
+    place serves the stored outputs by the batch's "index" instead of running a teacher.
 
     Adapters are sized by a first forward without gradients (what `fit` does before it builds the
     optimizer); call `setup(batch)` before building an optimizer of your own.
@@ -70,7 +84,7 @@ class Distiller(nn.Module):
     def __init__(
         self,
         student: nn.Module,
-        teacher: nn.Module,
+        teacher: nn.Module | TeacherCache,
         terms: Sequence[nn.Module],
         *,
         teacher_dtype: torch.dtype = torch.float32,
@@ -84,13 +98,17 @@ class Distiller(nn.Module):
         self.adapters = nn.ModuleDict()
         self.student_taps, self.teacher_taps = tap_paths(terms)
         check_paths(student, self.student_taps, "student")
-        self.teacher = LiveTeacher(teacher, dtype=teacher_dtype, taps=self.teacher_taps)
+        if isinstance(teacher, TeacherCache):
+            self.teacher = CachedTeacher(teacher, taps=self.teacher_taps)
+        else:
+            self.teacher = LiveTeacher(teacher, dtype=teacher_dtype, taps=self.teacher_taps)
+        _check_topk(self.terms, self.teacher.top_k)
         self.ignore_index = ignore_index
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         inputs, labels = batch["input"], batch["label"]
         student_logits, student_features = run_tapped(self.student, inputs, self.student_taps)  # (B, C), {path: …}
-        teacher_logits, teacher_features = self.teacher(inputs)  # float32, no grad
+        teacher_logits, teacher_features = self.teacher(batch)  # float32, no grad: live or from the cache
         if student_logits.shape != teacher_logits.shape:
             raise DistillError(
                 f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} "
@@ -116,6 +134,8 @@ class Distiller(nn.Module):
         return {"loss": total, **parts}
 
     def _adapt(self, name: str, term: nn.Module, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
+        if term.adapter == "none":
+            return student_feature
         if name not in self.adapters:
             if self.training and torch.is_grad_enabled():
                 raise DistillError("adapters are sized by a first forward: call setup(batch) before the optimizer")

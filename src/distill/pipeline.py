@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from distill import data
 from distill._io import write_json, write_text
+from distill.cache import TeacherCache, fingerprint, state_sha256, write_cache
 from distill.config import Config, TermConfig, read_yaml, validate
 from distill.distiller import Distiller, Supervised
 from distill.errors import ConfigError, DistillError
@@ -28,7 +30,7 @@ from distill.measure import speed
 from distill.models import build_model, count_params
 from distill.registry import build
 from distill.train import Checkpoints, TrainOptions, fit, resolve_device, seed_everything
-from distill.weights import load_weights, save_weights
+from distill.weights import load_weights, read_state_dict, save_weights
 
 STAGES = ("teacher", "scratch", "student")
 ROLE = {"teacher": "teacher", "scratch": "student", "student": "student"}  # the config group of each stage's net
@@ -39,6 +41,7 @@ class Experiment:
     """The built pieces of a config that every stage shares."""
 
     cfg: Config
+    data: data.ArrayData  # every sample, in the order a teacher cache indexes
     splits: data.DataSplits
     train_loader: DataLoader
     val_loader: DataLoader
@@ -54,7 +57,7 @@ def build_experiment(cfg: Config) -> Experiment:
     splits = data.split(loaded, val_fraction=d.val_fraction, seed=d.seed, augment=d.augment)
     train_loader = DataLoader(splits.train, batch_size=d.batch_size, shuffle=True, num_workers=d.num_workers)
     val_loader = DataLoader(splits.val, batch_size=max(d.batch_size, 256), num_workers=d.num_workers)
-    return Experiment(cfg, splits, train_loader, val_loader)
+    return Experiment(cfg, loaded, splits, train_loader, val_loader)
 
 
 def build_net(exp: Experiment, role: str, weights: str | Path | None) -> nn.Module:
@@ -70,10 +73,10 @@ def build_net(exp: Experiment, role: str, weights: str | Path | None) -> nn.Modu
 
 
 @torch.no_grad()
-def _check_outputs_match(exp: Experiment, teacher: nn.Module, student: nn.Module) -> None:
-    """One sample through both nets before any training: a class-count mismatch fails now, not hours later."""
+def _check_outputs_match(exp: Experiment, nets: dict[str, nn.Module]) -> None:
+    """One sample through each net before any training: a class-count mismatch fails now, not hours later."""
     sample = exp.splits.train[0]["input"].unsqueeze(0)
-    for role, net in (("teacher", teacher), ("student", student)):
+    for role, net in nets.items():
         try:
             shape = tuple(net.eval()(sample).shape)
         except RuntimeError as e:
@@ -118,9 +121,10 @@ def _check_stage(
 ) -> None:
     """One batch through copies of a stage's Distiller: tap paths, adapters, the losses' view of their inputs
     and train.monitor fail now, not after the teacher has trained for hours."""
-    copies = copy.deepcopy((student, teacher, terms))  # the check must not freeze or size the real ones
+    student, terms = copy.deepcopy((student, terms))  # the check must not freeze or size the real ones
+    teacher = teacher if isinstance(teacher, TeacherCache) else copy.deepcopy(teacher)
     try:
-        names = Distiller(*copies).setup(next(iter(exp.val_loader)))
+        names = Distiller(student, teacher, terms).setup(next(iter(exp.val_loader)))
     except DistillError as e:
         raise DistillError(f"{field}: {e}") from None
     if options.monitor.partition("/")[2] not in names:  # val/accuracy -> accuracy
@@ -242,9 +246,13 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     """Run every stage of `cfg` and write summary.json; returns the summary."""
     exp = build_experiment(cfg)
     # --- build everything first: a bad path, weights file, shape or loss option fails before a file is written ---
-    teacher = build_net(exp, "teacher", cfg.teacher.weights)
     student = build_net(exp, "student", cfg.student.weights)
-    _check_outputs_match(exp, teacher, student)
+    if cfg.teacher.cache is not None:  # training never builds the teacher: its outputs come from disk
+        teacher: nn.Module | TeacherCache = open_cache(exp)
+        _check_outputs_match(exp, {"student": student})
+    else:
+        teacher = build_net(exp, "teacher", cfg.teacher.weights)
+        _check_outputs_match(exp, {"teacher": teacher, "student": student})
     resolve_device(cfg.train.device)
     dtype = torch.bfloat16 if cfg.teacher.dtype == "bfloat16" else torch.float32
     stages = cfg.student_stages()
@@ -255,7 +263,7 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     _prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
 
     # --- teacher, scratch baseline (same init and epochs as the student), student stages ---
-    nets = {"teacher": teacher, "student": student}
+    nets = {"student": student}
     if cfg.teacher.weights is None:
         epochs = cfg.teacher.epochs or cfg.train.epochs
         train_stage(exp, "teacher", Supervised(teacher), teacher, _supervised(cfg.train, epochs), resume=resume)
@@ -272,11 +280,75 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     # --- the run keeps every model it reports on ---
     if cfg.stages:
         save_weights(student, exp.run_dir / "student.safetensors", metadata={"stage": "student"})
+    if isinstance(teacher, TeacherCache):
+        teacher = build_net(exp, "teacher", cfg.teacher.weights)  # a cached run builds it only to report on it
+    nets["teacher"] = teacher
     if cfg.teacher.weights is not None:
-        save_weights(teacher, exp.run_dir / "teacher.safetensors", metadata={"stage": "teacher", "source": "weights"})
+        save_weights(teacher, exp.run_dir / "teacher.safetensors", metadata={"source": "teacher.weights"})
     summary = {"name": cfg.name, "stages": [stage.name for stage in stages], **describe(exp, nets)}
     write_json(exp.run_dir / "summary.json", summary)
     return summary
+
+
+def _cache_identity(exp: Experiment) -> tuple[str, dict[str, Any]]:
+    """The teacher weights' hash (from the file: no teacher is built) and what a cache must match."""
+    teacher_sha256 = state_sha256(read_state_dict(exp.cfg.teacher.weights))
+    expected = fingerprint(
+        teacher_sha256,
+        exp.data.inputs,
+        exp.data.labels,
+        data=exp.data.description,
+        augment=exp.cfg.data.augment,
+        dtype=exp.cfg.cache.dtype,
+        top_k=exp.cfg.cache.top_k,
+        features=exp.cfg.cache.features,
+    )
+    return teacher_sha256, expected
+
+
+def open_cache(exp: Experiment) -> TeacherCache:
+    """The run's teacher cache, refused when stale: another teacher, other data or order, other augmentation."""
+    _, expected = _cache_identity(exp)
+    identity = {key: expected[key] for key in ("teacher_sha256", "data", "data_sha256", "num_samples", "augment")}
+    cache = TeacherCache(exp.cfg.teacher.cache, identity)
+    if cache.num_classes != exp.splits.num_classes:
+        raise DistillError(f"teacher.cache holds {cache.num_classes} classes, the data has {exp.splits.num_classes}")
+    return cache
+
+
+def make_cache(cfg: Config) -> dict[str, Any]:
+    """`distill cache`: run the teacher once over every sample and store its outputs in teacher.cache."""
+    if cfg.teacher.cache is None or cfg.teacher.weights is None:
+        raise ConfigError("distill cache needs teacher.weights (a trained teacher) and teacher.cache (the folder)")
+    exp = build_experiment(cfg)
+    teacher = build_net(exp, "teacher", cfg.teacher.weights)
+    teacher_sha256, expected = _cache_identity(exp)
+    start = time.perf_counter()
+    manifest = write_cache(
+        cfg.teacher.cache,
+        teacher,
+        exp.data.inputs,
+        exp.data.labels,
+        teacher_sha256=teacher_sha256,
+        data=expected["data"],
+        augment=expected["augment"],
+        dtype=cfg.cache.dtype,
+        top_k=cfg.cache.top_k,
+        features=cfg.cache.features,
+        batch_size=cfg.cache.batch_size,
+        device=resolve_device(cfg.train.device),
+        progress=cfg.train.progress,
+    )
+    size = sum(f.stat().st_size for f in Path(cfg.teacher.cache).glob("*.npy"))
+    samples = manifest["fingerprint"]["num_samples"]
+    return {
+        "path": cfg.teacher.cache,
+        "samples": samples,
+        "shards": len(manifest["shards"]),
+        "bytes": size,
+        "bytes_per_sample": size / samples,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:

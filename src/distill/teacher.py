@@ -1,4 +1,8 @@
-"""Where teacher outputs come from. Today: a live, frozen teacher run in inference mode."""
+"""Where teacher outputs come from: a live, frozen teacher run in inference mode, or a disk cache.
+
+Both are called with the batch and return the teacher's (B, C) logits and its tapped features, as float32
+tensors on the batch's device that autograd may save.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from distill.cache import TeacherCache, topk_logits
+from distill.errors import DistillError
 from distill.taps import check_paths, run_tapped
 
 
@@ -27,8 +33,10 @@ class LiveTeacher:
         self.taps = tuple(taps)
         self._device: torch.device | None = None
 
-    def __call__(self, inputs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The teacher's logits and tapped features, as float32 tensors that autograd may save."""
+    top_k = None  # a live teacher gives the full distribution
+
+    def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        inputs = batch["input"]
         if inputs.device != self._device:
             self.model.to(inputs.device)
             self._device = inputs.device
@@ -41,3 +49,30 @@ class LiveTeacher:
 
 def _copy(tensor: Tensor) -> Tensor:
     return tensor.to(torch.float32, copy=True)
+
+
+class CachedTeacher:
+    """Teacher outputs read from a `TeacherCache` by the batch's sample indices: no teacher forward at all."""
+
+    def __init__(self, cache: TeacherCache, taps: Sequence[str] = ()):
+        missing = [path for path in taps if path not in cache.fingerprint["features"]]
+        if missing:
+            raise DistillError(
+                f"teacher.cache {cache.path} holds no teacher feature {missing[0]!r}; add it to "
+                "cache.features and run `distill cache` again"
+            )
+        self.cache = cache
+        self.taps = tuple(taps)
+        self.top_k = cache.top_k
+
+    def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        if "index" not in batch:
+            raise DistillError("a cached teacher reads by sample index: the batches need an 'index' entry")
+        rows = self.cache.read(batch["index"])
+        if self.top_k is None:
+            logits = rows["logits"]
+        else:
+            logits = topk_logits(rows["topk_values"], rows["topk_indices"], rows["logsumexp"], self.cache.num_classes)
+        device = batch["input"].device
+        features = {path: rows[f"feature.{path}"].to(device, non_blocking=True) for path in self.taps}
+        return logits.to(device, non_blocking=True), features

@@ -82,6 +82,7 @@ class KD(nn.Module):
     """The module form of `kd_loss`: hyperparameters here, tensors in `forward`."""
 
     kind: ClassVar[str] = "logits"
+    accepts_topk: ClassVar[bool] = True  # its soft targets stay exact on the top-k classes of a top-k cache
 
     def __init__(
         self,

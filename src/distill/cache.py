@@ -1,0 +1,245 @@
+"""Teacher outputs on disk: computed once by `distill cache`, read by sample index while the student trains.
+
+    CACHE/manifest.json            fingerprint, layout, and every finished shard with its checksums
+    CACHE/logits-00000.npy         (rows, C) teacher logits of samples 0..rows-1, float16/bfloat16/float32
+    CACHE/feature.layer3-00000.npy tapped teacher features, when asked for
+    top-k caches hold, instead of logits, topk_values (rows, k), topk_indices (rows, k) and logsumexp (rows,)
+
+Shards are written whole (temporary file, then rename) and listed in the manifest only once complete, so an
+interrupted `distill cache` resumes at the first missing shard, and a half-written shard is never read. The
+fingerprint names the teacher's weights, the data (identity and order), its augmentation, the dtype, k and
+the features: a cache that does not match the run that reads it is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from distill._io import atomic_path, write_json
+from distill.errors import DistillError
+from distill.taps import check_paths, run_tapped
+
+MANIFEST = "manifest.json"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _sha256(*tensors: Tensor) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def state_sha256(state: dict[str, Tensor]) -> str:
+    """A weights fingerprint: the tensors of a state dict in key order."""
+    return _sha256(*(state[key] for key in sorted(state)))
+
+
+def fingerprint(
+    teacher_sha256: str,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    data: str,
+    augment: str,
+    dtype: str,
+    top_k: int | None,
+    features: Sequence[str],
+) -> dict[str, Any]:
+    """Everything a cache's contents depend on; two caches with equal fingerprints hold the same numbers."""
+    return {
+        "teacher_sha256": teacher_sha256,
+        "data": data,
+        "data_sha256": _sha256(inputs, labels),  # identity and order of the samples
+        "num_samples": len(labels),
+        "augment": augment,
+        "dtype": dtype,
+        "top_k": top_k,
+        "features": list(features),
+    }
+
+
+def _mismatch(found: dict[str, Any], expected: dict[str, Any]) -> str | None:
+    differ = [key for key in expected if found.get(key) != expected[key]]
+    return ", ".join(differ) if differ else None
+
+
+def _file_name(output: str, shard: int) -> str:
+    return f"{output}-{shard:05d}.npy"
+
+
+def _to_numpy(tensor: Tensor) -> np.ndarray:
+    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: keep its bits as uint16
+        return tensor.view(torch.uint16).numpy()
+    return tensor.numpy()
+
+
+@torch.inference_mode()
+def _teacher_outputs(
+    teacher: nn.Module, inputs: Tensor, features: Sequence[str], top_k: int | None, dtype: torch.dtype
+) -> dict[str, Tensor]:
+    """The arrays one shard stores for `inputs`, on the CPU in the cache's dtype (indices as int32)."""
+    logits, tapped = run_tapped(teacher, inputs, features)
+    logits = logits.float()
+    if top_k is None:
+        outputs = {"logits": logits.to(dtype)}
+    else:
+        values, indices = logits.topk(top_k, dim=-1)  # (B, k)
+        outputs = {"topk_values": values.to(dtype), "topk_indices": indices.int(), "logsumexp": logits.logsumexp(-1)}
+    outputs.update({f"feature.{path}": value.float().to(dtype) for path, value in tapped.items()})
+    return {name: value.cpu() for name, value in outputs.items()}
+
+
+def write_cache(
+    path: str | Path,
+    teacher: nn.Module,
+    inputs: Tensor,
+    labels: Tensor,
+    *,
+    data: str,
+    augment: str = "none",
+    dtype: str = "float16",
+    top_k: int | None = None,
+    features: Sequence[str] = (),
+    shard_rows: int = 4096,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    teacher_sha256: str | None = None,
+) -> dict[str, Any]:
+    """Run `teacher` once over every sample, in index order, and store its outputs in shards under `path`.
+
+    Resumes an interrupted cache with the same fingerprint; refuses to touch one made for anything else.
+    `teacher_sha256` names the weights (default: hashed from `teacher`). Returns the manifest.
+    """
+    path = Path(path)
+    check_paths(teacher, features, "teacher")
+    teacher = teacher.eval().to(device)
+    teacher_sha256 = teacher_sha256 or state_sha256(teacher.state_dict())
+    expected = fingerprint(
+        teacher_sha256, inputs, labels, data=data, augment=augment, dtype=dtype, top_k=top_k, features=features
+    )
+    with torch.inference_mode():  # kept apart: the top-k form does not store the width itself
+        num_classes = run_tapped(teacher, inputs[:1].to(device), ())[0].shape[-1]
+    manifest = {"fingerprint": expected, "shard_rows": shard_rows, "num_classes": num_classes, "shards": {}}
+    if (path / MANIFEST).exists():
+        found = read_manifest(path)
+        differ = _mismatch(found["fingerprint"], expected)
+        if differ:
+            raise DistillError(
+                f"{path} holds a cache of something else ({differ} differ); delete it or set "
+                "teacher.cache to a new folder"
+            )
+        manifest = found  # resume: its finished shards stay
+    n_shards = -(-len(labels) // manifest["shard_rows"])
+    rows = manifest["shard_rows"]
+    bar = tqdm(total=n_shards, initial=len(manifest["shards"]), unit="shard", disable=None if progress else True)
+    for shard in range(n_shards):
+        if str(shard) in manifest["shards"]:
+            continue
+        part = inputs[shard * rows : (shard + 1) * rows]
+        batches = [
+            _teacher_outputs(teacher, part[i : i + batch_size].to(device), features, top_k, DTYPES[dtype])
+            for i in range(0, len(part), batch_size)
+        ]
+        checksums = {}
+        for name in batches[0]:
+            array = _to_numpy(torch.cat([b[name] for b in batches]))
+            with atomic_path(path / _file_name(name, shard)) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, array)
+                checksums[name] = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        manifest["shards"][str(shard)] = {"rows": len(part), "sha256": checksums}
+        write_json(path / MANIFEST, manifest)  # the shard counts only from here on
+        bar.update(1)
+    bar.close()
+    return manifest
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise DistillError(f"{path} holds no teacher cache; make one with `distill cache CONFIG`") from None
+    except json.JSONDecodeError as e:
+        raise DistillError(
+            f"{path / MANIFEST} is damaged ({e}); delete the cache and run `distill cache` again"
+        ) from None
+
+
+class TeacherCache:
+    """A finished cache, opened for reading: shards memory-mapped, checksums verified, rows by sample index."""
+
+    def __init__(self, path: str | Path, expected: dict[str, Any] | None = None, *, verify: bool = True):
+        self.path = Path(path)
+        manifest = read_manifest(self.path)
+        self.fingerprint = manifest["fingerprint"]
+        if expected is not None and (differ := _mismatch(self.fingerprint, expected)):
+            raise DistillError(
+                f"teacher.cache {self.path} is stale: its {differ} differ from this run's; run `distill cache` again"
+            )
+        self.rows = manifest["shard_rows"]
+        n_shards = -(-self.fingerprint["num_samples"] // self.rows)
+        missing = [s for s in range(n_shards) if str(s) not in manifest["shards"]]
+        if missing:
+            raise DistillError(
+                f"teacher.cache {self.path} is unfinished ({len(missing)} of {n_shards} shards "
+                "missing); run `distill cache` again to complete it"
+            )
+        self.top_k = self.fingerprint["top_k"]
+        self.num_classes = manifest["num_classes"]
+        self.dtype = DTYPES[self.fingerprint["dtype"]]
+        self.shards = [self._open(s, manifest["shards"][str(s)], verify) for s in range(n_shards)]
+
+    def _open(self, shard: int, entry: dict[str, Any], verify: bool) -> dict[str, np.ndarray]:
+        arrays = {}
+        for name, checksum in entry["sha256"].items():
+            file = self.path / _file_name(name, shard)
+            if verify and (not file.exists() or hashlib.sha256(file.read_bytes()).hexdigest() != checksum):
+                raise DistillError(f"{file} is missing or damaged (checksum); run `distill cache` again")
+            try:
+                arrays[name] = np.load(file, mmap_mode="r")
+            except (OSError, ValueError) as e:
+                raise DistillError(f"{file} cannot be read ({e}); run `distill cache` again") from None
+        return arrays
+
+    def read(self, index: Tensor) -> dict[str, Tensor]:
+        """The stored rows of samples `index` (B,), as float32 tensors (indices as int64)."""
+        index = index.cpu().numpy()
+        shard_of, row_of = np.divmod(index, self.rows)
+        out: dict[str, np.ndarray] = {}
+        for shard in np.unique(shard_of):
+            picked = shard_of == shard
+            for name, array in self.shards[shard].items():
+                if name not in out:
+                    out[name] = np.empty((len(index), *array.shape[1:]), dtype=array.dtype)
+                out[name][picked] = array[row_of[picked]]
+        return {name: self._tensor(name, array) for name, array in out.items()}
+
+    def _tensor(self, name: str, array: np.ndarray) -> Tensor:
+        tensor = torch.from_numpy(array)
+        if name == "topk_indices":
+            return tensor.long()
+        if self.dtype == torch.bfloat16 and tensor.dtype == torch.uint16:
+            tensor = tensor.view(torch.bfloat16)
+        return tensor.float()
+
+
+def topk_logits(values: Tensor, indices: Tensor, logsumexp: Tensor, num_classes: int) -> Tensor:
+    """Full (B, C) logits from a top-k cache: the k stored logits exactly, and the probability the teacher
+    left outside them spread evenly over the other classes. At T = 1 its softmax gives each top-k class its
+    true probability and the rest together their true total."""
+    k = values.shape[-1]
+    top_mass = (values - logsumexp[:, None]).exp().sum(-1)  # (B,)
+    rest = (1.0 - top_mass).clamp(min=1e-12) / max(num_classes - k, 1)
+    logits = (rest.log() + logsumexp)[:, None].expand(-1, num_classes).clone()  # (B, C)
+    return logits.scatter(-1, indices, values)

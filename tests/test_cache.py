@@ -1,0 +1,188 @@
+"""The teacher-output cache: the same training as a live teacher, refused when stale, resumable, top-k exact."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from conftest import TINY_RUN, write_config
+from distill import Distiller, DistillError, losses
+from distill.cache import TeacherCache, topk_logits, write_cache
+from distill.cli import main
+from distill.models import cnn, mlp
+from distill.weights import save_weights
+
+
+@pytest.fixture
+def images():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(40, 1, 8, 8, generator=g), torch.randint(0, 10, (40,), generator=g)
+
+
+@pytest.fixture
+def teacher():
+    torch.manual_seed(1)
+    return cnn((1, 8, 8), 10, channels=(8, 16), hidden=16).eval()
+
+
+def dict_loader(inputs, labels, **kwargs):
+    samples = [
+        {"input": x, "label": y, "index": torch.tensor(i)} for i, (x, y) in enumerate(zip(inputs, labels, strict=True))
+    ]
+    return DataLoader(samples, **kwargs)
+
+
+def step_losses(distiller, loader, steps=4):
+    """The loss of each of the first `steps` SGD steps."""
+    optimizer = torch.optim.SGD(distiller.parameters(), lr=0.1)
+    seen = []
+    for batch, _ in zip(loader, range(steps), strict=False):
+        loss = distiller(batch)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        seen.append(loss.item())
+    return seen
+
+
+def test_cached_and_live_teachers_train_identically(tmp_path, images, teacher):
+    inputs, labels = images
+    write_cache(
+        tmp_path / "c",
+        teacher,
+        inputs,
+        labels,
+        data="test",
+        dtype="float32",
+        shard_rows=16,
+        features=["block2"],
+        progress=False,
+    )
+    cache = TeacherCache(tmp_path / "c")
+    terms = lambda: [losses.KD(temperature=2.0, alpha=0.5), losses.SP("block1", "block2")]  # noqa: E731
+    results = []
+    for source in (teacher, cache):
+        torch.manual_seed(5)
+        student = cnn((1, 8, 8), 10, channels=(4, 8), hidden=8)
+        loader = dict_loader(inputs, labels, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(3))
+        results.append(step_losses(Distiller(student, source, terms()), loader))
+    assert results[0] == pytest.approx(results[1], rel=1e-6, abs=1e-7)
+
+
+def test_a_cache_read_matches_the_teacher_row_for_row(tmp_path, images, teacher):
+    inputs, labels = images
+    write_cache(tmp_path / "c", teacher, inputs, labels, data="test", dtype="float16", shard_rows=7, progress=False)
+    index = torch.tensor([39, 0, 8, 7, 21])  # across shards, out of order
+    with torch.no_grad():
+        expected = teacher(inputs[index])
+    got = TeacherCache(tmp_path / "c").read(index)["logits"]
+    torch.testing.assert_close(got, expected, atol=1e-2, rtol=1e-2)  # float16 storage
+
+
+def test_topk_targets_keep_the_top_probabilities_and_the_rest_mass():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 12, generator=g) * 3
+    values, indices = logits.topk(4, dim=-1)
+    rebuilt = topk_logits(values, indices, logits.logsumexp(-1), num_classes=12)
+    p, q = F.softmax(logits, -1), F.softmax(rebuilt, -1)
+    torch.testing.assert_close(q.gather(-1, indices), p.gather(-1, indices))  # top-k exact
+    torch.testing.assert_close(q.sum(-1), torch.ones(5))
+    rest = torch.ones_like(p, dtype=torch.bool).scatter(-1, indices, False)
+    torch.testing.assert_close((q * rest).sum(-1), (p * rest).sum(-1))  # the remaining mass, spread evenly
+    assert torch.allclose(q[rest].view(5, 8), q[rest].view(5, 8)[:, :1].expand(5, 8))
+
+
+def test_a_topk_cache_serves_kd_and_refuses_losses_that_need_everything(tmp_path, images, teacher):
+    inputs, labels = images
+    write_cache(tmp_path / "c", teacher, inputs, labels, data="test", top_k=3, progress=False)
+    cache = TeacherCache(tmp_path / "c")
+    student = mlp((1, 8, 8), 10, hidden=(8,))
+    batch = next(iter(dict_loader(inputs, labels, batch_size=8)))
+    assert torch.isfinite(Distiller(student, cache, [losses.KD()])(batch)["loss"])
+    with pytest.raises(DistillError, match="loss term 'dkd' needs the teacher's full distribution"):
+        Distiller(student, cache, [losses.DKD()])
+
+
+def test_an_interrupted_cache_resumes_to_the_same_files(tmp_path, images, teacher, monkeypatch):
+    inputs, labels = images
+    write_cache(tmp_path / "whole", teacher, inputs, labels, data="test", shard_rows=8, progress=False)
+
+    import distill.cache as cache_module
+
+    real = cache_module._teacher_outputs
+    calls = {"n": 0}
+
+    def dies_in_shard_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as a kill would, mid-run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "_teacher_outputs", dies_in_shard_3)
+    with pytest.raises(KeyboardInterrupt):
+        write_cache(tmp_path / "split", teacher, inputs, labels, data="test", shard_rows=8, progress=False)
+    assert len(json.loads((tmp_path / "split" / "manifest.json").read_text())["shards"]) == 2
+    monkeypatch.setattr(cache_module, "_teacher_outputs", real)
+    write_cache(tmp_path / "split", teacher, inputs, labels, data="test", shard_rows=8, progress=False)
+    for f in sorted((tmp_path / "whole").glob("*.npy")):
+        assert f.read_bytes() == (tmp_path / "split" / f.name).read_bytes()
+    assert not list((tmp_path / "split").glob(".*tmp"))
+
+
+def test_stale_damaged_and_unfinished_caches_are_refused(tmp_path, images, teacher):
+    inputs, labels = images
+    write_cache(tmp_path / "c", teacher, inputs, labels, data="test", shard_rows=16, progress=False)
+    identity = json.loads((tmp_path / "c" / "manifest.json").read_text())["fingerprint"]
+    other = {**identity, "teacher_sha256": "0" * 64}
+    with pytest.raises(DistillError, match="is stale: its teacher_sha256 differ"):
+        TeacherCache(tmp_path / "c", other)
+    with pytest.raises(DistillError, match="holds a cache of something else"):
+        write_cache(tmp_path / "c", teacher, inputs.flip(0), labels.flip(0), data="test", progress=False)
+    shard = tmp_path / "c" / "logits-00001.npy"
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(DistillError, match="logits-00001.npy is missing or damaged"):
+        TeacherCache(tmp_path / "c")
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    del manifest["shards"]["2"]
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DistillError, match="is unfinished"):
+        TeacherCache(tmp_path / "c")
+
+
+# ----- from the command line -----
+
+
+@pytest.fixture
+def cached_config(tmp_path):
+    torch.manual_seed(0)
+    teacher = mlp((1, 8, 8), 10, hidden=(32,))
+    save_weights(teacher, tmp_path / "teacher.safetensors")
+    text = TINY_RUN.format(out=tmp_path / "runs").replace(
+        "teacher: {model: mlp, args: {hidden: [32]}}",
+        f"teacher: {{model: mlp, args: {{hidden: [32]}}, weights: {tmp_path / 'teacher.safetensors'}, "
+        f"cache: {tmp_path / 'cache'}}}",
+    )
+    return write_config(tmp_path / "c.yaml", text)
+
+
+def test_cache_then_train_from_it(cached_config, tmp_path, capsys):
+    assert main(["cache", str(cached_config)]) == 0
+    assert "bytes per sample" in capsys.readouterr().out
+    assert main(["train", str(cached_config)]) == 0
+    summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert summary["teacher"]["params"] > summary["student"]["params"]
+
+
+def test_a_changed_teacher_or_shuffled_data_makes_the_cache_stale(cached_config, tmp_path, capsys):
+    assert main(["cache", str(cached_config)]) == 0
+    torch.manual_seed(7)
+    save_weights(mlp((1, 8, 8), 10, hidden=(32,)), tmp_path / "teacher.safetensors")  # retrained teacher
+    assert main(["train", str(cached_config)]) == 2
+    assert "is stale: its teacher_sha256 differ" in capsys.readouterr().err
+
+
+def test_augmented_data_needs_an_explicit_yes(cached_config, capsys):
+    assert main(["cache", str(cached_config), "--set", "data.augment=crop_flip"]) == 2
+    assert "set cache.allow_augmented: true" in capsys.readouterr().err
