@@ -1,24 +1,31 @@
 """What a distillation step costs beside its parts, measured side by side in one run.
 
-    python benchmarks/step_overhead.py [--batch 64] [--repeats 30] [--device cpu]
+    python benchmarks/step_overhead.py [--batch 64] [--repeats 30] [--samples 2048] [--device cpu]
 
 Times, interleaved round-robin so machine noise hits all rows alike:
-  student step       forward + backward + SGD step of the student alone (cross-entropy)
-  teacher forward    the frozen teacher's forward in inference mode
-  distill step       a Distiller step: student step + teacher forward + KD loss
-and checks the promise: distill step <= 1.10 x (student step + teacher forward), on medians.
+  student step         forward + backward + SGD step of the student alone (cross-entropy)
+  teacher forward      the frozen teacher's forward in inference mode
+  distill step         a Distiller step: student step + teacher forward + KD loss
+  cached distill step  a Distiller step whose teacher outputs are read from a `distill cache` by index
+and checks the promises on medians: distill step <= 1.10 x (student step + teacher forward), cached
+distill step <= 1.05 x student step. Then `write_cache` over `--samples` images against the bare teacher
+forward over the same images (promise: within 1.2 x), and the cache's bytes per sample, full and top-10.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from distill import Distiller, Supervised, losses
+from distill.cache import TeacherCache, write_cache
 from distill.models import cnn, count_params
 from distill.teacher import LiveTeacher
 
@@ -32,15 +39,38 @@ def train_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, batch:
     return step
 
 
+def sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def interleaved(steps: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds of each step over `repeats` rounds (after 3 warm-up rounds), the steps taking turns."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(repeats + 3):
+        for name, step in steps.items():
+            sync(device)
+            start = time.perf_counter()
+            step()
+            sync(device)
+            if r >= 3:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def verdict(ratio: float, limit: float) -> str:
+    return f"{ratio:.3f}  (promise <= {limit:.2f}: {'met' if ratio <= limit else 'NOT met'})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--samples", type=int, default=2048)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -49,43 +79,60 @@ def main() -> None:
     shape, classes = (3, 32, 32), 100
     teacher = cnn(shape, classes, channels=(64, 128, 256), hidden=512).to(device)
     student = cnn(shape, classes, channels=(16, 32), hidden=128).to(device)
-    batch = {
-        "input": torch.randn(args.batch, *shape, device=device),
-        "label": torch.randint(0, classes, (args.batch,), device=device),
-    }
-
-    scratch = Supervised(student)
-    distiller = Distiller(student, teacher, [losses.KD(temperature=4.0, alpha=0.5)])
+    images, labels = torch.randn(args.samples, *shape), torch.randint(0, classes, (args.samples,))
+    index = torch.randperm(args.samples)[: args.batch]
+    batch = {"input": images[index].to(device), "label": labels[index].to(device), "index": index}
     frozen = LiveTeacher(teacher)
-    steps: dict[str, Callable[[], object]] = {
-        "student step": train_step(scratch, torch.optim.SGD(student.parameters(), lr=1e-3, momentum=0.9), batch),
-        "teacher forward": lambda: frozen(batch["input"]),
-        "distill step": train_step(distiller, torch.optim.SGD(student.parameters(), lr=1e-3, momentum=0.9), batch),
-    }
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for r in range(args.repeats + 3):
-        for name, step in steps.items():
-            sync(device)
-            start = time.perf_counter()
-            step()
-            sync(device)
-            if r >= 3:  # warm-up rounds
-                times[name].append(time.perf_counter() - start)
 
-    median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    budget = median["student step"] + median["teacher forward"]
+    with tempfile.TemporaryDirectory() as tmp:
+        # --- writing a cache against the bare teacher forward over the same images ---
+        def bare_forward() -> None:
+            for i in range(0, args.samples, 256):
+                frozen({"input": images[i : i + 256].to(device)})
+
+        def cache_once() -> None:
+            shutil.rmtree(Path(tmp) / "full", ignore_errors=True)
+            write_cache(Path(tmp) / "full", teacher, images, labels, data="random", device=device, progress=False)
+
+        cache_times = interleaved({"bare forward": bare_forward, "write_cache": cache_once}, 3, device)
+        write_cache(Path(tmp) / "top10", teacher, images, labels, data="random", top_k=10, progress=False)
+        cache = TeacherCache(Path(tmp) / "full")
+        bytes_per = {
+            name: sum(f.stat().st_size for f in (Path(tmp) / name).glob("*.npy")) / args.samples
+            for name in ("full", "top10")
+        }
+
+        # --- training steps ---
+        kd = losses.KD(temperature=4.0, alpha=0.5)
+        steps: dict[str, Callable[[], object]] = {
+            "student step": train_step(Supervised(student), sgd(student), batch),
+            "teacher forward": lambda: frozen(batch),
+            "distill step": train_step(Distiller(student, teacher, [kd]), sgd(student), batch),
+            "cached distill step": train_step(Distiller(student, cache, [kd]), sgd(student), batch),
+        }
+        times = interleaved(steps, args.repeats, device)
+
+    median = {name: statistics.median(t) * 1e3 for name, t in {**times, **cache_times}.items()}
     print(
         f"teacher {count_params(teacher):,} params, student {count_params(student):,} params, "
         f"batch {args.batch} x {shape}, {classes} classes, {device}, {torch.get_num_threads()} threads, "
         f"{args.repeats} interleaved repeats"
     )
-    print(f"{'':18}{'median ms':>11}{'min ms':>9}{'max ms':>9}")
-    for name, t in times.items():
-        print(f"{name:18}{median[name]:>11.2f}{min(t) * 1e3:>9.2f}{max(t) * 1e3:>9.2f}")
-    ratio = median["distill step"] / budget
+    print(f"{'':22}{'median ms':>11}{'min ms':>9}{'max ms':>9}")
+    for name, t in {**times, **cache_times}.items():
+        print(f"{name:22}{median[name]:>11.2f}{min(t) * 1e3:>9.2f}{max(t) * 1e3:>9.2f}")
+    budget = median["student step"] + median["teacher forward"]
+    print(f"distill step / (student step + teacher forward) = {verdict(median['distill step'] / budget, 1.10)}")
     print(
-        f"distill step / (student step + teacher forward) = {ratio:.3f}  (promise <= 1.10: "
-        f"{'met' if ratio <= 1.10 else 'NOT met'})"
+        f"cached distill step / student step = {verdict(median['cached distill step'] / median['student step'], 1.05)}"
+    )
+    print(
+        f"write_cache / bare teacher forward over {args.samples} images = "
+        f"{verdict(median['write_cache'] / median['bare forward'], 1.2)}"
+    )
+    print(
+        f"cache bytes per sample ({classes} classes, float16): full {bytes_per['full']:.0f}, "
+        f"top-10 {bytes_per['top10']:.0f}"
     )
 
 
