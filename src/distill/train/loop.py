@@ -162,7 +162,7 @@ def _train_epoch(
         if step % options.log_every == 0 or i + 1 == n_batches:
             means = window.read(epoch)
             log.write({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **means})
-            bar.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in means.items() if "teacher" not in k})
+            bar.set_postfix({k.split("/", 1)[1]: f"{v:.4g}" for k, v in means.items() if "teacher" not in k})
             for key, value in means.items():
                 totals[key] = totals.get(key, 0.0) + value * window.count
             seen += window.count

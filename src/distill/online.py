@@ -1,0 +1,78 @@
+"""Online distillation: models that learn from each other while they train, with no teacher trained first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distill.distiller import Batch, _accuracy
+from distill.errors import DistillError
+from distill.losses import soft_loss
+
+
+class MutualLearning(nn.Module):
+    """Deep mutual learning (Zhang et al., 2018, "Deep Mutual Learning"): K peers trained together.
+
+        L_k = CE(z_k, y) + weight * 1/|S_k| * sum_{j in S_k} T^2 KL(softmax(z_j / T) || softmax(z_k / T))
+
+    with the other peers' logits z_j detached, so each peer's gradient comes from its own loss alone: one
+    optimizer over all peers then updates each exactly as a separate optimizer of the same kind would
+    (SGD and AdamW act per parameter; a clipped gradient norm is the only thing taken over all peers).
+    `learns_from_peers[k] = False` makes peer k learn from the labels only: `[False, True]` is the online
+    teacher-student mode, where a teacher trains on its task while the student learns from it.
+
+    forward(batch) returns "loss" (the sum over peers), and for each peer k "peer{k}/loss" and
+    "peer{k}/accuracy", plus "accuracy" (peer 0's) and "agreement" (peers 0 and 1, top-1).
+    """
+
+    def __init__(
+        self,
+        peers: Sequence[nn.Module],
+        *,
+        temperature: float = 1.0,
+        weight: float = 1.0,
+        learns_from_peers: Sequence[bool] | None = None,
+        ignore_index: int = -100,
+    ):
+        super().__init__()
+        if len(peers) < 2:
+            raise DistillError(f"mutual learning needs at least two peers, got {len(peers)}")
+        learns = [True] * len(peers) if learns_from_peers is None else list(learns_from_peers)
+        if len(learns) != len(peers):
+            raise DistillError(f"learns_from_peers has {len(learns)} entries for {len(peers)} peers")
+        if temperature <= 0:
+            raise DistillError(f"temperature must be > 0, got {temperature}")
+        self.peers = nn.ModuleList(peers)
+        self.learns_from_peers = learns
+        self.temperature, self.weight, self.ignore_index = temperature, weight, ignore_index
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        inputs, labels = batch["input"], batch["label"]
+        logits = [peer(inputs) for peer in self.peers]  # K x (B, C)
+        shapes = {tuple(z.shape) for z in logits}
+        if len(shapes) > 1:
+            raise DistillError(
+                f"the peers' outputs differ in shape {sorted(shapes)}; every peer must predict the same classes"
+            )
+        out: dict[str, Tensor] = {}
+        total = 0.0
+        for k, z in enumerate(logits):
+            loss = F.cross_entropy(z, labels, ignore_index=self.ignore_index)
+            if self.learns_from_peers[k]:
+                others = [
+                    soft_loss(z, zj.detach(), temperature=self.temperature).mean()
+                    for j, zj in enumerate(logits)
+                    if j != k
+                ]
+                loss = loss + self.weight * torch.stack(others).mean()
+            total = total + loss
+            out[f"peer{k}/loss"] = loss.detach()
+            with torch.no_grad():
+                out[f"peer{k}/accuracy"] = _accuracy(z, labels, self.ignore_index)
+        with torch.no_grad():
+            out["accuracy"] = out["peer0/accuracy"]
+            out["agreement"] = (logits[0].argmax(-1) == logits[1].argmax(-1)).float().mean()
+        return {"loss": total, **out}
