@@ -359,3 +359,27 @@ def test_a_run_interrupted_in_its_second_stage_resumes_exactly(tmp_path, capsys,
     a = load_file(tmp_path / "a" / "runs" / "tiny" / "student.safetensors")
     b = load_file(tmp_path / "b" / "runs" / "tiny" / "student.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_teacher_assistant_chain(tmp_path, capsys, monkeypatch):
+    from distill import pipeline
+
+    pairs = []
+    real = pipeline.Distiller
+
+    def recording(student, teacher, *args, **kwargs):
+        pairs.append((student, teacher))
+        return real(student, teacher, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "Distiller", recording)
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    code, out, err = run_cli(capsys, "train", config, "--set", "assistant={model: mlp, args: {hidden: [16]}}")
+    assert code == 0, err
+    assert out.index("training teacher") < out.index("training assistant") < out.index("training student")
+    assert "teacher assistant" in out
+    summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert summary["assistant"]["params"] < summary["teacher"]["params"]
+    assistant_training, student_training = pairs[-2:]
+    assert student_training[1] is assistant_training[0]  # the student learns from the trained assistant
+    code, _, err = run_cli(capsys, "train", config, "--set", "name=x", "--set", "assistant={modle: mlp}")
+    assert_user_error(code, err, "assistant.modle: unknown key (did you mean 'model'?)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
@@ -95,6 +95,9 @@ class Config(_Group):
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig
     student: ModelConfig
+    assistant: ModelConfig | None = Field(
+        None, description="teacher assistant (TAKD): learns from the teacher, then teaches the student"
+    )
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainOptions = Field(default_factory=TrainOptions)
     cache: CacheConfig = Field(default_factory=CacheConfig)
@@ -172,7 +175,8 @@ def _known_keys(loc: tuple) -> list[str]:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return []
-        model = field.annotation
+        # an optional group (`ModelConfig | None`) is looked up as its model
+        model = next((a for a in get_args(field.annotation) if hasattr(a, "model_fields")), field.annotation)
     return list(getattr(model, "model_fields", {}))
 
 
@@ -192,7 +196,8 @@ def validate(raw: dict[str, Any], source: str) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        errors = e.errors()
+        # a misspelt key first: it usually explains the "missing" error beside it
+        errors = sorted(e.errors(), key=lambda error: error["type"] != "extra_forbidden")
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
 

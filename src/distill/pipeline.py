@@ -32,8 +32,8 @@ from distill.registry import build
 from distill.train import Checkpoints, TrainOptions, fit, resolve_device, seed_everything
 from distill.weights import load_weights, read_state_dict, save_weights
 
-STAGES = ("teacher", "scratch", "student")
-ROLE = {"teacher": "teacher", "scratch": "student", "student": "student"}  # the config group of each stage's net
+STAGES = ("teacher", "assistant", "scratch", "student")
+ROLE = {"teacher": "teacher", "assistant": "assistant", "scratch": "student", "student": "student"}  # config groups
 
 
 @dataclass
@@ -247,19 +247,25 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     exp = build_experiment(cfg)
     # --- build everything first: a bad path, weights file, shape or loss option fails before a file is written ---
     student = build_net(exp, "student", cfg.student.weights)
+    own = {"student": student}
+    if cfg.assistant is not None:  # teacher -> assistant -> student (TAKD)
+        own["assistant"] = build_net(exp, "assistant", cfg.assistant.weights)
     if cfg.teacher.cache is not None:  # training never builds the teacher: its outputs come from disk
         teacher: nn.Module | TeacherCache = open_cache(exp)
-        _check_outputs_match(exp, {"student": student})
     else:
-        teacher = build_net(exp, "teacher", cfg.teacher.weights)
-        _check_outputs_match(exp, {"teacher": teacher, "student": student})
+        teacher = own["teacher"] = build_net(exp, "teacher", cfg.teacher.weights)
+    _check_outputs_match(exp, own)
     resolve_device(cfg.train.device)
     dtype = torch.bfloat16 if cfg.teacher.dtype == "bfloat16" else torch.float32
     stages = cfg.student_stages()
     field = "stages.{}.terms" if cfg.stages else "distill.terms"
     stage_terms = [build_terms(exp, stage.terms, field.format(i)) for i, stage in enumerate(stages)]
+    student_teacher = teacher if cfg.assistant is None else own["assistant"]
     for i, terms in enumerate(stage_terms):
-        _check_stage(exp, student, teacher, terms, field.format(i), cfg.stage_options(i))
+        _check_stage(exp, student, student_teacher, terms, field.format(i), cfg.stage_options(i))
+    if cfg.assistant is not None:
+        assistant_terms = build_terms(exp, cfg.distill.terms, "distill.terms")
+        _check_stage(exp, own["assistant"], teacher, assistant_terms, "distill.terms (assistant)", cfg.train)
     _prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
 
     # --- teacher, scratch baseline (same init and epochs as the student), student stages ---
@@ -267,6 +273,10 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     if cfg.teacher.weights is None:
         epochs = cfg.teacher.epochs or cfg.train.epochs
         train_stage(exp, "teacher", Supervised(teacher), teacher, _supervised(cfg.train, epochs), resume=resume)
+    if cfg.assistant is not None:  # learns from the teacher with distill.terms, then teaches the student
+        nets["assistant"] = own["assistant"]
+        distiller = Distiller(own["assistant"], teacher, assistant_terms, teacher_dtype=dtype)
+        train_stage(exp, "assistant", distiller, own["assistant"], cfg.train, resume=resume)
     if cfg.scratch:
         nets["scratch"] = build_net(exp, "student", cfg.student.weights)
         scratch = Supervised(nets["scratch"], label_smoothing=cfg.distill.label_smoothing)
@@ -274,7 +284,7 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
         train_stage(exp, "scratch", scratch, nets["scratch"], _supervised(cfg.train, epochs), resume=resume)
     for i, (stage, terms) in enumerate(zip(stages, stage_terms, strict=True)):
         name = f"student-{stage.name}" if cfg.stages else "student"
-        distiller = Distiller(student, teacher, terms, teacher_dtype=dtype)  # freezes the teacher, trained by now
+        distiller = Distiller(student, student_teacher, terms, teacher_dtype=dtype)  # freezes it: trained by now
         train_stage(exp, name, distiller, student, cfg.stage_options(i), resume=resume)
 
     # --- the run keeps every model it reports on ---

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-ROWS = (("teacher", "teacher"), ("scratch", "student alone"), ("student", "student (distilled)"))
+ROWS = (
+    ("teacher", "teacher"),
+    ("assistant", "teacher assistant"),
+    ("scratch", "student alone"),
+    ("student", "student (distilled)"),
+)
 
 
 def _size(n_bytes: float) -> str:
