@@ -16,12 +16,12 @@ from distill.taps import check_paths, make_adapter, run_tapped
 from distill.teacher import CachedTeacher, LiveTeacher
 
 if TYPE_CHECKING:
-    from distill.train import History
+    from distill.train import History, TrainOptions
 
 Batch = dict[str, Tensor]
 
 
-def _accuracy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
+def top1_accuracy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
     """Top-1 accuracy over labelled samples, as a 0-dim tensor (no host sync)."""
     labelled = labels != ignore_index
     correct = (logits.argmax(-1) == labels) & labelled
@@ -128,8 +128,8 @@ class Distiller(nn.Module):
                 raise DistillError(f"loss term '{name}': {str(e).strip().splitlines()[0]}") from None
         total = sum(self.terms[name].weight * value for name, value in parts.items())
         with torch.no_grad():
-            parts["accuracy"] = _accuracy(student_logits, labels, self.ignore_index)
-            parts["teacher_accuracy"] = _accuracy(teacher_logits, labels, self.ignore_index)
+            parts["accuracy"] = top1_accuracy(student_logits, labels, self.ignore_index)
+            parts["teacher_accuracy"] = top1_accuracy(teacher_logits, labels, self.ignore_index)
             parts["agreement"] = (student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean()
         return {"loss": total, **parts}
 
@@ -182,5 +182,14 @@ class Supervised(nn.Module):
         labels = batch["label"]
         loss = F.cross_entropy(logits, labels, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)
         with torch.no_grad():
-            accuracy = _accuracy(logits, labels, self.ignore_index)
+            accuracy = top1_accuracy(logits, labels, self.ignore_index)
         return {"loss": loss, "accuracy": accuracy}
+
+
+def supervised_options(options: TrainOptions, epochs: int | None = None) -> TrainOptions:
+    """`options` for a `Supervised` module, which reports only loss and accuracy: a monitor of anything else
+    (a distillation term) becomes val/accuracy. `epochs` replaces the count when given."""
+    update: dict[str, Any] = {} if epochs is None else {"epochs": epochs}
+    if options.monitor not in ("val/loss", "val/accuracy"):
+        update.update(monitor="val/accuracy", monitor_mode="auto")
+    return options.model_copy(update=update)  # milestones were checked against the epochs where they were set

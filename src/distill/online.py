@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.distiller import Batch, _accuracy
+from distill.distiller import Batch, top1_accuracy
 from distill.errors import DistillError
 from distill.losses import soft_loss
 
@@ -71,7 +71,7 @@ class MutualLearning(nn.Module):
             total = total + loss
             out[f"peer{k}/loss"] = loss.detach()
             with torch.no_grad():
-                out[f"peer{k}/accuracy"] = _accuracy(z, labels, self.ignore_index)
+                out[f"peer{k}/accuracy"] = top1_accuracy(z, labels, self.ignore_index)
         with torch.no_grad():
             out["accuracy"] = out["peer0/accuracy"]
             out["agreement"] = (logits[0].argmax(-1) == logits[1].argmax(-1)).float().mean()

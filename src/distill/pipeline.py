@@ -23,7 +23,7 @@ from distill import data
 from distill._io import write_json, write_text
 from distill.cache import TeacherCache, fingerprint, state_sha256, write_cache
 from distill.config import Config, TermConfig, read_yaml, validate
-from distill.distiller import Distiller, Supervised
+from distill.distiller import Distiller, Supervised, supervised_options
 from distill.errors import ConfigError, DistillError
 from distill.losses import LOSSES
 from distill.measure import speed
@@ -135,12 +135,6 @@ def _check_stage(
     for term in terms:
         if hasattr(term, "memory_bytes"):
             print(f"[{exp.cfg.name}] {LOSSES.name_of(term)} memory bank: {term.memory_bytes() / 2**20:.1f} MB")
-
-
-def _supervised(options: TrainOptions, epochs: int) -> TrainOptions:
-    """The teacher's and the scratch baseline's options: the run's, for `epochs`, monitoring what they report."""
-    monitor = options.monitor if options.monitor in ("val/loss", "val/accuracy") else "val/accuracy"
-    return options.model_copy(update={"epochs": epochs, "monitor": monitor})  # Config checked the milestones
 
 
 def train_stage(
@@ -272,7 +266,7 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     nets = {"student": student}
     if cfg.teacher.weights is None:
         epochs = cfg.teacher.epochs or cfg.train.epochs
-        train_stage(exp, "teacher", Supervised(teacher), teacher, _supervised(cfg.train, epochs), resume=resume)
+        train_stage(exp, "teacher", Supervised(teacher), teacher, supervised_options(cfg.train, epochs), resume=resume)
     if cfg.assistant is not None:  # learns from the teacher with distill.terms, then teaches the student
         nets["assistant"] = own["assistant"]
         distiller = Distiller(own["assistant"], teacher, assistant_terms, teacher_dtype=dtype)
@@ -281,7 +275,7 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
         nets["scratch"] = build_net(exp, "student", cfg.student.weights)
         scratch = Supervised(nets["scratch"], label_smoothing=cfg.distill.label_smoothing)
         epochs = sum(stage.epochs for stage in stages)
-        train_stage(exp, "scratch", scratch, nets["scratch"], _supervised(cfg.train, epochs), resume=resume)
+        train_stage(exp, "scratch", scratch, nets["scratch"], supervised_options(cfg.train, epochs), resume=resume)
     for i, (stage, terms) in enumerate(zip(stages, stage_terms, strict=True)):
         name = f"student-{stage.name}" if cfg.stages else "student"
         distiller = Distiller(student, student_teacher, terms, teacher_dtype=dtype)  # freezes it: trained by now

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.distiller import Batch, Distiller, Supervised, _accuracy
+from distill.distiller import Batch, Distiller, Supervised, supervised_options, top1_accuracy
 from distill.errors import DistillError
 from distill.losses import hint_loss, soft_loss
 from distill.taps import check_paths, logits_of, run_tapped
@@ -91,7 +91,7 @@ def born_again(
             raise DistillError("make_model returned the model of an earlier generation: it must build a new one")
         stage_options = options.model_copy(update={"seed": seed})
         if k == 0:
-            module, stage_options = Supervised(model), _supervised(stage_options)
+            module, stage_options = Supervised(model), supervised_options(stage_options)
         else:
             module = Distiller(model, done[-1].model, [copy.deepcopy(kd)])
         stage_dir = Path(run_dir) / f"gen{k}" if run_dir is not None else None
@@ -100,13 +100,6 @@ def born_again(
             Checkpoints(stage_dir / "checkpoints").load("best", module)
         done.append(Generation(model, ensemble_accuracy([model], val_loader), history, seed))
     return BornAgainResult(done, ensemble_accuracy([g.model for g in done], val_loader))
-
-
-def _supervised(options: TrainOptions) -> TrainOptions:
-    """Generation 0 reports only loss and accuracy: monitor one of them when the run monitors a distillation term."""
-    if options.monitor in ("val/loss", "val/accuracy"):
-        return options
-    return options.model_copy(update={"monitor": "val/accuracy", "monitor_mode": "auto"})
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -242,9 +235,9 @@ class SelfDistiller(nn.Module):
             parts["feature"] = sum(hint_loss(r(f), final_feature) for r, f in zip(self.regressors, pooled, strict=True))
             total = total + self.feature_weight * parts["feature"]
         with torch.no_grad():
-            parts["accuracy"] = _accuracy(final_logits, labels, self.ignore_index)
+            parts["accuracy"] = top1_accuracy(final_logits, labels, self.ignore_index)
             for i, z in enumerate(head_logits):
-                parts[f"head{i}_accuracy"] = _accuracy(z, labels, self.ignore_index)
+                parts[f"head{i}_accuracy"] = top1_accuracy(z, labels, self.ignore_index)
         return {"loss": total, **parts}
 
     def _build(self, pooled: list[Tensor], final_logits: Tensor, final_feature: Tensor | None) -> None:
