@@ -80,6 +80,8 @@ def test_a_second_run_never_overwrites_the_first(finished_run, capsys):
 
 def test_resume_with_changed_settings_is_refused(finished_run, capsys):
     config, _ = finished_run
+    code, _, err = run_cli(capsys, "train", config, "--resume", "--set", "assistant={model: mlp}")
+    assert_user_error(code, err, "assistant.args is {} but the run started with None")
     code, _, err = run_cli(capsys, "train", config, "--resume", "--set", "train.lr=0.5")
     assert_user_error(code, err, "train.lr is 0.5 but the run started with 0.01")
 

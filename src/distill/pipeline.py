@@ -1,9 +1,11 @@
-"""A whole experiment from a config: teacher stage, scratch baseline, distilled student, summary.
+"""A whole experiment from a config: teacher, optional assistant, scratch baseline, student stages, summary.
 
-runs/NAME/config.yaml           the resolved config
-runs/NAME/teacher/ scratch/ student/   each stage's checkpoints and metrics.jsonl
-runs/NAME/teacher.safetensors   each stage's result (the deployable weights), written when it ends
-runs/NAME/summary.json          accuracy, agreement, size and speed of every model
+runs/NAME/config.yaml              the resolved config
+runs/NAME/STAGE/                   each stage's checkpoints/ and metrics.jsonl (teacher, assistant,
+                                   scratch, student or student-NAME for each of several stages)
+runs/NAME/STAGE.safetensors        each stage's result, written when it ends; student.safetensors is
+                                   the deployable student
+runs/NAME/summary.json             accuracy, agreement, size and speed of every model
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from distill.losses import LOSSES
 from distill.measure import speed
 from distill.models import build_model, count_params
 from distill.registry import build
+from distill.taps import logits_of
 from distill.train import Checkpoints, TrainOptions, fit, resolve_device, seed_everything
 from distill.weights import load_weights, read_state_dict, save_weights
 
@@ -117,7 +120,12 @@ def build_terms(exp: Experiment, specs: list[TermConfig], field: str) -> list[nn
 
 
 def _check_stage(
-    exp: Experiment, student: nn.Module, teacher: nn.Module, terms: list[nn.Module], field: str, options: TrainOptions
+    exp: Experiment,
+    student: nn.Module,
+    teacher: nn.Module | TeacherCache,
+    terms: list[nn.Module],
+    field: str,
+    options: TrainOptions,
 ) -> None:
     """One batch through copies of a stage's Distiller: tap paths, adapters, the losses' view of their inputs
     and train.monitor fail now, not after the teacher has trained for hours."""
@@ -158,7 +166,7 @@ def train_stage(
 def _predictions(net: nn.Module, loader: DataLoader, device: torch.device) -> torch.Tensor:
     """Top-1 class of every sample of `loader`, in order."""
     net.eval().to(device)
-    return torch.cat([net(batch["input"].to(device)).argmax(-1).cpu() for batch in loader])
+    return torch.cat([logits_of(net(batch["input"].to(device))).argmax(-1).cpu() for batch in loader])
 
 
 def describe(exp: Experiment, nets: dict[str, nn.Module]) -> dict[str, Any]:
@@ -229,10 +237,11 @@ def _flat(cfg: Config) -> dict[str, Any]:
 def _check_same_run(before: Config, now: Config) -> None:
     """Resuming with other settings would silently mix two experiments into one result."""
     old, new = _flat(before), _flat(now)
-    for key in old:
-        if key not in FREE_ON_RESUME and old[key] != new[key]:
+    for key in sorted(old.keys() | new.keys()):
+        if key not in FREE_ON_RESUME and old.get(key) != new.get(key):
             raise DistillError(
-                f"--resume: {key} is {new[key]!r} but the run started with {old[key]!r}; resume with the same config"
+                f"--resume: {key} is {new.get(key)!r} but the run started with {old.get(key)!r}; "
+                "resume with the same config"
             )
 
 
