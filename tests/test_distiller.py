@@ -12,7 +12,9 @@ def batch(n=4, in_features=8, num_classes=3):
 def test_forward_returns_the_loss_and_each_part(student, teacher):
     d = Distiller(student, teacher, [losses.KD(temperature=2.0, alpha=0.5)])
     out = d(batch())
-    assert set(out) == {"loss", "kd", "accuracy", "teacher_accuracy", "agreement"}
+    assert set(out) == {"loss", "kd", "accuracy"}  # training: the teacher's side is left for evaluation
+    assert set(d.eval()(batch())) == {"loss", "kd", "accuracy", "teacher_accuracy", "agreement"}
+    d.train()
     assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
     torch.testing.assert_close(out["loss"], out["kd"])
 

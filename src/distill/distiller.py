@@ -72,8 +72,8 @@ class Distiller(nn.Module):
     Logit terms get `(student_logits, teacher_logits, labels)`; feature terms get the outputs tapped at
     their `student_layer` and `teacher_layer`, the student's passed through an adapter when the shapes
     differ (see `distill.losses._term`). The total is `sum(term.weight * term_value)`; each term's
-    unweighted value is returned under its name, with `accuracy`, `teacher_accuracy` and `agreement`
-    (student vs teacher top-1) for monitoring. The module's parameters and state dict are the student's,
+    unweighted value is returned under its name, with `accuracy`, and in evaluation `teacher_accuracy`
+    and `agreement` (student vs teacher top-1). The module's parameters and state dict are the student's,
     the adapters' and the terms' own: the teacher is held apart (see `LiveTeacher`). A `TeacherCache` in its
     place serves the stored outputs by the batch's "index" instead of running a teacher.
 
@@ -126,11 +126,16 @@ class Distiller(nn.Module):
                 parts[name] = term(student_feature, teacher_feature, *index)
             except (ValueError, RuntimeError) as e:  # a loss refusing its inputs (rank, heads, sizes): name it
                 raise DistillError(f"loss term '{name}': {str(e).strip().splitlines()[0]}") from None
-        total = sum(self.terms[name].weight * value for name, value in parts.items())
+        weighted = [
+            value if self.terms[name].weight == 1.0 else self.terms[name].weight * value
+            for name, value in parts.items()
+        ]
+        total = sum(weighted[1:], weighted[0])
         with torch.no_grad():
             parts["accuracy"] = top1_accuracy(student_logits, labels, self.ignore_index)
-            parts["teacher_accuracy"] = top1_accuracy(teacher_logits, labels, self.ignore_index)
-            parts["agreement"] = (student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean()
+            if not self.training:  # the teacher's side is for evaluation; training steps stay lean
+                parts["teacher_accuracy"] = top1_accuracy(teacher_logits, labels, self.ignore_index)
+                parts["agreement"] = (student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean()
         return {"loss": total, **parts}
 
     def _adapt(self, name: str, term: nn.Module, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:

@@ -63,9 +63,7 @@ class MutualLearning(nn.Module):
             loss = F.cross_entropy(z, labels, ignore_index=self.ignore_index)
             if self.learns_from_peers[k]:
                 others = [
-                    soft_loss(z, zj.detach(), temperature=self.temperature).mean()
-                    for j, zj in enumerate(logits)
-                    if j != k
+                    soft_loss(z, zj.detach(), temperature=self.temperature) for j, zj in enumerate(logits) if j != k
                 ]
                 loss = loss + self.weight * torch.stack(others).mean()
             total = total + loss

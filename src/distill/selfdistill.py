@@ -228,7 +228,7 @@ class SelfDistiller(nn.Module):
 
         ce_final = _hard_loss(final_logits, labels, self.ignore_index)
         ce = [_hard_loss(z, labels, self.ignore_index) for z in head_logits]
-        kd = [soft_loss(z, target, temperature=self.temperature).mean() for z in head_logits]
+        kd = [soft_loss(z, target, temperature=self.temperature) for z in head_logits]
         total = ce_final + sum(self.alpha * c + (1.0 - self.alpha) * k for c, k in zip(ce, kd, strict=True))
         parts = {"ce": ce_final + sum(ce), "kd": sum(kd)}
         if self.uses_hint:

@@ -18,7 +18,7 @@ SoftKind = Literal["kl", "ce"]
 def soft_loss(
     student_logits: Tensor, teacher_logits: Tensor, *, temperature: float, soft: SoftKind = "kl", t2: bool = True
 ) -> Tensor:
-    """Per-sample soft loss between the tempered distributions, shape (N,).
+    """Soft loss between the tempered distributions of (N, C) logits, mean over the N samples.
 
     kl: KL(softmax(t/T) || softmax(s/T)) = sum p_t (log p_t - log p_s)
     ce: H(softmax(t/T), softmax(s/T))    = -sum p_t log p_s  (KL plus the teacher's entropy: same gradient)
@@ -26,14 +26,13 @@ def soft_loss(
     """
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)  # (N, C)
     log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    p_t = log_p_t.exp()
-    if soft == "kl":
-        per_sample = (p_t * (log_p_t - log_p_s)).sum(-1)
+    if soft == "kl":  # one fused op: this sits on every distillation step
+        loss = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
     elif soft == "ce":
-        per_sample = -(p_t * log_p_s).sum(-1)
+        loss = -(log_p_t.exp() * log_p_s).sum() / len(log_p_s)
     else:
         raise ValueError(f"soft must be 'kl' or 'ce', got {soft!r}")
-    return per_sample * temperature**2 if t2 else per_sample
+    return loss * temperature**2 if t2 else loss
 
 
 def kd_loss(
@@ -73,7 +72,7 @@ def kd_loss(
     # Divide by the labelled count on the device: no host sync, and 0 (not NaN) for an unlabelled batch.
     labelled = (labels != ignore_index).sum().clamp(min=1)
     hard = per_sample_ce.sum() / labelled
-    soft_part = soft_loss(student_logits, teacher_logits, temperature=temperature, soft=soft, t2=t2).mean()
+    soft_part = soft_loss(student_logits, teacher_logits, temperature=temperature, soft=soft, t2=t2)
     return alpha * hard + (1.0 - alpha) * soft_part
 
 
