@@ -215,6 +215,8 @@ class TeacherCache:
     def read(self, index: Tensor) -> dict[str, Tensor]:
         """The stored rows of samples `index` (B,), as float32 tensors (indices as int64)."""
         index = index.cpu().numpy()
+        if len(self.shards) == 1:  # the common small cache: one gather per array
+            return {name: self._tensor(name, array[index]) for name, array in self.shards[0].items()}
         shard_of, row_of = np.divmod(index, self.rows)
         out: dict[str, np.ndarray] = {}
         for shard in np.unique(shard_of):
