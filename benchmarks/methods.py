@@ -15,18 +15,12 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from distill import Distiller, Supervised, TrainOptions, fit, losses
-from distill.data import load, split
-from distill.models import cnn, count_params
-
-TEACHER = {"channels": (32, 64, 128), "hidden": 256}  # taps: block1 (14x14) .. block3 (3x3), pool (128)
-STUDENT = {"channels": (8, 16), "hidden": 32}  # taps: block1 (14x14), block2 (7x7), pool (16)
+from _mnist import DEFAULT_DATA, STUDENT, mnist, trained_teacher
+from distill import Distiller, Supervised, fit, losses
 
 
 def ce() -> nn.Module:
@@ -49,62 +43,28 @@ METHODS: dict[str, Callable[[int, torch.Tensor], list[nn.Module]]] = {
 }
 
 
-def accuracy(history) -> float:
-    return history.epochs[-1]["val/accuracy"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/mnist-test"))
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    setup = mnist(args.data, args.epochs)
+    teacher = trained_teacher(setup, args.seeds)
 
-    data = load("idx", path=args.data)
-    splits = split(data, val_fraction=0.2, seed=0)
-    n = len(data.labels)
-    train = DataLoader(splits.train, batch_size=128, shuffle=True)
-    val = DataLoader(splits.val, batch_size=512)
-    options = TrainOptions(
-        epochs=args.epochs,
-        optimizer="adamw",
-        lr=3e-3,
-        weight_decay=1e-4,
-        warmup_epochs=0.5,
-        progress=False,
-        log_every=50,
-    )
-
-    torch.manual_seed(0)
-    teacher = cnn(splits.input_shape, splits.num_classes, **TEACHER)
-    start = time.perf_counter()
-    teacher_acc = accuracy(fit(Supervised(teacher), train, val, options))
-    print(f"data: {splits.description}")
-    print(
-        f"teacher cnn{TEACHER}: {count_params(teacher):,} params, accuracy {teacher_acc:.4f} "
-        f"({time.perf_counter() - start:.0f} s)"
-    )
-
-    def student(seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        return cnn(splits.input_shape, splits.num_classes, **STUDENT)
-
-    print(f"student cnn{STUDENT}: {count_params(student(0)):,} params; {args.epochs} epochs, seeds {args.seeds}")
     rows: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}
     for method in ["student alone", *args.methods]:
         start = time.perf_counter()
         for seed in args.seeds:
-            seeded = options.model_copy(update={"seed": seed})
-            net = student(seed)
-            module = (
-                Supervised(net)
-                if method == "student alone"
-                else Distiller(net, teacher, METHODS[method](n, splits.train.indices))
-            )
-            rows.setdefault(method, []).append(accuracy(fit(module, train, val, seeded)))
+            net = setup.net(seed, STUDENT)
+            if method == "student alone":
+                module = Supervised(net)
+            else:
+                module = Distiller(net, teacher, METHODS[method](setup.num_samples, setup.splits.train.indices))
+            history = fit(module, setup.train, setup.val, setup.options.model_copy(update={"seed": seed}))
+            rows.setdefault(method, []).append(history.epochs[-1]["val/accuracy"])
         seconds[method] = (time.perf_counter() - start) / len(args.seeds)
         print(f"  {method:14} done", flush=True)
 
