@@ -385,3 +385,28 @@ def test_a_teacher_assistant_chain(tmp_path, capsys, monkeypatch):
     assert student_training[1] is assistant_training[0]  # the student learns from the trained assistant
     code, _, err = run_cli(capsys, "train", config, "--set", "name=x", "--set", "assistant={modle: mlp}")
     assert_user_error(code, err, "assistant.modle: unknown key (did you mean 'model'?)")
+
+
+def test_online_teacher_and_student_train_together(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", staged(tmp_path).split("stages:")[0])
+    code, out, err = run_cli(capsys, "train", config, "--set", "online={mutual: true}", "--set", "scratch=false")
+    assert code == 0, err
+    assert "training online for 2 epochs" in out and "training teacher" not in out
+    run_dir = tmp_path / "runs" / "tiny"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stages"] == ["online"] and summary["teacher"] and summary["student"]
+    records = [json.loads(line) for line in (run_dir / "online" / "metrics.jsonl").open()]
+    assert {"val/peer0/accuracy", "val/peer1/accuracy", "val/agreement"} <= set(records[-1])
+    before = snapshot(run_dir)
+    assert (
+        run_cli(capsys, "train", config, "--set", "online={mutual: true}", "--set", "scratch=false", "--resume")[0] == 0
+    )
+    assert {k: v for k, v in snapshot(run_dir).items() if k.endswith(".safetensors")} == {
+        k: v for k, v in before.items() if k.endswith(".safetensors")
+    }
+
+
+def test_online_refuses_what_it_would_ignore(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    code, _, err = run_cli(capsys, "train", config, "--set", "online={}")
+    assert_user_error(code, err, "online trains teacher and student together", "drop distill.terms")

@@ -79,6 +79,16 @@ class DistillConfig(_Group):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="on every hard loss: scratch, and KD unless set")
 
 
+class OnlineConfig(_Group):
+    """Teacher and student trained together, with no teacher trained first."""
+
+    mutual: bool = Field(
+        True, description="true: each learns from the other (DML); false: the teacher from labels only"
+    )
+    temperature: float = Field(1.0, gt=0, le=1000)
+    weight: float = Field(1.0, ge=0, description="factor of the KL term toward the other model")
+
+
 class StageConfig(_Group):
     """One stage of a multi-stage student run, e.g. FitNets: a hint stage, then a KD stage."""
 
@@ -101,6 +111,7 @@ class Config(_Group):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     train: TrainOptions = Field(default_factory=TrainOptions)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    online: OnlineConfig | None = Field(None, description="train teacher and student together (online distillation)")
     stages: list[StageConfig] | None = Field(
         None, min_length=1, description="student stages in order; default: one, of distill.terms"
     )
@@ -135,6 +146,29 @@ class Config(_Group):
             raise ValueError(f"stages.{i}.{_describe(error)}") from None
 
     @model_validator(mode="after")
+    def _check_online(self) -> Config:
+        if self.online is None:
+            return self
+        clashes = [
+            key
+            for key, value in (
+                ("stages", self.stages),
+                ("assistant", self.assistant),
+                ("teacher.cache", self.teacher.cache),
+                ("teacher.epochs", self.teacher.epochs),
+            )
+            if value is not None
+        ]
+        if "terms" in self.distill.model_fields_set:
+            clashes.append("distill.terms")
+        if clashes:
+            raise ValueError(
+                f"online trains teacher and student together for train.epochs, with its own loss; "
+                f"drop {', '.join(clashes)}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_cache(self) -> Config:
         if self.teacher.cache is not None and self.teacher.weights is None:
             raise ValueError("teacher.cache needs teacher.weights: the file the cache was made from (it is checked)")
@@ -161,9 +195,10 @@ class Config(_Group):
         return Path(self.out_dir) / self.name
 
     def to_yaml(self) -> str:
-        """The resolved config, every default written out (distill.terms only where no stages replace it)."""
+        """The resolved config, every default written out (distill.terms only where stages or online do not
+        replace it)."""
         resolved = self.model_dump(mode="json")
-        if self.stages:
+        if self.stages or self.online:
             del resolved["distill"]["terms"]
         return yaml.safe_dump(resolved, sort_keys=False)
 

@@ -30,6 +30,7 @@ from distill.errors import ConfigError, DistillError
 from distill.losses import LOSSES
 from distill.measure import speed
 from distill.models import build_model, count_params
+from distill.online import MutualLearning
 from distill.registry import build
 from distill.taps import logits_of
 from distill.train import Checkpoints, TrainOptions, fit, resolve_device, seed_everything
@@ -153,13 +154,24 @@ def train_stage(
     if result.exists():
         load_weights(net, result)
         return
-    stage_dir = exp.run_dir / stage
-    has_checkpoint = Checkpoints(stage_dir / "checkpoints").pointer("last") is not None
-    print(f"[{exp.cfg.name}] training {stage} for {options.epochs} epochs")
-    fit(module, exp.train_loader, exp.val_loader, options, run_dir=stage_dir, resume=resume and has_checkpoint)
-    if options.select == "best" and Checkpoints(stage_dir / "checkpoints").pointer("best") is not None:
-        Checkpoints(stage_dir / "checkpoints").load("best", module)
+    _fit_stage(exp, stage, module, options, resume=resume)
     save_weights(net, result, metadata={"stage": stage, "select": options.select})
+
+
+def _fit_stage(exp: Experiment, stage: str, module: nn.Module, options: TrainOptions, *, resume: bool) -> None:
+    """Train `module` in run_dir/stage, continuing its checkpoints on resume; keep the selected epoch."""
+    checkpoints = Checkpoints(exp.run_dir / stage / "checkpoints")
+    print(f"[{exp.cfg.name}] training {stage} for {options.epochs} epochs")
+    fit(
+        module,
+        exp.train_loader,
+        exp.val_loader,
+        options,
+        run_dir=exp.run_dir / stage,
+        resume=resume and checkpoints.pointer("last") is not None,
+    )
+    if options.select == "best" and checkpoints.pointer("best") is not None:
+        checkpoints.load("best", module)
 
 
 @torch.no_grad()
@@ -260,7 +272,7 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     _check_outputs_match(exp, own)
     resolve_device(cfg.train.device)
     dtype = torch.bfloat16 if cfg.teacher.dtype == "bfloat16" else torch.float32
-    stages = cfg.student_stages()
+    stages = [] if cfg.online else cfg.student_stages()  # online: teacher and student learn in one stage
     field = "stages.{}.terms" if cfg.stages else "distill.terms"
     stage_terms = [build_terms(exp, stage.terms, field.format(i)) for i, stage in enumerate(stages)]
     student_teacher = teacher if cfg.assistant is None else own["assistant"]
@@ -273,7 +285,9 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
 
     # --- teacher, scratch baseline (same init and epochs as the student), student stages ---
     nets = {"student": student}
-    if cfg.teacher.weights is None:
+    if cfg.online is not None:
+        _train_online(exp, teacher, student, resume=resume)
+    elif cfg.teacher.weights is None:
         epochs = cfg.teacher.epochs or cfg.train.epochs
         train_stage(exp, "teacher", Supervised(teacher), teacher, supervised_options(cfg.train, epochs), resume=resume)
     if cfg.assistant is not None:  # learns from the teacher with distill.terms, then teaches the student
@@ -283,7 +297,7 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     if cfg.scratch:
         nets["scratch"] = build_net(exp, "student", cfg.student.weights)
         scratch = Supervised(nets["scratch"], label_smoothing=cfg.distill.label_smoothing)
-        epochs = sum(stage.epochs for stage in stages)
+        epochs = sum(stage.epochs for stage in stages) or cfg.train.epochs
         train_stage(exp, "scratch", scratch, nets["scratch"], supervised_options(cfg.train, epochs), resume=resume)
     for i, (stage, terms) in enumerate(zip(stages, stage_terms, strict=True)):
         name = f"student-{stage.name}" if cfg.stages else "student"
@@ -298,9 +312,29 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     nets["teacher"] = teacher
     if cfg.teacher.weights is not None:
         save_weights(teacher, exp.run_dir / "teacher.safetensors", metadata={"source": "teacher.weights"})
-    summary = {"name": cfg.name, "stages": [stage.name for stage in stages], **describe(exp, nets)}
+    ran = [stage.name for stage in stages] or ["online"]
+    summary = {"name": cfg.name, "stages": ran, **describe(exp, nets)}
     write_json(exp.run_dir / "summary.json", summary)
     return summary
+
+
+def _train_online(exp: Experiment, teacher: nn.Module, student: nn.Module, *, resume: bool) -> None:
+    """Teacher and student trained together (`MutualLearning`, the student as peer 0); both results written."""
+    online = exp.cfg.online
+    results = [exp.run_dir / "student.safetensors", exp.run_dir / "teacher.safetensors"]
+    if all(path.exists() for path in results):
+        for net, path in zip((student, teacher), results, strict=True):
+            load_weights(net, path)
+        return
+    module = MutualLearning(
+        [student, teacher],
+        temperature=online.temperature,
+        weight=online.weight,
+        learns_from_peers=[True, online.mutual],
+    )
+    _fit_stage(exp, "online", module, exp.cfg.train, resume=resume)
+    for net, path in zip((student, teacher), results, strict=True):
+        save_weights(net, path, metadata={"stage": "online", "select": exp.cfg.train.select})
 
 
 def _cache_identity(exp: Experiment) -> tuple[str, dict[str, Any]]:
