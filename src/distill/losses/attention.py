@@ -7,7 +7,8 @@ batches, or mind that their rows count in the mean.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -92,9 +93,11 @@ def attention_mse_loss(student_attn: Tensor, teacher_attn: Tensor, *, heads: Hea
     return F.mse_loss(student_attn, teacher_attn)
 
 
-@LOSSES.register("attention_kl")
-class AttentionKL(_FeatureTerm):
-    """The module form of `attention_kl_loss`."""
+class _AttentionTerm(_FeatureTerm):
+    """The module form of an attention-map loss: tap paths, weight, and how to treat the heads."""
+
+    loss_fn: ClassVar[Callable[..., Tensor]]
+    name: ClassVar[str]
 
     def __init__(
         self,
@@ -106,27 +109,21 @@ class AttentionKL(_FeatureTerm):
         adapter: Adapter = "none",
     ):
         super().__init__(student_layer, teacher_layer, weight=weight, adapter=adapter)
-        self.heads = _check_heads("attention_kl", heads)
+        self.heads = _check_heads(self.name, heads)
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
-        return attention_kl_loss(student_feat, teacher_feat, heads=self.heads)
+        return self.loss_fn(student_feat, teacher_feat, heads=self.heads)
+
+
+@LOSSES.register("attention_kl")
+class AttentionKL(_AttentionTerm):
+    """The module form of `attention_kl_loss`."""
+
+    loss_fn, name = staticmethod(attention_kl_loss), "attention_kl"
 
 
 @LOSSES.register("attention_mse")
-class AttentionMSE(_FeatureTerm):
+class AttentionMSE(_AttentionTerm):
     """The module form of `attention_mse_loss`."""
 
-    def __init__(
-        self,
-        student_layer: str,
-        teacher_layer: str,
-        *,
-        weight: float = 1.0,
-        heads: Heads = "match",
-        adapter: Adapter = "none",
-    ):
-        super().__init__(student_layer, teacher_layer, weight=weight, adapter=adapter)
-        self.heads = _check_heads("attention_mse", heads)
-
-    def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
-        return attention_mse_loss(student_feat, teacher_feat, heads=self.heads)
+    loss_fn, name = staticmethod(attention_mse_loss), "attention_mse"

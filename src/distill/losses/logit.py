@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
@@ -286,11 +287,11 @@ def reverse_kl_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperatu
     return (log_p_s.exp() * (log_p_s - log_p_t)).sum(-1).mean() * temperature**2
 
 
-@LOSSES.register("reverse_kl")
-class ReverseKL(nn.Module):
-    """The module form of `reverse_kl_loss`."""
+class _TemperedTerm(nn.Module):
+    """The module form of a logit loss whose one option is its temperature."""
 
     kind: ClassVar[str] = "logits"
+    loss_fn: ClassVar[Callable[..., Tensor]]
 
     def __init__(self, temperature: float = 1.0, *, weight: float = 1.0):
         super().__init__()
@@ -298,10 +299,17 @@ class ReverseKL(nn.Module):
         self.temperature, self.weight = temperature, weight
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
-        return reverse_kl_loss(student_logits, teacher_logits, temperature=self.temperature)
+        return self.loss_fn(student_logits, teacher_logits, temperature=self.temperature)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
+
+
+@LOSSES.register("reverse_kl")
+class ReverseKL(_TemperedTerm):
+    """The module form of `reverse_kl_loss`."""
+
+    loss_fn = staticmethod(reverse_kl_loss)
 
 
 def jsd_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float) -> Tensor:
@@ -322,21 +330,10 @@ def jsd_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: flo
 
 
 @LOSSES.register("jsd")
-class JSD(nn.Module):
+class JSD(_TemperedTerm):
     """The module form of `jsd_loss`."""
 
-    kind: ClassVar[str] = "logits"
-
-    def __init__(self, temperature: float = 1.0, *, weight: float = 1.0):
-        super().__init__()
-        _check_temperature(temperature)
-        self.temperature, self.weight = temperature, weight
-
-    def forward(self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
-        return jsd_loss(student_logits, teacher_logits, temperature=self.temperature)
-
-    def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
+    loss_fn = staticmethod(jsd_loss)
 
 
 def logit_mse_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
