@@ -410,3 +410,37 @@ def test_online_refuses_what_it_would_ignore(tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     code, _, err = run_cli(capsys, "train", config, "--set", "online={}")
     assert_user_error(code, err, "online trains teacher and student together", "drop distill.terms")
+
+
+def test_born_again_generations_from_the_command_line(tmp_path, capsys, monkeypatch):
+    from distill import pipeline
+
+    pairs = []
+    real = pipeline.Distiller
+
+    def recording(student, teacher, *args, **kwargs):
+        pairs.append((student, teacher))
+        return real(student, teacher, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "Distiller", recording)
+    plain = "\n".join(line for line in TINY_RUN.splitlines() if not line.startswith(("distill:", "student:")))
+    config = write_config(
+        tmp_path / "c.yaml", plain.format(out=tmp_path / "runs") + "\nstudent: {model: mlp, args: {hidden: [32]}}\n"
+    )
+    code, out, err = run_cli(capsys, "train", config, "--set", "born_again={generations: 2}", "--set", "scratch=false")
+    assert code == 0, err
+    assert "training gen1" in out and "training gen2" in out and "born-again generations (0 = teacher)" in out
+    summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert summary["stages"] == ["gen1", "gen2"] and len(summary["born_again"]["accuracy"]) == 3
+    assert 0.0 <= summary["born_again"]["ensemble_accuracy"] <= 1.0
+    assert summary["student"]["accuracy"] == pytest.approx(summary["born_again"]["accuracy"][-1])
+    (gen1, _), (_, teacher_of_gen2) = pairs
+    assert teacher_of_gen2 is gen1  # generation 2 learns from generation 1
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        write_config(tmp_path / "d.yaml", TINY_RUN.format(out=tmp_path / "r2")),
+        "--set",
+        "born_again={}",
+    )
+    assert_user_error(code, err, "born_again: the student must have the teacher's architecture")

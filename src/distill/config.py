@@ -89,6 +89,14 @@ class OnlineConfig(_Group):
     weight: float = Field(1.0, ge=0, description="factor of the KL term toward the other model")
 
 
+class BornAgainConfig(_Group):
+    """Born-again networks: generations of the teacher's architecture, each learning from the one before."""
+
+    generations: StrictInt = Field(2, ge=1, le=20, description="generations after the teacher (generation 0)")
+    temperature: float = Field(1.0, gt=0, le=1000)
+    alpha: float = Field(0.0, ge=0, le=1, description="weight of the hard loss (0: pure imitation, as in the paper)")
+
+
 class StageConfig(_Group):
     """One stage of a multi-stage student run, e.g. FitNets: a hint stage, then a KD stage."""
 
@@ -112,6 +120,9 @@ class Config(_Group):
     train: TrainOptions = Field(default_factory=TrainOptions)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     online: OnlineConfig | None = Field(None, description="train teacher and student together (online distillation)")
+    born_again: BornAgainConfig | None = Field(
+        None, description="self-distil the teacher's architecture in generations"
+    )
     stages: list[StageConfig] | None = Field(
         None, min_length=1, description="student stages in order; default: one, of distill.terms"
     )
@@ -169,6 +180,28 @@ class Config(_Group):
         return self
 
     @model_validator(mode="after")
+    def _check_born_again(self) -> Config:
+        if self.born_again is None:
+            return self
+        if (self.student.model, self.student.args) != (self.teacher.model, self.teacher.args):
+            raise ValueError(
+                "born_again: the student must have the teacher's architecture; give student.model and "
+                "student.args as the teacher's"
+            )
+        others = {
+            "stages": self.stages,
+            "assistant": self.assistant,
+            "online": self.online,
+            "teacher.cache": self.teacher.cache,
+        }
+        clashes = [key for key, value in others.items() if value is not None]
+        if "terms" in self.distill.model_fields_set:
+            clashes.append("distill.terms")
+        if clashes:
+            raise ValueError(f"born_again trains its generations with its own loss; drop {', '.join(clashes)}")
+        return self
+
+    @model_validator(mode="after")
     def _check_cache(self) -> Config:
         if self.teacher.cache is not None and self.teacher.weights is None:
             raise ValueError("teacher.cache needs teacher.weights: the file the cache was made from (it is checked)")
@@ -195,10 +228,10 @@ class Config(_Group):
         return Path(self.out_dir) / self.name
 
     def to_yaml(self) -> str:
-        """The resolved config, every default written out (distill.terms only where stages or online do not
-        replace it)."""
+        """The resolved config, every default written out (distill.terms only where stages, online or born_again
+        do not replace it)."""
         resolved = self.model_dump(mode="json")
-        if self.stages or self.online:
+        if self.stages or self.online or self.born_again:
             del resolved["distill"]["terms"]
         return yaml.safe_dump(resolved, sort_keys=False)
 

@@ -27,11 +27,12 @@ from distill.cache import TeacherCache, fingerprint, state_sha256, write_cache
 from distill.config import Config, TermConfig, read_yaml, validate
 from distill.distiller import Distiller, Supervised, supervised_options
 from distill.errors import ConfigError, DistillError
-from distill.losses import LOSSES
+from distill.losses import KD, LOSSES
 from distill.measure import speed
 from distill.models import build_model, count_params
 from distill.online import MutualLearning
 from distill.registry import build
+from distill.selfdistill import ensemble_accuracy
 from distill.taps import logits_of
 from distill.train import Checkpoints, TrainOptions, fit, resolve_device, seed_everything
 from distill.weights import load_weights, read_state_dict, save_weights
@@ -64,10 +65,11 @@ def build_experiment(cfg: Config) -> Experiment:
     return Experiment(cfg, loaded, splits, train_loader, val_loader)
 
 
-def build_net(exp: Experiment, role: str, weights: str | Path | None) -> nn.Module:
-    """The teacher's or the student's network, seeded so that scratch and student start identical."""
+def build_net(exp: Experiment, role: str, weights: str | Path | None, seed: int | None = None) -> nn.Module:
+    """The teacher's or the student's network, seeded (train.seed by default) so that scratch and student
+    start identical."""
     spec = getattr(exp.cfg, role)
-    seed_everything(exp.cfg.train.seed)
+    seed_everything(exp.cfg.train.seed if seed is None else seed)
     model = build_model(
         spec.model, input_shape=exp.splits.input_shape, num_classes=exp.splits.num_classes, args=spec.args, field=role
     )
@@ -272,7 +274,7 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     _check_outputs_match(exp, own)
     resolve_device(cfg.train.device)
     dtype = torch.bfloat16 if cfg.teacher.dtype == "bfloat16" else torch.float32
-    stages = [] if cfg.online else cfg.student_stages()  # online: teacher and student learn in one stage
+    stages = [] if cfg.online or cfg.born_again else cfg.student_stages()  # those train the student their way
     field = "stages.{}.terms" if cfg.stages else "distill.terms"
     stage_terms = [build_terms(exp, stage.terms, field.format(i)) for i, stage in enumerate(stages)]
     student_teacher = teacher if cfg.assistant is None else own["assistant"]
@@ -290,6 +292,9 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     elif cfg.teacher.weights is None:
         epochs = cfg.teacher.epochs or cfg.train.epochs
         train_stage(exp, "teacher", Supervised(teacher), teacher, supervised_options(cfg.train, epochs), resume=resume)
+    generations = _train_generations(exp, teacher, resume=resume) if cfg.born_again else []
+    if generations:
+        nets["student"] = student = generations[-1]
     if cfg.assistant is not None:  # learns from the teacher with distill.terms, then teaches the student
         nets["assistant"] = own["assistant"]
         distiller = Distiller(own["assistant"], teacher, assistant_terms, teacher_dtype=dtype)
@@ -305,17 +310,45 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
         train_stage(exp, name, distiller, student, cfg.stage_options(i), resume=resume)
 
     # --- the run keeps every model it reports on ---
-    if cfg.stages:
+    if cfg.stages or generations:
         save_weights(student, exp.run_dir / "student.safetensors", metadata={"stage": "student"})
     if isinstance(teacher, TeacherCache):
         teacher = build_net(exp, "teacher", cfg.teacher.weights)  # a cached run builds it only to report on it
     nets["teacher"] = teacher
     if cfg.teacher.weights is not None:
         save_weights(teacher, exp.run_dir / "teacher.safetensors", metadata={"source": "teacher.weights"})
-    ran = [stage.name for stage in stages] or ["online"]
+    if cfg.online:
+        ran = ["online"]
+    elif generations:
+        ran = [f"gen{k}" for k in range(1, len(generations) + 1)]
+    else:
+        ran = [stage.name for stage in stages]
     summary = {"name": cfg.name, "stages": ran, **describe(exp, nets)}
+    if generations:
+        summary["born_again"] = _describe_generations(exp, [teacher, *generations])
     write_json(exp.run_dir / "summary.json", summary)
     return summary
+
+
+def _train_generations(exp: Experiment, teacher: nn.Module, *, resume: bool) -> list[nn.Module]:
+    """Born-again networks: generation k (a fresh copy of the teacher's architecture, seeded train.seed + k)
+    learns from generation k - 1, the teacher being generation 0. Each is a stage `genK` of its own."""
+    spec, generations = exp.cfg.born_again, [teacher]
+    for k in range(1, spec.generations + 1):
+        net = build_net(exp, "student", None, seed=exp.cfg.train.seed + k)
+        kd = KD(spec.temperature, spec.alpha, label_smoothing=exp.cfg.distill.label_smoothing)
+        options = exp.cfg.train.model_copy(update={"seed": exp.cfg.train.seed + k})
+        train_stage(exp, f"gen{k}", Distiller(net, generations[-1], [kd]), net, options, resume=resume)
+        generations.append(net)
+    return generations[1:]
+
+
+def _describe_generations(exp: Experiment, generations: list[nn.Module]) -> dict[str, Any]:
+    """Each generation's validation accuracy (0 is the teacher), and that of their averaged probabilities."""
+    return {
+        "accuracy": [ensemble_accuracy([net], exp.val_loader) for net in generations],
+        "ensemble_accuracy": ensemble_accuracy(generations, exp.val_loader),
+    }
 
 
 def _train_online(exp: Experiment, teacher: nn.Module, student: nn.Module, *, resume: bool) -> None:

@@ -38,6 +38,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{'student / teacher':22}{'':>17}{r['params']:>11.3f}x{r['size_bytes']:>10.3f}x"
         f"{r['latency_ms']:>12.3f}x{r['throughput']:>16.2f}x"
     )
+    if summary.get("born_again"):
+        accuracies = ", ".join(f"{a:.2%}" for a in summary["born_again"]["accuracy"])
+        lines.append(
+            f"born-again generations (0 = teacher): {accuracies}; "
+            f"ensemble {summary['born_again']['ensemble_accuracy']:.2%}"
+        )
     if summary.get("scratch") is not None:
         gain = summary["student"]["accuracy"] - summary["scratch"]["accuracy"]
         lines.append(f"distillation vs the student alone: {gain * 100:+.2f} accuracy points on validation")
