@@ -44,11 +44,12 @@ class _FeatureTerm(nn.Module):
 
     kind: ClassVar[str] = "features"
     needs_index: ClassVar[bool] = False
+    default_adapter: ClassVar[Adapter] = "none"
 
-    def __init__(self, student_layer: str, teacher_layer: str, *, weight: float, adapter: Adapter):
+    def __init__(self, student_layer: str, teacher_layer: str, *, weight: float = 1.0, adapter: Adapter | None = None):
         super().__init__()
         self.student_layer, self.teacher_layer = student_layer, teacher_layer
-        self.weight, self.adapter = weight, adapter
+        self.weight, self.adapter = weight, adapter or self.default_adapter
 
     def extra_repr(self) -> str:
         return f"{self.student_layer!r} -> {self.teacher_layer!r}, adapter={self.adapter!r}"
@@ -79,8 +80,7 @@ def hint_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
 class Hint(_FeatureTerm):
     """The module form of `hint_loss`; the adapter ("auto": a regressor when shapes differ) is the Distiller's."""
 
-    def __init__(self, student_layer: str, teacher_layer: str, *, weight: float = 1.0, adapter: Adapter = "auto"):
-        super().__init__(student_layer, teacher_layer, weight=weight, adapter=adapter)
+    default_adapter: ClassVar[Adapter] = "auto"
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         return hint_loss(student_feat, teacher_feat)
@@ -154,9 +154,6 @@ def sp_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
 class SP(_FeatureTerm):
     """The module form of `sp_loss`."""
 
-    def __init__(self, student_layer: str, teacher_layer: str, *, weight: float = 1.0, adapter: Adapter = "none"):
-        super().__init__(student_layer, teacher_layer, weight=weight, adapter=adapter)
-
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         return sp_loss(student_feat, teacher_feat)
 
@@ -190,9 +187,6 @@ def pkt_loss(student_feat: Tensor, teacher_feat: Tensor, *, eps: float = 1e-7) -
 @LOSSES.register("pkt")
 class PKT(_FeatureTerm):
     """The module form of `pkt_loss`."""
-
-    def __init__(self, student_layer: str, teacher_layer: str, *, weight: float = 1.0, adapter: Adapter = "none"):
-        super().__init__(student_layer, teacher_layer, weight=weight, adapter=adapter)
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         return pkt_loss(student_feat, teacher_feat)
@@ -291,9 +285,6 @@ def nst_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
 @LOSSES.register("nst")
 class NST(_FeatureTerm):
     """The module form of `nst_loss`."""
-
-    def __init__(self, student_layer: str, teacher_layer: str, *, weight: float = 1.0, adapter: Adapter = "none"):
-        super().__init__(student_layer, teacher_layer, weight=weight, adapter=adapter)
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
         return nst_loss(student_feat, teacher_feat)
