@@ -363,7 +363,9 @@ def test_a_run_interrupted_in_its_second_stage_resumes_exactly(tmp_path, capsys,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_teacher_assistant_chain(tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def distiller_pairs(monkeypatch):
+    """(student, teacher) of every Distiller the pipeline builds, in order."""
     from distill import pipeline
 
     pairs = []
@@ -374,6 +376,10 @@ def test_a_teacher_assistant_chain(tmp_path, capsys, monkeypatch):
         return real(student, teacher, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "Distiller", recording)
+    return pairs
+
+
+def test_a_teacher_assistant_chain(tmp_path, capsys, distiller_pairs):
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     code, out, err = run_cli(capsys, "train", config, "--set", "assistant={model: mlp, args: {hidden: [16]}}")
     assert code == 0, err
@@ -381,7 +387,7 @@ def test_a_teacher_assistant_chain(tmp_path, capsys, monkeypatch):
     assert "teacher assistant" in out
     summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
     assert summary["assistant"]["params"] < summary["teacher"]["params"]
-    assistant_training, student_training = pairs[-2:]
+    assistant_training, student_training = distiller_pairs[-2:]
     assert student_training[1] is assistant_training[0]  # the student learns from the trained assistant
     code, _, err = run_cli(capsys, "train", config, "--set", "name=x", "--set", "assistant={modle: mlp}")
     assert_user_error(code, err, "assistant.modle: unknown key (did you mean 'model'?)")
@@ -412,17 +418,7 @@ def test_online_refuses_what_it_would_ignore(tmp_path, capsys):
     assert_user_error(code, err, "online trains teacher and student together", "drop distill.terms")
 
 
-def test_born_again_generations_from_the_command_line(tmp_path, capsys, monkeypatch):
-    from distill import pipeline
-
-    pairs = []
-    real = pipeline.Distiller
-
-    def recording(student, teacher, *args, **kwargs):
-        pairs.append((student, teacher))
-        return real(student, teacher, *args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "Distiller", recording)
+def test_born_again_generations_from_the_command_line(tmp_path, capsys, distiller_pairs):
     plain = "\n".join(line for line in TINY_RUN.splitlines() if not line.startswith(("distill:", "student:")))
     config = write_config(
         tmp_path / "c.yaml", plain.format(out=tmp_path / "runs") + "\nstudent: {model: mlp, args: {hidden: [32]}}\n"
@@ -434,7 +430,7 @@ def test_born_again_generations_from_the_command_line(tmp_path, capsys, monkeypa
     assert summary["stages"] == ["gen1", "gen2"] and len(summary["born_again"]["accuracy"]) == 3
     assert 0.0 <= summary["born_again"]["ensemble_accuracy"] <= 1.0
     assert summary["student"]["accuracy"] == pytest.approx(summary["born_again"]["accuracy"][-1])
-    (gen1, _), (_, teacher_of_gen2) = pairs
+    (gen1, _), (_, teacher_of_gen2) = distiller_pairs
     assert teacher_of_gen2 is gen1  # generation 2 learns from generation 1
     code, _, err = run_cli(
         capsys,
