@@ -1,10 +1,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from conftest import tiny_net
 from distill import DistillError, TrainOptions, fit
 from distill.online import MutualLearning
+from distill.weights import load_weights
 
 
 def batch(n=6):
@@ -52,6 +54,24 @@ def test_fit_updates_every_peer(loaders):
     assert all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
     last = history.epochs[-1]
     assert last["val/peer0/accuracy"] > 0.8 and last["val/peer1/accuracy"] > 0.8
+
+
+def test_each_peer_has_its_own_optimizer_and_checkpoint_file(loaders, tmp_path):
+    train, val = loaders
+    peers = [tiny_net(hidden=8), tiny_net(hidden=12)]
+    before = [torch.cat([p.detach().flatten() for p in peer.parameters()]) for peer in peers]
+    one_step = DataLoader(train.dataset, batch_size=len(train.dataset))
+    options = TrainOptions(epochs=1, lr=1.0, momentum=0.0, weight_decay=0.0, clip_grad_norm=1e-3, progress=False)
+    fit(MutualLearning(peers, names=["small", "big"]), one_step, val, options, run_dir=tmp_path)
+    for peer, start in zip(peers, before, strict=True):  # clipped alone: each moves by lr * clip, not less
+        moved = torch.cat([p.detach().flatten() for p in peer.parameters()]) - start
+        assert moved.norm().item() == pytest.approx(1e-3, rel=1e-3)
+    folder = tmp_path / "checkpoints" / "epoch-0000"
+    state = torch.load(folder / "state.pt", weights_only=True)
+    assert set(state["optimizer"]) == set(state["scheduler"]) == {"small", "big"}
+    alone = tiny_net(hidden=12)
+    load_weights(alone, folder / "big.safetensors")  # a peer's checkpoint loads without the others
+    assert torch.equal(alone[0].weight, peers[1][0].weight)
 
 
 def test_peers_that_disagree_on_classes_are_refused():

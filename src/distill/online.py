@@ -18,14 +18,15 @@ class MutualLearning(nn.Module):
 
         L_k = CE(z_k, y) + weight * 1/|S_k| * sum_{j in S_k} T^2 KL(softmax(z_j / T) || softmax(z_k / T))
 
-    with the other peers' logits z_j detached, so each peer's gradient comes from its own loss alone: one
-    optimizer over all peers then updates each exactly as a separate optimizer of the same kind would
-    (SGD and AdamW act per parameter; a clipped gradient norm is the only thing taken over all peers).
+    with the other peers' logits z_j detached, so each peer's gradient comes from its own loss alone. Each
+    peer is a trained part of its own (`trained_parts()`): `fit` gives it its own optimizer and schedule, clips
+    its gradient on its own and checkpoints it as its own weights file.
     `learns_from_peers[k] = False` makes peer k learn from the labels only: `[False, True]` is the online
     teacher-student mode, where a teacher trains on its task while the student learns from it.
 
-    forward(batch) returns "loss" (the sum over peers), and for each peer k "peer{k}/loss" and
-    "peer{k}/accuracy", plus "accuracy" (peer 0's) and "agreement" (peers 0 and 1, top-1).
+    forward(batch) returns "loss" (the sum over peers), and for each peer "NAME/loss" and "NAME/accuracy"
+    (names default to peer0, peer1, ...), plus "accuracy" (the first peer's) and "agreement" (top-1, of the
+    first two).
     """
 
     def __init__(
@@ -35,6 +36,7 @@ class MutualLearning(nn.Module):
         temperature: float = 1.0,
         weight: float = 1.0,
         learns_from_peers: Sequence[bool] | None = None,
+        names: Sequence[str] | None = None,
         ignore_index: int = -100,
     ):
         super().__init__()
@@ -43,10 +45,13 @@ class MutualLearning(nn.Module):
         learns = [True] * len(peers) if learns_from_peers is None else list(learns_from_peers)
         if len(learns) != len(peers):
             raise DistillError(f"learns_from_peers has {len(learns)} entries for {len(peers)} peers")
+        names = [f"peer{k}" for k in range(len(peers))] if names is None else list(names)
+        if len(set(names)) != len(peers):
+            raise DistillError(f"give each of the {len(peers)} peers its own name, got {names}")
         if temperature <= 0:
             raise DistillError(f"temperature must be > 0, got {temperature}")
         self.peers = nn.ModuleList(peers)
-        self.learns_from_peers = learns
+        self.learns_from_peers, self.names = learns, names
         self.temperature, self.weight, self.ignore_index = temperature, weight, ignore_index
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
@@ -67,10 +72,14 @@ class MutualLearning(nn.Module):
                 ]
                 loss = loss + self.weight * torch.stack(others).mean()
             total = total + loss
-            out[f"peer{k}/loss"] = loss.detach()
+            name = self.names[k]
+            out[f"{name}/loss"] = loss.detach()
             with torch.no_grad():
-                out[f"peer{k}/accuracy"] = top1_accuracy(z, labels, self.ignore_index)
+                out[f"{name}/accuracy"] = top1_accuracy(z, labels, self.ignore_index)
         with torch.no_grad():
-            out["accuracy"] = out["peer0/accuracy"]
+            out["accuracy"] = out[f"{self.names[0]}/accuracy"]
             out["agreement"] = (logits[0].argmax(-1) == logits[1].argmax(-1)).float().mean()
         return {"loss": total, **out}
+
+    def trained_parts(self) -> dict[str, nn.Module]:
+        return dict(zip(self.names, self.peers, strict=True))

@@ -1,6 +1,6 @@
 """Crash-safe checkpoints: each epoch is a complete folder, and small pointer files name the last and best.
 
-    checkpoints/epoch-0003/model.safetensors   module weights
+    checkpoints/epoch-0003/model.safetensors   module weights (or one NAME.safetensors per trained part)
     checkpoints/epoch-0003/state.pt            optimizer, scheduler, RNG, epoch, step (loaded weights_only)
     checkpoints/last.json, best.json           {"epoch": 3, "step": 300, "dir": "epoch-0003", ...}
 
@@ -24,6 +24,13 @@ from torch import nn
 from distill._io import fsync_dir, fsync_file, write_json
 from distill.errors import DistillError
 from distill.weights import load_weights
+
+
+def parts_of(module: nn.Module) -> dict[str, nn.Module]:
+    """The separately trained parts of `module`: what its `trained_parts()` names (peers trained together, each
+    with its own optimizer and weights file), else the module itself as "model"."""
+    named = getattr(module, "trained_parts", None)
+    return named() if callable(named) else {"model": module}
 
 
 def rng_state() -> dict[str, Any]:
@@ -73,7 +80,8 @@ class Checkpoints:
             if stale.name not in named:
                 shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_model(module, str(tmp / "model.safetensors"), metadata={"epoch": str(epoch), "step": str(step)})
+        for part, net in parts_of(module).items():
+            save_model(net, str(tmp / f"{part}.safetensors"), metadata={"epoch": str(epoch), "step": str(step)})
         torch.save({**state, "epoch": epoch, "step": step}, tmp / "state.pt")
         for f in tmp.iterdir():
             fsync_file(f)
@@ -98,7 +106,8 @@ class Checkpoints:
         if pointer is None:
             raise DistillError(f"{self.root} holds no '{which}' checkpoint; train without --resume to start the run")
         folder = self.root / pointer["dir"]
-        load_weights(module, folder / "model.safetensors")
+        for part, net in parts_of(module).items():
+            load_weights(net, folder / f"{part}.safetensors")
         try:
             return torch.load(folder / "state.pt", weights_only=True)
         except Exception as e:  # truncated or tampered: refuse rather than resume from garbage

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from distill.errors import DistillError, TrainingDiverged
 from distill.registry import did_you_mean
-from distill.train.checkpoint import Checkpoints, rng_state, set_rng_state
+from distill.train.checkpoint import Checkpoints, parts_of, rng_state, set_rng_state
 from distill.train.metrics import MetricsLog
 from distill.train.options import TrainOptions
 from distill.train.schedule import build_optimizer, build_scheduler
@@ -125,12 +125,54 @@ class _Window:
         return {f"train/{key}": value.item() / self.count for key, value in self.sums.items()}
 
 
+class _Optimizers:
+    """One optimizer and learning-rate schedule per trained part of a module (see `parts_of`): peers trained
+    together each keep their own state, and each one's gradient norm is clipped on its own."""
+
+    def __init__(self, module: nn.Module, options: TrainOptions, steps_per_epoch: int):
+        self.params = {
+            name: [p for p in part.parameters() if p.requires_grad] for name, part in parts_of(module).items()
+        }
+        covered = sum(p.numel() for params in self.params.values() for p in params)
+        if covered != sum(p.numel() for p in module.parameters() if p.requires_grad):
+            raise DistillError(f"{type(module).__name__}.trained_parts() leaves some trained parameters out")
+        self.optimizers = {name: build_optimizer(params, options) for name, params in self.params.items()}
+        self.schedulers = {
+            name: build_scheduler(optimizer, options, steps_per_epoch) for name, optimizer in self.optimizers.items()
+        }
+        self.clip_grad_norm = options.clip_grad_norm
+
+    def step(self, window: _Window, step: int) -> None:
+        for name, optimizer in self.optimizers.items():
+            if self.clip_grad_norm is not None:
+                window.check(nn.utils.clip_grad_norm_(self.params[name], self.clip_grad_norm), step)
+            optimizer.step()
+            self.schedulers[name].step()
+            optimizer.zero_grad(set_to_none=True)
+
+    @property
+    def lr(self) -> float:
+        return next(iter(self.schedulers.values())).get_last_lr()[0]  # every part follows the same schedule
+
+    def all_params(self) -> list[nn.Parameter]:
+        return [p for params in self.params.values() for p in params]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
+            "scheduler": {name: scheduler.state_dict() for name, scheduler in self.schedulers.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizer"][name])
+            self.schedulers[name].load_state_dict(state["scheduler"][name])
+
+
 def _train_epoch(
     module: nn.Module,
     loader: Iterable[Batch],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    params: list[nn.Parameter],
+    optimizers: _Optimizers,
     options: TrainOptions,
     device: torch.device,
     *,
@@ -152,16 +194,12 @@ def _train_epoch(
         window.add(out, step + 1)
         if (i + 1) % k and i + 1 < n_batches:
             continue
-        if options.clip_grad_norm is not None:
-            window.check(nn.utils.clip_grad_norm_(params, options.clip_grad_norm), step + 1)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizers.step(window, step + 1)
         step += 1
         bar.update(1)
         if step % options.log_every == 0 or i + 1 == n_batches:
             means = window.read(epoch)
-            log.write({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], **means})
+            log.write({"step": step, "epoch": epoch, "lr": optimizers.lr, **means})
             bar.set_postfix({k.split("/", 1)[1]: f"{v:.4g}" for k, v in means.items() if "teacher" not in k})
             for key, value in means.items():
                 totals[key] = totals.get(key, 0.0) + value * window.count
@@ -221,10 +259,8 @@ def fit(
     module.to(device)
     outputs = _dry_run(module, val_loader if val_loader is not None else train_loader, device)
     mode = _monitor_mode(options, [f"val/{name}" for name in outputs]) if val_loader is not None else None
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, options)
     steps_per_epoch = math.ceil(len(train_loader) / options.grad_accum)
-    scheduler = build_scheduler(optimizer, options, steps_per_epoch)
+    optimizers = _Optimizers(module, options, steps_per_epoch)
     checkpoints = Checkpoints(run_dir / "checkpoints") if run_dir else None
     history = History()
 
@@ -234,8 +270,7 @@ def fit(
         if checkpoints is None:
             raise DistillError("resume needs a run directory to resume from")
         state = checkpoints.load("last", module)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        optimizers.load_state_dict(state)
         set_rng_state(state["rng"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         history.epochs, history.best = state["history"], state["best"]
@@ -253,9 +288,7 @@ def fit(
             step, train_means = _train_epoch(
                 module,
                 train_loader,
-                optimizer,
-                scheduler,
-                params,
+                optimizers,
                 options,
                 device,
                 epoch=epoch + 1,
@@ -267,7 +300,7 @@ def fit(
             record: dict[str, Any] = {"step": step, "epoch": epoch + 1, **train_means}
             if val_loader is not None:
                 record.update(evaluate(module, val_loader, device, options.precision))
-            _check_weights(params, epoch + 1)
+            _check_weights(optimizers.all_params(), epoch + 1)
             is_best = mode is not None and _is_better(record[options.monitor], history.best, mode)
             if is_best:
                 history.best = {"metric": options.monitor, "value": record[options.monitor], "epoch": epoch + 1}
@@ -275,8 +308,7 @@ def fit(
             log.write(record)
             if checkpoints is not None:
                 state = {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
+                    **optimizers.state_dict(),
                     "rng": rng_state(),
                     "history": history.epochs,
                     "best": history.best,
