@@ -12,6 +12,8 @@ import torch
 
 from conftest import TINY_RUN, write_config
 from distill.cli import main
+from distill.pipeline import evaluate_run
+from distill.report import format_summary
 
 SUMMARY_KEYS = {"accuracy", "agreement", "params", "size_bytes", "latency_ms", "throughput"}
 
@@ -393,20 +395,31 @@ def test_a_teacher_assistant_chain(tmp_path, capsys, distiller_pairs):
     assert_user_error(code, err, "assistant.modle: unknown key (did you mean 'model'?)")
 
 
-def test_online_teacher_and_student_train_together(tmp_path, capsys):
+def test_online_peers_each_have_an_optimizer_a_checkpoint_and_a_row(tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", staged(tmp_path).split("stages:")[0])
-    code, out, err = run_cli(capsys, "train", config, "--set", "online={mutual: true}", "--set", "scratch=false")
+    online = "online={mutual: true, peers: [{model: mlp, args: {hidden: [12]}}]}"
+    code, out, err = run_cli(capsys, "train", config, "--set", online, "--set", "scratch=false")
     assert code == 0, err
-    assert "training online for 2 epochs" in out and "training teacher" not in out
+    assert "training online for 2 epochs" in out and "training teacher" not in out and "peer 1" in out
     run_dir = tmp_path / "runs" / "tiny"
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["stages"] == ["online"] and summary["teacher"] and summary["student"]
+    assert summary["stages"] == ["online"] and summary["models"] == ["teacher", "peer1", "student"]
+    for name in summary["models"]:
+        assert set(summary[name]) >= SUMMARY_KEYS
+    assert summary["peer1"]["params"] == 64 * 12 + 12 + 12 * 10 + 10  # online.peers.0: digits, one hidden layer of 12
     records = [json.loads(line) for line in (run_dir / "online" / "metrics.jsonl").open()]
-    assert {"val/peer0/accuracy", "val/peer1/accuracy", "val/agreement"} <= set(records[-1])
-    before = snapshot(run_dir)
-    assert (
-        run_cli(capsys, "train", config, "--set", "online={mutual: true}", "--set", "scratch=false", "--resume")[0] == 0
+    assert {"val/student/accuracy", "val/teacher/accuracy", "val/peer1/accuracy", "val/agreement"} <= set(records[-1])
+    checkpoint = (
+        run_dir / "online" / "checkpoints" / json.loads((run_dir / "online/checkpoints/last.json").read_text())["dir"]
     )
+    assert {p.name for p in checkpoint.glob("*.safetensors")} == {f"{n}.safetensors" for n in summary["models"]}
+    optimizers = torch.load(checkpoint / "state.pt", weights_only=True)["optimizer"]
+    assert set(optimizers) == {"student", "teacher", "peer1"}  # one optimizer state per peer
+    assert format_summary(json.loads(json.dumps(evaluate_run(run_dir)))).count("\n") == format_summary(summary).count(
+        "\n"
+    )
+    before = snapshot(run_dir)
+    assert run_cli(capsys, "train", config, "--set", online, "--set", "scratch=false", "--resume")[0] == 0
     assert {k: v for k, v in snapshot(run_dir).items() if k.endswith(".safetensors")} == {
         k: v for k, v in before.items() if k.endswith(".safetensors")
     }
@@ -425,11 +438,13 @@ def test_born_again_generations_from_the_command_line(tmp_path, capsys, distille
     )
     code, out, err = run_cli(capsys, "train", config, "--set", "born_again={generations: 2}", "--set", "scratch=false")
     assert code == 0, err
-    assert "training gen1" in out and "training gen2" in out and "born-again generations (0 = teacher)" in out
+    assert "training gen1" in out and "training gen2" in out and "generation 2" in out and "ensemble" in out
     summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
-    assert summary["stages"] == ["gen1", "gen2"] and len(summary["born_again"]["accuracy"]) == 3
+    assert summary["stages"] == ["gen1", "gen2"] and summary["models"] == ["teacher", "gen1", "gen2", "student"]
+    for name in ("gen1", "gen2"):  # a full row per generation
+        assert set(summary[name]) >= SUMMARY_KEYS and summary[name]["params"] == summary["teacher"]["params"]
     assert 0.0 <= summary["born_again"]["ensemble_accuracy"] <= 1.0
-    assert summary["student"]["accuracy"] == pytest.approx(summary["born_again"]["accuracy"][-1])
+    assert summary["student"]["accuracy"] == summary["gen2"]["accuracy"]  # the last generation is the student
     (gen1, _), (_, teacher_of_gen2) = distiller_pairs
     assert teacher_of_gen2 is gen1  # generation 2 learns from generation 1
     code, _, err = run_cli(

@@ -80,13 +80,16 @@ class DistillConfig(_Group):
 
 
 class OnlineConfig(_Group):
-    """Teacher and student trained together, with no teacher trained first."""
+    """Teacher and student (and any further peers) trained together, with no teacher trained first."""
 
     mutual: bool = Field(
-        True, description="true: each learns from the other (DML); false: the teacher from labels only"
+        True, description="true: each learns from the others (DML); false: the teacher from labels only"
     )
     temperature: float = Field(1.0, gt=0, le=1000)
-    weight: float = Field(1.0, ge=0, description="factor of the KL term toward the other model")
+    weight: float = Field(1.0, ge=0, description="factor of the KL term toward the other models")
+    peers: list[ModelConfig] = Field(
+        default_factory=list, max_length=16, description="more models trained alongside, reported as peer1, peer2, ..."
+    )
 
 
 class BornAgainConfig(_Group):

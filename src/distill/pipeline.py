@@ -4,7 +4,8 @@ runs/NAME/config.yaml              the resolved config
 runs/NAME/STAGE/                   each stage's checkpoints/ and metrics.jsonl (teacher, assistant,
                                    scratch, student or student-NAME for each of several stages)
 runs/NAME/STAGE.safetensors        each stage's result, written when it ends; student.safetensors is
-                                   the deployable student
+                                   the deployable student (also genK for born-again generations, peerK
+                                   for online.peers)
 runs/NAME/summary.json             accuracy, agreement, size and speed of every model
 """
 
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader
 from distill import data
 from distill._io import write_json, write_text
 from distill.cache import TeacherCache, fingerprint, state_sha256, write_cache
-from distill.config import Config, TermConfig, read_yaml, validate
+from distill.config import Config, ModelConfig, TermConfig, read_yaml, validate
 from distill.distiller import Distiller, Supervised, supervised_options
 from distill.errors import ConfigError, DistillError
 from distill.losses import KD, LOSSES
@@ -37,8 +38,24 @@ from distill.taps import logits_of
 from distill.train import Checkpoints, TrainOptions, fit, resolve_device, seed_everything
 from distill.weights import load_weights, read_state_dict, save_weights
 
-STAGES = ("teacher", "assistant", "scratch", "student")
-ROLE = {"teacher": "teacher", "assistant": "assistant", "scratch": "student", "student": "student"}  # config groups
+STAGES = ("teacher", "assistant", "scratch", "student")  # summary.json always has these keys (null when absent)
+
+
+def config_field(name: str) -> str:
+    """The config group that describes the model saved as NAME.safetensors."""
+    if name == "scratch" or name.startswith("gen"):  # born-again generations have the student's architecture
+        return "student"
+    if name.startswith("peer"):
+        return f"online.peers.{int(name.removeprefix('peer')) - 1}"
+    return name
+
+
+def model_spec(cfg: Config, field: str) -> ModelConfig:
+    """The model group at a config path: "student", "online.peers.0"."""
+    node: Any = cfg
+    for part in field.split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    return node
 
 
 @dataclass
@@ -65,13 +82,13 @@ def build_experiment(cfg: Config) -> Experiment:
     return Experiment(cfg, loaded, splits, train_loader, val_loader)
 
 
-def build_net(exp: Experiment, role: str, weights: str | Path | None, seed: int | None = None) -> nn.Module:
-    """The teacher's or the student's network, seeded (train.seed by default) so that scratch and student
-    start identical."""
-    spec = getattr(exp.cfg, role)
+def build_net(exp: Experiment, field: str, weights: str | Path | None, seed: int | None = None) -> nn.Module:
+    """The network the config group `field` describes ("teacher", "student", "online.peers.0"), seeded
+    (train.seed by default) so that scratch and student start identical."""
+    spec = model_spec(exp.cfg, field)
     seed_everything(exp.cfg.train.seed if seed is None else seed)
     model = build_model(
-        spec.model, input_shape=exp.splits.input_shape, num_classes=exp.splits.num_classes, args=spec.args, field=role
+        spec.model, input_shape=exp.splits.input_shape, num_classes=exp.splits.num_classes, args=spec.args, field=field
     )
     if weights is not None:
         load_weights(model, weights)
@@ -184,17 +201,15 @@ def _predictions(net: nn.Module, loader: DataLoader, device: torch.device) -> to
 
 
 def describe(exp: Experiment, nets: dict[str, nn.Module]) -> dict[str, Any]:
-    """Accuracy, agreement with the teacher, params, bytes on disk and CPU speed of each trained net."""
+    """Accuracy, agreement with the teacher, params, bytes on disk and CPU speed of each trained net, one row
+    each under its name; `models` lists them in the order given."""
     device = resolve_device(exp.cfg.train.device)
     predictions = {stage: _predictions(net, exp.val_loader, device) for stage, net in nets.items()}
     labels = exp.splits.val.labels
     teacher_preds = predictions["teacher"]
-    summary: dict[str, Any] = {"data": exp.splits.description, "val_samples": len(labels)}
-    for stage in STAGES:
-        if stage not in nets:
-            summary[stage] = None
-            continue
-        preds = predictions[stage]
+    summary: dict[str, Any] = {"data": exp.splits.description, "val_samples": len(labels), "models": list(nets)}
+    summary.update(dict.fromkeys(STAGES))
+    for stage, preds in predictions.items():
         summary[stage] = {
             "accuracy": (preds == labels).float().mean().item(),
             "agreement": (preds == teacher_preds).float().mean().item(),
@@ -271,7 +286,8 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
         teacher: nn.Module | TeacherCache = open_cache(exp)
     else:
         teacher = own["teacher"] = build_net(exp, "teacher", cfg.teacher.weights)
-    _check_outputs_match(exp, own)
+    peers = {name: build_net(exp, field, model_spec(cfg, field).weights) for name, field in _extra_peers(cfg).items()}
+    _check_outputs_match(exp, {**own, **peers})
     resolve_device(cfg.train.device)
     dtype = torch.bfloat16 if cfg.teacher.dtype == "bfloat16" else torch.float32
     stages = [] if cfg.online or cfg.born_again else cfg.student_stages()  # those train the student their way
@@ -286,15 +302,17 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     _prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
 
     # --- teacher, scratch baseline (same init and epochs as the student), student stages ---
-    nets = {"student": student}
+    nets = {"teacher": teacher}  # the order of the summary's rows
     if cfg.online is not None:
-        _train_online(exp, teacher, student, resume=resume)
+        _train_online(exp, {"student": student, "teacher": teacher, **peers}, resume=resume)
+        nets.update(peers)
     elif cfg.teacher.weights is None:
         epochs = cfg.teacher.epochs or cfg.train.epochs
         train_stage(exp, "teacher", Supervised(teacher), teacher, supervised_options(cfg.train, epochs), resume=resume)
     generations = _train_generations(exp, teacher, resume=resume) if cfg.born_again else []
     if generations:
-        nets["student"] = student = generations[-1]
+        nets.update({f"gen{k}": net for k, net in enumerate(generations, start=1)})
+        student = generations[-1]  # the last generation is the run's student
     if cfg.assistant is not None:  # learns from the teacher with distill.terms, then teaches the student
         nets["assistant"] = own["assistant"]
         distiller = Distiller(own["assistant"], teacher, assistant_terms, teacher_dtype=dtype)
@@ -308,13 +326,13 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
         name = f"student-{stage.name}" if cfg.stages else "student"
         distiller = Distiller(student, student_teacher, terms, teacher_dtype=dtype)  # freezes it: trained by now
         train_stage(exp, name, distiller, student, cfg.stage_options(i), resume=resume)
+    nets["student"] = student
 
     # --- the run keeps every model it reports on ---
     if cfg.stages or generations:
         save_weights(student, exp.run_dir / "student.safetensors", metadata={"stage": "student"})
-    if isinstance(teacher, TeacherCache):
-        teacher = build_net(exp, "teacher", cfg.teacher.weights)  # a cached run builds it only to report on it
-    nets["teacher"] = teacher
+    if isinstance(teacher, TeacherCache):  # a cached run builds the teacher only to report on it
+        nets["teacher"] = teacher = build_net(exp, "teacher", cfg.teacher.weights)
     if cfg.teacher.weights is not None:
         save_weights(teacher, exp.run_dir / "teacher.safetensors", metadata={"source": "teacher.weights"})
     if cfg.online:
@@ -325,7 +343,7 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
         ran = [stage.name for stage in stages]
     summary = {"name": cfg.name, "stages": ran, **describe(exp, nets)}
     if generations:
-        summary["born_again"] = _describe_generations(exp, [teacher, *generations])
+        summary["born_again"] = {"ensemble_accuracy": ensemble_accuracy([teacher, *generations], exp.val_loader)}
     write_json(exp.run_dir / "summary.json", summary)
     return summary
 
@@ -343,31 +361,32 @@ def _train_generations(exp: Experiment, teacher: nn.Module, *, resume: bool) -> 
     return generations[1:]
 
 
-def _describe_generations(exp: Experiment, generations: list[nn.Module]) -> dict[str, Any]:
-    """Each generation's validation accuracy (0 is the teacher), and that of their averaged probabilities."""
-    return {
-        "accuracy": [ensemble_accuracy([net], exp.val_loader) for net in generations],
-        "ensemble_accuracy": ensemble_accuracy(generations, exp.val_loader),
-    }
+def _extra_peers(cfg: Config) -> dict[str, str]:
+    """online.peers by the names they are saved and reported under: {"peer1": "online.peers.0", ...}."""
+    peers = cfg.online.peers if cfg.online else []
+    return {f"peer{k}": f"online.peers.{k - 1}" for k in range(1, len(peers) + 1)}
 
 
-def _train_online(exp: Experiment, teacher: nn.Module, student: nn.Module, *, resume: bool) -> None:
-    """Teacher and student trained together (`MutualLearning`, the student as peer 0); both results written."""
+def _train_online(exp: Experiment, peers: dict[str, nn.Module], *, resume: bool) -> None:
+    """The student, the teacher and online.peers trained together (`MutualLearning`, each peer with its own
+    optimizer and checkpoint file); each result written as NAME.safetensors. Only the teacher may learn from
+    the labels alone (online.mutual false)."""
     online = exp.cfg.online
-    results = [exp.run_dir / "student.safetensors", exp.run_dir / "teacher.safetensors"]
-    if all(path.exists() for path in results):
-        for net, path in zip((student, teacher), results, strict=True):
-            load_weights(net, path)
+    results = {name: exp.run_dir / f"{name}.safetensors" for name in peers}
+    if all(path.exists() for path in results.values()):
+        for name, path in results.items():
+            load_weights(peers[name], path)
         return
     module = MutualLearning(
-        [student, teacher],
+        list(peers.values()),
         temperature=online.temperature,
         weight=online.weight,
-        learns_from_peers=[True, online.mutual],
+        learns_from_peers=[online.mutual or name != "teacher" for name in peers],
+        names=list(peers),
     )
     _fit_stage(exp, "online", module, exp.cfg.train, resume=resume)
-    for net, path in zip((student, teacher), results, strict=True):
-        save_weights(net, path, metadata={"stage": "online", "select": exp.cfg.train.select})
+    for name, path in results.items():
+        save_weights(peers[name], path, metadata={"stage": "online", "select": exp.cfg.train.select})
 
 
 def _cache_identity(exp: Experiment) -> tuple[str, dict[str, Any]]:
@@ -440,8 +459,20 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     cfg = validate(read_yaml(saved), str(saved))
     cfg = cfg.model_copy(update={"out_dir": str(run_dir.parent), "name": run_dir.name})
     exp = build_experiment(cfg)
-    stage_weights = {stage: run_dir / f"{stage}.safetensors" for stage in STAGES}
-    nets = {stage: build_net(exp, ROLE[stage], path) for stage, path in stage_weights.items() if path.exists()}
-    if "teacher" not in nets or "student" not in nets:
+    names = _saved_models(run_dir)
+    if "teacher" not in names or "student" not in names:
         raise DistillError(f"{run_dir} has no finished teacher and student yet; finish it with --resume")
+    nets = {name: build_net(exp, config_field(name), run_dir / f"{name}.safetensors") for name in names}
     return {"name": cfg.name, **describe(exp, nets)}
+
+
+def _saved_models(run_dir: Path) -> list[str]:
+    """The names of the models a run saved, in the summary's order: teacher, assistant, peers, generations,
+    scratch, student."""
+
+    def numbered(prefix: str) -> list[str]:
+        found = (p.stem for p in run_dir.glob(f"{prefix}*.safetensors"))
+        return sorted((n for n in found if n.removeprefix(prefix).isdigit()), key=lambda n: int(n[len(prefix) :]))
+
+    order = ["teacher", "assistant", *numbered("peer"), *numbered("gen"), "scratch", "student"]
+    return [name for name in order if (run_dir / f"{name}.safetensors").exists()]

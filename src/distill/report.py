@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-ROWS = (
-    ("teacher", "teacher"),
-    ("assistant", "teacher assistant"),
-    ("scratch", "student alone"),
-    ("student", "student (distilled)"),
-)
+LABELS = {
+    "teacher": "teacher",
+    "assistant": "teacher assistant",
+    "scratch": "student alone",
+    "student": "student (distilled)",
+}
+
+
+def _label(name: str) -> str:
+    if name.startswith("gen"):
+        return f"generation {name.removeprefix('gen')}"
+    if name.startswith("peer"):
+        return f"peer {name.removeprefix('peer')}"
+    return LABELS.get(name, name)
 
 
 def _size(n_bytes: float) -> str:
@@ -25,12 +33,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A plain-text table of a run's summary.json."""
     header = f"{'':22}{'accuracy':>9}{'agree':>8}{'params':>12}{'size':>11}{'latency b=1':>13}{'samples/s b=256':>17}"
     lines = [f"{summary['name']}: {summary['data']}, {summary['val_samples']} validation samples", header]
-    for key, label in ROWS:
-        row = summary.get(key)
-        if row is None:
-            continue
+    for name in summary["models"]:
+        row = summary[name]
         lines.append(
-            f"{label:22}{row['accuracy']:>9.2%}{row['agreement']:>8.1%}{row['params']:>12,}{_size(row['size_bytes']):>11}"
+            f"{_label(name):22}{row['accuracy']:>9.2%}{row['agreement']:>8.1%}{row['params']:>12,}{_size(row['size_bytes']):>11}"
             f"{row['latency_ms']:>10.3f} ms{row['throughput']:>17,.0f}"
         )
     r = summary["ratios"]
@@ -39,11 +45,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{r['latency_ms']:>12.3f}x{r['throughput']:>16.2f}x"
     )
     if summary.get("born_again"):
-        accuracies = ", ".join(f"{a:.2%}" for a in summary["born_again"]["accuracy"])
-        lines.append(
-            f"born-again generations (0 = teacher): {accuracies}; "
-            f"ensemble {summary['born_again']['ensemble_accuracy']:.2%}"
-        )
+        ensemble = summary["born_again"]["ensemble_accuracy"]
+        lines.append(f"born-again: the ensemble of the teacher and every generation has {ensemble:.2%} accuracy")
     if summary.get("scratch") is not None:
         gain = summary["student"]["accuracy"] - summary["scratch"]["accuracy"]
         lines.append(f"distillation vs the student alone: {gain * 100:+.2f} accuracy points on validation")
