@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader
 
 from distill import data
 from distill._io import write_json, write_text
+from distill._lock import FolderLock
 from distill.cache import TeacherCache, fingerprint, state_sha256, write_cache
-from distill.config import Config, ModelConfig, TermConfig, read_yaml, validate
+from distill.config import Config, ModelConfig, StageConfig, TermConfig, read_yaml, validate
 from distill.distiller import Distiller, Supervised, supervised_options
 from distill.errors import ConfigError, DistillError
 from distill.losses import KD, LOSSES
@@ -274,38 +275,67 @@ def _check_same_run(before: Config, now: Config) -> None:
             )
 
 
-def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Run every stage of `cfg` and write summary.json; returns the summary."""
+@dataclass
+class Plan:
+    """Every network and loss term of a run, built and checked before a file is written."""
+
+    exp: Experiment
+    student: nn.Module
+    teacher: nn.Module | TeacherCache  # a cache when teacher.cache is set: training never builds the teacher
+    assistant: nn.Module | None
+    peers: dict[str, nn.Module]  # online.peers, by the names they are reported under
+    stages: list[StageConfig]
+    stage_terms: list[list[nn.Module]]
+    assistant_terms: list[nn.Module]
+
+
+def plan(cfg: Config) -> Plan:
+    """Build everything first: a bad path, weights file, shape or loss option fails before a file is written."""
     exp = build_experiment(cfg)
-    # --- build everything first: a bad path, weights file, shape or loss option fails before a file is written ---
     student = build_net(exp, "student", cfg.student.weights)
     own = {"student": student}
     if cfg.assistant is not None:  # teacher -> assistant -> student (TAKD)
         own["assistant"] = build_net(exp, "assistant", cfg.assistant.weights)
-    if cfg.teacher.cache is not None:  # training never builds the teacher: its outputs come from disk
+    if cfg.teacher.cache is not None:
         teacher: nn.Module | TeacherCache = open_cache(exp)
     else:
         teacher = own["teacher"] = build_net(exp, "teacher", cfg.teacher.weights)
     peers = {name: build_net(exp, field, model_spec(cfg, field).weights) for name, field in _extra_peers(cfg).items()}
     _check_outputs_match(exp, {**own, **peers})
     resolve_device(cfg.train.device)
-    dtype = torch.bfloat16 if cfg.teacher.dtype == "bfloat16" else torch.float32
     stages = [] if cfg.online or cfg.born_again else cfg.student_stages()  # those train the student their way
     field = "stages.{}.terms" if cfg.stages else "distill.terms"
     stage_terms = [build_terms(exp, stage.terms, field.format(i)) for i, stage in enumerate(stages)]
-    student_teacher = teacher if cfg.assistant is None else own["assistant"]
+    student_teacher = own.get("assistant", teacher)
     for i, terms in enumerate(stage_terms):
         _check_stage(exp, student, student_teacher, terms, field.format(i), cfg.stage_options(i))
+    assistant_terms = []
     if cfg.assistant is not None:
         assistant_terms = build_terms(exp, cfg.distill.terms, "distill.terms")
         _check_stage(exp, own["assistant"], teacher, assistant_terms, "distill.terms (assistant)", cfg.train)
-    _prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
+    return Plan(exp, student, teacher, own.get("assistant"), peers, stages, stage_terms, assistant_terms)
+
+
+def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Run every stage of `cfg` and write summary.json; returns the summary. One process at a time per run
+    directory: a second is refused while the first runs."""
+    built = plan(cfg)
+    with FolderLock(cfg.run_dir):
+        _prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
+        return _train_all(built, resume=resume)
+
+
+def _train_all(built: Plan, *, resume: bool) -> dict[str, Any]:
+    exp, cfg = built.exp, built.exp.cfg
+    student, teacher, assistant = built.student, built.teacher, built.assistant
+    student_teacher = teacher if assistant is None else assistant
+    dtype = torch.bfloat16 if cfg.teacher.dtype == "bfloat16" else torch.float32
 
     # --- teacher, scratch baseline (same init and epochs as the student), student stages ---
     nets = {"teacher": teacher}  # the order of the summary's rows
     if cfg.online is not None:
-        _train_online(exp, {"student": student, "teacher": teacher, **peers}, resume=resume)
-        nets.update(peers)
+        _train_online(exp, {"student": student, "teacher": teacher, **built.peers}, resume=resume)
+        nets.update(built.peers)
     elif cfg.teacher.weights is None:
         epochs = cfg.teacher.epochs or cfg.train.epochs
         train_stage(exp, "teacher", Supervised(teacher), teacher, supervised_options(cfg.train, epochs), resume=resume)
@@ -313,16 +343,16 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     if generations:
         nets.update({f"gen{k}": net for k, net in enumerate(generations, start=1)})
         student = generations[-1]  # the last generation is the run's student
-    if cfg.assistant is not None:  # learns from the teacher with distill.terms, then teaches the student
-        nets["assistant"] = own["assistant"]
-        distiller = Distiller(own["assistant"], teacher, assistant_terms, teacher_dtype=dtype)
-        train_stage(exp, "assistant", distiller, own["assistant"], cfg.train, resume=resume)
+    if assistant is not None:  # learns from the teacher with distill.terms, then teaches the student
+        nets["assistant"] = assistant
+        distiller = Distiller(assistant, teacher, built.assistant_terms, teacher_dtype=dtype)
+        train_stage(exp, "assistant", distiller, assistant, cfg.train, resume=resume)
     if cfg.scratch:
         nets["scratch"] = build_net(exp, "student", cfg.student.weights)
         scratch = Supervised(nets["scratch"], label_smoothing=cfg.distill.label_smoothing)
-        epochs = sum(stage.epochs for stage in stages) or cfg.train.epochs
+        epochs = sum(stage.epochs for stage in built.stages) or cfg.train.epochs
         train_stage(exp, "scratch", scratch, nets["scratch"], supervised_options(cfg.train, epochs), resume=resume)
-    for i, (stage, terms) in enumerate(zip(stages, stage_terms, strict=True)):
+    for i, (stage, terms) in enumerate(zip(built.stages, built.stage_terms, strict=True)):
         name = f"student-{stage.name}" if cfg.stages else "student"
         distiller = Distiller(student, student_teacher, terms, teacher_dtype=dtype)  # freezes it: trained by now
         train_stage(exp, name, distiller, student, cfg.stage_options(i), resume=resume)
@@ -340,7 +370,7 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     elif generations:
         ran = [f"gen{k}" for k in range(1, len(generations) + 1)]
     else:
-        ran = [stage.name for stage in stages]
+        ran = [stage.name for stage in built.stages]
     summary = {"name": cfg.name, "stages": ran, **describe(exp, nets)}
     if generations:
         summary["born_again"] = {"ensemble_accuracy": ensemble_accuracy([teacher, *generations], exp.val_loader)}
@@ -423,21 +453,22 @@ def make_cache(cfg: Config) -> dict[str, Any]:
     teacher = build_net(exp, "teacher", cfg.teacher.weights)
     teacher_sha256, expected = _cache_identity(exp)
     start = time.perf_counter()
-    manifest = write_cache(
-        cfg.teacher.cache,
-        teacher,
-        exp.data.inputs,
-        exp.data.labels,
-        teacher_sha256=teacher_sha256,
-        data=expected["data"],
-        augment=expected["augment"],
-        dtype=cfg.cache.dtype,
-        top_k=cfg.cache.top_k,
-        features=cfg.cache.features,
-        batch_size=cfg.cache.batch_size,
-        device=resolve_device(cfg.train.device),
-        progress=cfg.train.progress,
-    )
+    with FolderLock(cfg.teacher.cache):
+        manifest = write_cache(
+            cfg.teacher.cache,
+            teacher,
+            exp.data.inputs,
+            exp.data.labels,
+            teacher_sha256=teacher_sha256,
+            data=expected["data"],
+            augment=expected["augment"],
+            dtype=cfg.cache.dtype,
+            top_k=cfg.cache.top_k,
+            features=cfg.cache.features,
+            batch_size=cfg.cache.batch_size,
+            device=resolve_device(cfg.train.device),
+            progress=cfg.train.progress,
+        )
     size = sum(f.stat().st_size for f in Path(cfg.teacher.cache).glob("*.npy"))
     samples = manifest["fingerprint"]["num_samples"]
     return {
