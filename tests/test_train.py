@@ -1,3 +1,4 @@
+import errno
 import json
 
 import pytest
@@ -67,22 +68,31 @@ def test_resume_drops_metrics_written_after_the_checkpoint(tmp_path):
     assert 999 not in steps and steps == sorted(steps)
 
 
-def test_a_failed_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "fault, where",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "torch.save"),
+        (PermissionError(errno.EACCES, "Permission denied"), "distill.train.checkpoint.save_model"),
+        (OSError(errno.ENOSPC, "No space left on device"), "distill.train.checkpoint.write_json"),
+    ],
+)
+def test_a_failed_checkpoint_write_stops_the_run_and_keeps_the_previous_one(tmp_path, monkeypatch, fault, where):
     module, train, val = make_run()
     fit(module, train, val, TrainOptions(epochs=1, **OPTIONS), run_dir=tmp_path)
     before = weights(module)
 
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def fail(*args, **kwargs):
+        raise fault
 
-    monkeypatch.setattr(torch, "save", disk_full)
+    monkeypatch.setattr(where, fail)
     module, train, val = make_run()
-    with pytest.raises(OSError):
+    with pytest.raises(DistillError, match=rf"{fault.strerror}; the last good checkpoint \(epoch 1\) is kept"):
         fit(module, train, val, TrainOptions(epochs=3, **OPTIONS), run_dir=tmp_path, resume=True)
     monkeypatch.undo()
 
     checkpoints = Checkpoints(tmp_path / "checkpoints")
     assert checkpoints.pointer("last")["epoch"] == 0
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # no half-written folder left behind
     fresh, _, _ = make_run()
     state = checkpoints.load("last", fresh)
     assert state["epoch"] == 0
@@ -121,6 +131,40 @@ def test_a_nan_loss_stops_the_run_naming_the_step(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"at step 5 \(epoch 1\)"):
         fit(Exploding(), loader, None, TrainOptions(epochs=2, **OPTIONS), run_dir=tmp_path)
     assert Checkpoints(tmp_path / "checkpoints").pointer("last") is None  # nothing written from the bad epoch
+
+
+class Zeroed(Exploding):
+    """The same run, but its 5th step has a zero loss: no gradient, so plain SGD makes no update."""
+
+    def forward(self, batch):
+        self.calls += self.training
+        out = self.inner(batch)
+        return {**out, "loss": out["loss"] * 0.0} if self.calls == 5 else out
+
+
+def test_skip_makes_no_update_at_a_nan_step_and_counts_it(tmp_path):
+    train, _ = blobs()
+    options = TrainOptions(epochs=2, nonfinite="skip", momentum=0.0, weight_decay=0.0, **OPTIONS)
+    skipping, zeroed = Exploding(), Zeroed()
+    history = fit(skipping, DataLoader(train, batch_size=16), None, options, run_dir=tmp_path / "skip")
+    fit(zeroed, DataLoader(train, batch_size=16), None, options.model_copy(update={"nonfinite": "stop"}))
+    assert [record["train/skipped_steps"] for record in history.epochs] == [1, 0]
+    for a, b in zip(skipping.parameters(), zeroed.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert Checkpoints(tmp_path / "skip" / "checkpoints").pointer("last")["epoch"] == 1
+
+
+class AlwaysNaN(Exploding):
+    def forward(self, batch):
+        out = super().forward(batch)
+        return {**out, "loss": out["loss"] * float("nan")} if self.calls >= 2 else out
+
+
+def test_too_many_skipped_steps_stop_the_run(tmp_path):
+    train, _ = blobs()
+    options = TrainOptions(epochs=2, nonfinite="skip", max_skips=2, **OPTIONS)
+    with pytest.raises(TrainingDiverged, match="3 steps of epoch 1 had a NaN .* more than train.max_skips=2"):
+        fit(AlwaysNaN(), DataLoader(train, batch_size=16), None, options, run_dir=tmp_path)
 
 
 def test_gradient_accumulation_equals_a_bigger_batch(tmp_path):

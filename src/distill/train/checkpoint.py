@@ -79,20 +79,34 @@ class Checkpoints:
         for stale in (tmp, final):  # leftovers of an interrupted attempt at this epoch; never a pointed-at folder
             if stale.name not in named:
                 shutil.rmtree(stale, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for part, net in parts_of(module).items():
-            save_model(net, str(tmp / f"{part}.safetensors"), metadata={"epoch": str(epoch), "step": str(step)})
-        torch.save({**state, "epoch": epoch, "step": step}, tmp / "state.pt")
-        for f in tmp.iterdir():
-            fsync_file(f)
-        fsync_dir(tmp)
-        tmp.rename(final)
-        fsync_dir(self.root)
-        # last before best: a crash between them leaves best.json naming an older folder, which is still kept
-        write_json(self.root / "last.json", {"epoch": epoch, "step": step, "dir": name})
-        if best is not None:
-            write_json(self.root / "best.json", {**best, "epoch": epoch, "step": step, "dir": name})
+        try:
+            self._write_folder(tmp, module, {**state, "epoch": epoch, "step": step})
+            tmp.rename(final)
+            fsync_dir(self.root)
+            # last before best: a crash between them leaves best.json naming an older folder, which is still kept
+            write_json(self.root / "last.json", {"epoch": epoch, "step": step, "dir": name})
+            if best is not None:
+                write_json(self.root / "best.json", {**best, "epoch": epoch, "step": step, "dir": name})
+        except OSError as e:  # a full disk, a folder made read-only: the pointers still name the previous one
+            shutil.rmtree(tmp, ignore_errors=True)
+            last = self.pointer("last")
+            kept = f"the last good checkpoint (epoch {last['epoch'] + 1}) is kept" if last else "no checkpoint yet"
+            raise DistillError(
+                f"cannot write checkpoint {final}: {e.strerror or e}; {kept}; free space or fix the folder's "
+                "permissions, then continue with --resume"
+            ) from None
         self._prune()
+
+    @staticmethod
+    def _write_folder(folder: Path, module: nn.Module, state: dict[str, Any]) -> None:
+        folder.mkdir(parents=True)
+        metadata = {"epoch": str(state["epoch"]), "step": str(state["step"])}
+        for part, net in parts_of(module).items():
+            save_model(net, str(folder / f"{part}.safetensors"), metadata=metadata)
+        torch.save(state, folder / "state.pt")
+        for f in folder.iterdir():
+            fsync_file(f)
+        fsync_dir(folder)
 
     def _prune(self) -> None:
         keep = {p["dir"] for p in (self.pointer("last"), self.pointer("best")) if p}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,19 @@ class _Optimizers:
             self.schedulers[name].step()
             optimizer.zero_grad(set_to_none=True)
 
+    def grads_finite(self) -> bool:
+        """Whether every gradient is finite (one host sync)."""
+        grads = [p.grad for p in self.all_params() if p.grad is not None]
+        return bool(torch.stack([g.isfinite().all() for g in grads]).all().item()) if grads else True
+
+    def skip(self) -> None:
+        """Drop this step's gradients: no update, while the schedule moves on as the step count does."""
+        for name, optimizer in self.optimizers.items():
+            optimizer.zero_grad(set_to_none=True)
+            with warnings.catch_warnings():  # torch warns of a schedule step before any optimizer step
+                warnings.simplefilter("ignore", UserWarning)
+                self.schedulers[name].step()
+
     @property
     def lr(self) -> float:
         return next(iter(self.schedulers.values())).get_last_lr()[0]  # every part follows the same schedule
@@ -181,20 +195,37 @@ def _train_epoch(
     log: MetricsLog,
     bar: tqdm,
 ) -> tuple[int, dict[str, float]]:
-    """One pass over `loader`; returns the new step count and the epoch's mean train metrics."""
+    """One pass over `loader`; returns the new step count and the epoch's mean train metrics.
+
+    With train.nonfinite "skip", a step whose loss or gradient is NaN or infinite makes no update (checked at
+    every step: one host sync each); more than train.max_skips in an epoch stop the run."""
     module.train()
     window, totals, seen = _Window(device), {}, 0
     n_batches, k = len(loader), options.grad_accum
+    skipping, skipped, bad = options.nonfinite == "skip", 0, False
     for i, batch in enumerate(loader):
         batch = _to_device(batch, device)
         with _autocast(device, options.precision):
             out = module(batch)
         group = min(k, n_batches - (i // k) * k)  # the epoch's last group may hold fewer batches
-        (out["loss"] / group).backward()
-        window.add(out, step + 1)
+        if skipping and not torch.isfinite(out["loss"].detach()).item():
+            bad = True
+        elif not bad:
+            (out["loss"] / group).backward()
+            window.add(out, step + 1)
         if (i + 1) % k and i + 1 < n_batches:
             continue
-        optimizers.step(window, step + 1)
+        if skipping and (bad or not optimizers.grads_finite()):
+            optimizers.skip()
+            skipped, bad = skipped + 1, False
+            bar.write(f"step {step + 1}: the loss or its gradient is NaN or infinite; skipped (train.nonfinite)")
+            if skipped > options.max_skips:
+                raise TrainingDiverged(
+                    f"{skipped} steps of epoch {epoch} had a NaN or infinite loss or gradient, more than "
+                    f"train.max_skips={options.max_skips}; the last good checkpoint is kept; lower train.lr"
+                )
+        else:
+            optimizers.step(window, step + 1)
         step += 1
         bar.update(1)
         if step % options.log_every == 0 or i + 1 == n_batches:
@@ -205,7 +236,8 @@ def _train_epoch(
                 totals[key] = totals.get(key, 0.0) + value * window.count
             seen += window.count
             window = _Window(device)
-    return step, {key: value / seen for key, value in totals.items()}
+    means = {key: value / seen for key, value in totals.items()}
+    return step, {**means, "train/skipped_steps": skipped} if skipping else means
 
 
 def _check_weights(params: list[nn.Parameter], epoch: int) -> None:

@@ -25,6 +25,10 @@ class TrainOptions(BaseModel):
     precision: Literal["fp32", "bf16"] = "fp32"
     grad_accum: StrictInt = Field(1, ge=1, le=4096, description="batches per optimizer step")
     clip_grad_norm: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="a NaN/inf loss or gradient: stop (last good checkpoint kept) or skip that step's update"
+    )
+    max_skips: StrictInt = Field(10, ge=0, le=1_000_000, description="nonfinite skip: most skipped steps per epoch")
     device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:N")
     seed: StrictInt = Field(0, ge=0, description="seeds weights init order, shuffling and dropout")
     log_every: StrictInt = Field(10, ge=1, description="optimizer steps between logged lines (and host syncs)")
