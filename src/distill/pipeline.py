@@ -31,7 +31,7 @@ from distill.distiller import Distiller, Supervised, supervised_options
 from distill.errors import ConfigError, DistillError
 from distill.losses import KD, LOSSES
 from distill.measure import speed
-from distill.models import build_model, count_params
+from distill.models import build_model, count_params, user_code
 from distill.online import MutualLearning
 from distill.registry import build
 from distill.selfdistill import ensemble_accuracy
@@ -371,7 +371,7 @@ def _train_all(built: Plan, *, resume: bool) -> dict[str, Any]:
         ran = [f"gen{k}" for k in range(1, len(generations) + 1)]
     else:
         ran = [stage.name for stage in built.stages]
-    summary = {"name": cfg.name, "stages": ran, **describe(exp, nets)}
+    summary = {"name": cfg.name, "stages": ran, **describe(exp, nets), "user_code": code_that_ran(cfg)}
     if generations:
         summary["born_again"] = {"ensemble_accuracy": ensemble_accuracy([teacher, *generations], exp.val_loader)}
     write_json(exp.run_dir / "summary.json", summary)
@@ -389,6 +389,18 @@ def _train_generations(exp: Experiment, teacher: nn.Module, *, resume: bool) -> 
         train_stage(exp, f"gen{k}", Distiller(net, generations[-1], [kd]), net, options, resume=resume)
         generations.append(net)
     return generations[1:]
+
+
+def code_that_ran(cfg: Config) -> list[dict[str, str]]:
+    """The user modules the config's `package.module:factory` models imported: which config key, file, sha256.
+    Nothing else in a run imports code: weights load without pickle, YAML is read safely."""
+    fields = ["teacher", "assistant", "student", *_extra_peers(cfg).values()]
+    ran = []
+    for field in fields:
+        spec = model_spec(cfg, field)
+        if spec is not None and (code := user_code(spec.model)) is not None:
+            ran.append({"config": f"{field}.model", **code})
+    return ran
 
 
 def _extra_peers(cfg: Config) -> dict[str, str]:
@@ -494,7 +506,7 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     if "teacher" not in names or "student" not in names:
         raise DistillError(f"{run_dir} has no finished teacher and student yet; finish it with --resume")
     nets = {name: build_net(exp, config_field(name), run_dir / f"{name}.safetensors") for name in names}
-    return {"name": cfg.name, **describe(exp, nets)}
+    return {"name": cfg.name, **describe(exp, nets), "user_code": code_that_ran(cfg)}
 
 
 def _saved_models(run_dir: Path) -> list[str]:

@@ -47,6 +47,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary.get("born_again"):
         ensemble = summary["born_again"]["ensemble_accuracy"]
         lines.append(f"born-again: the ensemble of the teacher and every generation has {ensemble:.2%} accuracy")
+    for code in summary.get("user_code", []):
+        digest = (code["sha256"] or "?")[:12]
+        lines.append(f"user code run: {code['config']} = {code['model']} from {code['file']} (sha256 {digest})")
     if summary.get("scratch") is not None:
         gain = summary["student"]["accuracy"] - summary["scratch"]["accuracy"]
         lines.append(f"distillation vs the student alone: {gain * 100:+.2f} accuracy points on validation")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import math
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -87,6 +90,17 @@ def _import_factory(spec: str) -> Callable[..., nn.Module]:
     return getattr(module, attr)
 
 
+def user_code(name: str) -> dict[str, str] | None:
+    """For a model given as "package.module:factory", once built: the module whose code ran, its file and the
+    file's sha256, for the run's record. None for built-in and torchvision:/timm: names (library code)."""
+    module_name, sep, _ = name.partition(":")
+    if not sep or module_name in hub.HUBS or module_name not in sys.modules:
+        return None
+    file = getattr(sys.modules[module_name], "__file__", None)
+    digest = hashlib.sha256(Path(file).read_bytes()).hexdigest() if file else None
+    return {"model": name, "file": file, "sha256": digest}
+
+
 def build_model(
     name: str, *, input_shape: Sequence[int], num_classes: int, args: dict[str, Any] | None = None, field: str = "model"
 ) -> nn.Module:
@@ -110,6 +124,6 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "build_model", "cnn", "count_params", "mlp"]
+__all__ = ["MODELS", "build_model", "cnn", "count_params", "mlp", "user_code"]
 
 from distill.models import cifar, hub  # noqa: E402,F401  registers the zoo and the torchvision:/timm: names
