@@ -51,8 +51,8 @@ def config_field(name: str) -> str:
     return name
 
 
-def model_spec(cfg: Config, field: str) -> ModelConfig:
-    """The model group at a config path: "student", "online.peers.0"."""
+def model_spec(cfg: Config, field: str) -> ModelConfig | None:
+    """The model group at a config path: "student", "online.peers.0"; None for an absent optional group."""
     node: Any = cfg
     for part in field.split("."):
         node = node[int(part)] if part.isdigit() else getattr(node, part)
@@ -326,6 +326,7 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
 
 
 def _train_all(built: Plan, *, resume: bool) -> dict[str, Any]:
+    """Train every stage not finished yet, in order; measure every model; write summary.json."""
     exp, cfg = built.exp, built.exp.cfg
     student, teacher, assistant = built.student, built.teacher, built.assistant
     student_teacher = teacher if assistant is None else assistant
