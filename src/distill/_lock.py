@@ -37,8 +37,7 @@ class FolderLock:
                 holder = os.read(fd, 256).decode(errors="replace").strip() or "another process"
                 os.close(fd)
                 raise DistillError(
-                    f"{self.folder} is in use by another process ({holder}); wait for it to end, "
-                    "or choose another name"
+                    f"{self.folder} is in use by another process ({holder}); wait for it to end, or choose another name"
                 ) from None
             if _same_file(fd, self.path):
                 break

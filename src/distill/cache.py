@@ -122,7 +122,12 @@ def write_cache(
     `teacher_sha256` names the weights (default: hashed from `teacher`). Returns the manifest.
     """
     path = Path(path)
-    check_paths(teacher, features, "teacher")
+    if path.exists() and not path.is_dir():
+        raise DistillError(f"teacher.cache {path} is a file; set teacher.cache to a folder")
+    try:
+        check_paths(teacher, features, "teacher")
+    except DistillError as e:
+        raise DistillError(f"cache.features: {e}") from None
     teacher = teacher.eval().to(device)
     teacher_sha256 = teacher_sha256 or state_sha256(teacher.state_dict())
     expected = fingerprint(
@@ -130,6 +135,8 @@ def write_cache(
     )
     with torch.inference_mode():  # kept apart: the top-k form does not store the width itself
         num_classes = run_tapped(teacher, inputs[:1].to(device), ())[0].shape[-1]
+    if top_k is not None and not 1 <= top_k <= num_classes:
+        raise DistillError(f"cache.top_k={top_k} must lie in [1, {num_classes}]: the teacher has {num_classes} classes")
     manifest = {"fingerprint": expected, "shard_rows": shard_rows, "num_classes": num_classes, "shards": {}}
     if (path / MANIFEST).exists():
         found = read_manifest(path)
@@ -140,6 +147,7 @@ def write_cache(
                 "teacher.cache to a new folder"
             )
         manifest = found  # resume: its finished shards stay
+    _remove_leftovers(path)
     n_shards = -(-len(labels) // manifest["shard_rows"])
     rows = manifest["shard_rows"]
     bar = tqdm(total=n_shards, initial=len(manifest["shards"]), unit="shard", disable=None if progress else True)
@@ -165,15 +173,53 @@ def write_cache(
     return manifest
 
 
+def _remove_leftovers(path: Path) -> None:
+    """Delete the temporary files of shard and manifest writes a kill interrupted: those shards are written
+    again, and a leftover, as large as a shard, would stay for good. One process at a time writes a cache."""
+    for tmp in [*path.glob(".*.npy.*.tmp"), *path.glob(f".{MANIFEST}.*.tmp")]:
+        tmp.unlink(missing_ok=True)
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     try:
-        return json.loads((path / MANIFEST).read_text())
+        manifest = json.loads((path / MANIFEST).read_text())
     except FileNotFoundError:
         raise DistillError(f"{path} holds no teacher cache; make one with `distill cache CONFIG`") from None
-    except json.JSONDecodeError as e:
-        raise DistillError(
-            f"{path / MANIFEST} is damaged ({e}); delete the cache and run `distill cache` again"
-        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        problem = str(e)
+    else:
+        problem = _manifest_problem(manifest)
+    if problem:
+        raise DistillError(f"{path / MANIFEST} is damaged ({problem}); delete the cache and run `distill cache` again")
+    return manifest
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    """What keeps a parsed manifest from describing a cache, or None: an edited or foreign file fails here, once."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("fingerprint"), dict):
+        return "no fingerprint"
+    found = manifest["fingerprint"]
+    if found.get("dtype") not in DTYPES:
+        return f"dtype {found.get('dtype')!r} is none of {', '.join(DTYPES)}"
+    if found.get("top_k") is not None and not _positive_int(found["top_k"]):
+        return f"top_k {found['top_k']!r} is not a positive integer"
+    if not isinstance(found.get("features"), list):
+        return "features is not a list"
+    counts = {"num_samples": found.get("num_samples"), **{k: manifest.get(k) for k in ("shard_rows", "num_classes")}}
+    for key, value in counts.items():
+        if not _positive_int(value):
+            return f"{key} {value!r} is not a positive integer"
+    shards = manifest.get("shards")
+    if not isinstance(shards, dict) or not all(
+        isinstance(entry, dict) and _positive_int(entry.get("rows")) and isinstance(entry.get("sha256"), dict)
+        for entry in shards.values()
+    ):
+        return "shards must map each shard to its rows and checksums"
+    return None
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class TeacherCache:
@@ -210,6 +256,12 @@ class TeacherCache:
                 arrays[name] = np.load(file, mmap_mode="r")
             except (OSError, ValueError) as e:
                 raise DistillError(f"{file} cannot be read ({e}); run `distill cache` again") from None
+            shape = arrays[name].shape
+            if shape[:1] != (entry["rows"],) or (name == "logits" and shape[1:] != (self.num_classes,)):
+                expected = f"{entry['rows']} rows" + (f" of {self.num_classes} logits" if name == "logits" else "")
+                raise DistillError(
+                    f"{file} is damaged (shaped {shape}, listed as {expected}); run `distill cache` again"
+                )
         return arrays
 
     def read(self, index: Tensor) -> dict[str, Tensor]:

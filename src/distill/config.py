@@ -49,7 +49,7 @@ class TermConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     loss: str
-    weight: float = Field(1.0, ge=0, description="factor of this term in the total loss")
+    weight: float = Field(1.0, ge=0, allow_inf_nan=False, description="factor of this term in the total loss")
     student: str | None = Field(None, description="feature terms: the student's module path to tap")
     teacher: str | None = Field(None, description="feature terms: the teacher's module path to tap")
 
@@ -276,7 +276,7 @@ def validate(raw: dict[str, Any], source: str) -> Config:
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
     """Apply one `key.sub=value` to the raw mapping; the value is parsed as YAML (5, 0.1, true, [1, 2])."""
     key, sep, text = assignment.partition("=")
-    if not sep or not key:
+    if not sep or not all(key.split(".")):
         raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. --set train.epochs=5")
     try:
         value = yaml.safe_load(text)
@@ -289,8 +289,10 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     if isinstance(node, list):
         _check_index(node, leaf, ".".join(parents), key)
         node[int(leaf)] = value
-    else:
+    elif isinstance(node, dict):
         node[leaf] = value
+    else:
+        raise ConfigError(f"--set {key}: {'.'.join(parents)} is a value, not a group")
 
 
 def _step(node: Any, part: str, where: str, key: str) -> Any:
@@ -327,6 +329,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give the YAML file inside it")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
@@ -338,8 +342,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file; a config is YAML") from None
+    groups = "a config is a mapping of groups (data, teacher, student, distill, train)"
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; {groups}")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a config is a mapping of groups (data, teacher, student, distill, train)")
+        raise ConfigError(f"{path}: {groups}")
     return raw
 
 

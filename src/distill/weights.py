@@ -34,7 +34,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # includes pickles that would run code: weights_only refuses them
-        reason = str(e).strip().splitlines()[0][:200]
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__  # EOFError has no text
         raise DistillError(f"{path} cannot be loaded safely as weights ({reason}); save it as safetensors") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # the common {"state_dict": ...} wrapping

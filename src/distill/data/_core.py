@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from distill.data._augment import augmentation
-from distill.errors import DistillError
+from distill.errors import ConfigError, DistillError
 from distill.registry import Registry
 
 DATASETS: Registry[Callable[..., ArrayData]] = Registry("data set")
@@ -115,7 +115,10 @@ class DataSplits:
 
 def load(name: str, *, path: str | None = None, label_column: str | None = None) -> ArrayData:
     """Load data set `name` from DATASETS. Options the loader does not take are errors, not silently ignored."""
-    loader = DATASETS.get(name)
+    try:
+        loader = DATASETS.get(name)
+    except ConfigError as e:
+        raise ConfigError(f"data.name: {e}") from None
     params = inspect.signature(loader).parameters
     given = {key: value for key, value in {"path": path, "label_column": label_column}.items() if value is not None}
     for key in given:

@@ -43,7 +43,7 @@ def _read(file: Path) -> tuple[list[str], list[list[str]], list[int]]:
     """Header, rows of stripped cells, and each row's line in the file (for messages a user can act on)."""
     try:
         with open(file, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
+            reader = csv.reader(f, strict=True)  # strict: a quote left open by a truncated file is an error, not data
             header = [cell.strip() for cell in next(reader, [])]
             rows, lines = [], []
             for row in reader:
