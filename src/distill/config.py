@@ -86,7 +86,7 @@ class OnlineConfig(_Group):
         True, description="true: each learns from the others (DML); false: the teacher from labels only"
     )
     temperature: float = Field(1.0, gt=0, le=1000)
-    weight: float = Field(1.0, ge=0, description="factor of the KL term toward the other models")
+    weight: float = Field(1.0, ge=0, allow_inf_nan=False, description="factor of the KL term toward the other models")
     peers: list[ModelConfig] = Field(
         default_factory=list, max_length=16, description="more models trained alongside, reported as peer1, peer2, ..."
     )

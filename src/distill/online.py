@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -48,8 +49,8 @@ class MutualLearning(nn.Module):
         names = [f"peer{k}" for k in range(len(peers))] if names is None else list(names)
         if len(set(names)) != len(peers):
             raise DistillError(f"give each of the {len(peers)} peers its own name, got {names}")
-        if temperature <= 0:
-            raise DistillError(f"temperature must be > 0, got {temperature}")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise DistillError(f"temperature must be a finite number > 0, got {temperature}")
         self.peers = nn.ModuleList(peers)
         self.learns_from_peers, self.names = learns, names
         self.temperature, self.weight, self.ignore_index = temperature, weight, ignore_index

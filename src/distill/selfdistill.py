@@ -11,6 +11,7 @@ Two forms:
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,8 +200,8 @@ class SelfDistiller(nn.Module):
             raise DistillError("self-distillation needs at least one tap for an auxiliary head, e.g. ['layer2']")
         if len(set(taps)) != len(taps):
             raise DistillError(f"self-distillation taps repeat a path: {list(taps)}")
-        if temperature <= 0:
-            raise DistillError(f"temperature must be > 0, got {temperature}")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise DistillError(f"temperature must be a finite number > 0, got {temperature}")
         if not 0.0 <= alpha <= 1.0:
             raise DistillError(f"alpha must be in [0, 1], got {alpha}")
         if feature_weight < 0:

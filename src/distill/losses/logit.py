@@ -141,8 +141,8 @@ def _flat_logits(loss: str, student_logits: Tensor, teacher_logits: Tensor) -> t
 
 
 def _check_temperature(temperature: float) -> None:
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not (math.isfinite(temperature) and temperature > 0):  # nan > 0 is false, but so is nan <= 0
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
 
 
 def dkd_loss(

@@ -21,10 +21,14 @@ class TrainOptions(BaseModel):
     schedule: Literal["constant", "cosine", "multistep"] = "cosine"
     milestones: list[StrictInt] = Field(default_factory=list, description="multistep: epochs at which lr *= gamma")
     gamma: float = Field(0.1, gt=0, le=1, description="multistep decay factor")
-    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from lr/100, in (fractional) epochs")
+    warmup_epochs: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="linear warm-up from lr/100, in (fractional) epochs"
+    )
     precision: Literal["fp32", "bf16"] = "fp32"
     grad_accum: StrictInt = Field(1, ge=1, le=4096, description="batches per optimizer step")
-    clip_grad_norm: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    clip_grad_norm: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="clip the gradient norm to this value"
+    )
     nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="a NaN/inf loss or gradient: stop (last good checkpoint kept) or skip that step's update"
     )
