@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,15 @@ def _load_pointer(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DistillError(f"{path} is corrupt ({e}); delete it to fall back to an older checkpoint") from None
+        pointer = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        problem = str(e)
+    else:  # it names a folder of its own checkpoints, and nothing else
+        fine = isinstance(pointer, dict) and re.fullmatch(r"epoch-\d{4}", str(pointer.get("dir")))
+        problem = None if fine and isinstance(pointer.get("epoch"), int) else "not a checkpoint pointer"
+    if problem:
+        raise DistillError(f"{path} is corrupt ({problem}); delete it to fall back to an older checkpoint")
+    return pointer
 
 
 class Checkpoints:
