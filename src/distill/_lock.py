@@ -26,9 +26,15 @@ class FolderLock:
         self.path = folder.parent / f".{folder.name}.lock"
         self.stale_holder: str | None = None  # who left a stale lock behind, when one was taken over
         self._fd: int | None = None
+        self._made: list[Path] = []  # folders made to hold the lock file, deepest first
 
     def __enter__(self) -> FolderLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        parent = self.path.parent
+        for folder in (parent, *parent.parents):
+            if folder.exists() and not folder.is_dir():
+                raise DistillError(f"{folder} is a file, not a folder; choose another place for {self.folder.name}")
+        self._made = [folder for folder in (parent, *parent.parents) if not folder.exists()]
+        parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -36,6 +42,7 @@ class FolderLock:
             except BlockingIOError:
                 holder = os.read(fd, 256).decode(errors="replace").strip() or "another process"
                 os.close(fd)
+                self._remove_made()
                 raise DistillError(
                     f"{self.folder} is in use by another process ({holder}); wait for it to end, or choose another name"
                 ) from None
@@ -60,6 +67,15 @@ class FolderLock:
         self.path.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None
+        self._remove_made()
+
+    def _remove_made(self) -> None:
+        """A refused start leaves no folder behind; folders that now hold a run stay."""
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: it holds what the run wrote
+                break
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -228,14 +228,18 @@ def _has_progress(run_dir: Path) -> bool:
     return any(run_dir.glob("*.safetensors")) or any(run_dir.glob("*/checkpoints/last.json"))
 
 
+REPLACEABLE = ".replaceable"  # marks a run made with overwrite (the demo's): the next overwrite may replace it
+
+
 def _prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> None:
     run_dir, saved = cfg.run_dir, cfg.run_dir / "config.yaml"
     is_run = saved.exists()
     if run_dir.exists() and not run_dir.is_dir():
         raise DistillError(f"{run_dir} is a file; set out_dir or name to a folder")
-    if overwrite and is_run:
+    if overwrite and is_run and (run_dir / REPLACEABLE).exists():
         shutil.rmtree(run_dir)
-    elif resume:
+        is_run = False
+    if resume:
         if not is_run:
             raise DistillError(f"{run_dir} holds no run to resume; start it without --resume")
         _check_same_run(validate(read_yaml(saved), str(saved)), cfg)
@@ -246,6 +250,8 @@ def _prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> None:
     elif run_dir.exists() and not is_run and any(run_dir.iterdir()):
         raise DistillError(f"{run_dir} holds other files; choose another name or out_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        write_text(run_dir / REPLACEABLE, "made by `distill demo`, which replaces it when run again\n")
     write_text(saved, cfg.to_yaml())
 
 
@@ -318,7 +324,8 @@ def plan(cfg: Config) -> Plan:
 
 def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run every stage of `cfg` and write summary.json; returns the summary. One process at a time per run
-    directory: a second is refused while the first runs."""
+    directory: a second is refused while the first runs. `overwrite` (the demo's) replaces an earlier run
+    made with overwrite, and never any other run."""
     built = plan(cfg)
     with FolderLock(cfg.run_dir):
         _prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
