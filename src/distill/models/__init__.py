@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
+import os
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from distill.errors import ConfigError
@@ -20,6 +22,8 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def _check_widths(name: str, widths: Sequence[int]) -> None:
+    if isinstance(widths, str) or not isinstance(widths, Sequence):
+        raise ConfigError(f"{name} must be a list of positive integers, got {widths!r}")
     if any(not isinstance(w, int) or w < 1 for w in widths):
         raise ConfigError(f"{name} must be positive integers, got {list(widths)}")
 
@@ -114,10 +118,25 @@ def build_model(
     except ConfigError as e:
         raise ConfigError(f"{field}: {e}") from None
     defaults = {"input_shape": tuple(input_shape), "num_classes": num_classes}
+    if name in MODELS:  # built-ins are sized first without memory; user and hub code may not run on "meta"
+        with torch.device("meta"):
+            _check_fits(build(factory, name, dict(args or {}), f"{field}.args", defaults), field)
     model = build(factory, name, dict(args or {}), f"{field}.args", defaults)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{field}: '{name}' returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _check_fits(model: nn.Module, field: str) -> None:
+    """Refuse a model whose training (weights, gradients, optimizer state: about 4x the weights) cannot fit
+    in this machine's memory, before a byte of it is allocated."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if 4 * weights > memory:
+        raise ConfigError(
+            f"{field}.args: the model has {count_params(model):,} parameters ({weights / 2**30:.1f} GB; training "
+            f"needs about 4x that), more than this machine's {memory / 2**30:.0f} GB of memory; make it smaller"
+        )
 
 
 def count_params(model: nn.Module) -> int:
