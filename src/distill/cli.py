@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import resources
+from typing import NoReturn
 
 from distill.config import load_config
 from distill.errors import DistillError
@@ -12,6 +13,13 @@ from distill.pipeline import evaluate_run, make_cache, run
 from distill.report import format_summary
 
 DEMO_CONFIG = resources.files("distill") / "demo.yaml"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as the one line every other mistake gets."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"distill: error: {message}; see `{self.prog} --help`\n")
 
 
 def _add_overrides(command: argparse.ArgumentParser) -> None:
@@ -26,7 +34,7 @@ def _add_overrides(command: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="distill", description="Knowledge distillation: teacher -> student.")
+    parser = _Parser(prog="distill", description="Knowledge distillation: teacher -> student.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="run an experiment from a YAML config")

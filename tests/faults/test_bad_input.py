@@ -720,3 +720,21 @@ def test_malformed_input_is_one_line_and_changes_nothing(case: Case, world: Worl
     assert "Traceback" not in err
     assert snapshot(tmp_path) == before, "a file or folder was written, changed or removed"
     assert snapshot(world.root) == world_before, "the finished runs or the cache changed"
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["trian", "c.yaml"], "invalid choice: 'trian'"),
+        (["train"], "the following arguments are required: config"),
+        (["train", "c.yaml", "--bogus"], "unrecognized arguments: --bogus"),
+        (["eval"], "the following arguments are required: run_dir"),
+        ([], "the following arguments are required: command"),
+    ],
+)
+def test_command_line_mistakes_are_one_line_too(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.startswith("distill: error: ") and err.count("\n") == 1, err
+    assert fragment in err
