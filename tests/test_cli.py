@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from conftest import TINY_RUN, write_config
 from distill.cli import main
@@ -455,3 +456,46 @@ def test_born_again_generations_from_the_command_line(tmp_path, capsys, distille
         "born_again={}",
     )
     assert_user_error(code, err, "born_again: the student must have the teacher's architecture")
+
+
+SELF_DISTILL = """\
+name: sd
+out_dir: {out}
+data: {{name: digits, val_fraction: 0.25, batch_size: 128}}
+student: {{model: cnn, args: {{channels: [8, 16], hidden: 16}}}}
+self_distill: {{taps: [block1]}}
+train: {{epochs: 2, optimizer: adamw, lr: 0.01, progress: false}}
+"""
+
+
+def test_deep_self_distillation_from_a_config_needs_no_teacher(tmp_path, capsys):
+    config = write_config(tmp_path / "sd.yaml", SELF_DISTILL.format(out=tmp_path / "runs"))
+    code, out, err = run_cli(capsys, "train", config)
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / "sd"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["teacher"] is None and summary["ratios"] is None and summary["models"] == ["scratch", "student"]
+    assert summary["student"]["agreement"] is None and "self-distillation vs the student alone" in out
+    records = [json.loads(line) for line in (run_dir / "student" / "metrics.jsonl").open()]
+    assert "val/head0_accuracy" in records[-1]  # the auxiliary head trained beside the student
+    exported = load_file(str(run_dir / "student.safetensors"))
+    assert not any(key.startswith(("heads", "model.")) for key in exported)  # the bare student, heads dropped
+    assert summary["student"]["params"] == summary["scratch"]["params"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("self_distill.taps=[blok1]", "self_distill: model has no module 'blok1'"),
+        (
+            "teacher={model: mlp}",
+            "self_distill trains the student from its own final head, with no teacher; drop teacher",
+        ),
+        ("self_distill=null", "teacher: missing; add it to the config (only self_distill trains without one)"),
+    ],
+)
+def test_self_distillation_mistakes_are_one_line(tmp_path, capsys, override, message):
+    config = write_config(tmp_path / "sd.yaml", SELF_DISTILL.format(out=tmp_path / "runs"))
+    code, _, err = run_cli(capsys, "train", config, "--set", override)
+    assert_user_error(code, err, message)
+    assert not (tmp_path / "runs").exists()

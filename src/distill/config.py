@@ -100,6 +100,17 @@ class BornAgainConfig(_Group):
     alpha: float = Field(0.0, ge=0, le=1, description="weight of the hard loss (0: pure imitation, as in the paper)")
 
 
+class SelfDistillConfig(_Group):
+    """Deep self-distillation: auxiliary heads on the student's inner blocks learn from its final head while it
+    trains; no teacher. The heads are dropped from the saved student."""
+
+    taps: list[str] = Field(min_length=1, description="student module paths that each get an auxiliary head")
+    temperature: float = Field(3.0, gt=0, le=1000)
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of each head's hard loss (the paper's 1 - alpha)")
+    feature_weight: float = Field(0.0, ge=0, allow_inf_nan=False, description="factor of the feature hint (0: off)")
+    feature_tap: str | None = Field(None, description="the module whose output is the final feature, for the hint")
+
+
 class StageConfig(_Group):
     """One stage of a multi-stage student run, e.g. FitNets: a hint stage, then a KD stage."""
 
@@ -114,7 +125,7 @@ class Config(_Group):
     out_dir: str = "runs"
     scratch: bool = Field(True, description="also train the student alone, same budget, to show what KD added")
     data: DataConfig = Field(default_factory=DataConfig)
-    teacher: TeacherConfig
+    teacher: TeacherConfig | None = Field(None, description="required, except with self_distill")
     student: ModelConfig
     assistant: ModelConfig | None = Field(
         None, description="teacher assistant (TAKD): learns from the teacher, then teaches the student"
@@ -126,9 +137,30 @@ class Config(_Group):
     born_again: BornAgainConfig | None = Field(
         None, description="self-distil the teacher's architecture in generations"
     )
+    self_distill: SelfDistillConfig | None = Field(
+        None, description="train the student with auxiliary heads on its own blocks, with no teacher"
+    )
     stages: list[StageConfig] | None = Field(
         None, min_length=1, description="student stages in order; default: one, of distill.terms"
     )
+
+    @model_validator(mode="after")
+    def _check_teacher(self) -> Config:
+        if self.self_distill is None:
+            if self.teacher is None:
+                raise ValueError("teacher: missing; add it to the config (only self_distill trains without one)")
+            return self
+        others = {"teacher": self.teacher, "assistant": self.assistant, "online": self.online}
+        clashes = [
+            key for key, value in {**others, "born_again": self.born_again, "stages": self.stages}.items() if value
+        ]
+        if "terms" in self.distill.model_fields_set:
+            clashes.append("distill.terms")
+        if clashes:
+            raise ValueError(
+                f"self_distill trains the student from its own final head, with no teacher; drop {', '.join(clashes)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_stages(self) -> Config:
@@ -161,7 +193,7 @@ class Config(_Group):
 
     @model_validator(mode="after")
     def _check_online(self) -> Config:
-        if self.online is None:
+        if self.online is None or self.teacher is None:  # no teacher: _check_teacher says what is wrong
             return self
         clashes = [
             key
@@ -184,7 +216,7 @@ class Config(_Group):
 
     @model_validator(mode="after")
     def _check_born_again(self) -> Config:
-        if self.born_again is None:
+        if self.born_again is None or self.teacher is None:
             return self
         if (self.student.model, self.student.args) != (self.teacher.model, self.teacher.args):
             raise ValueError(
@@ -206,6 +238,8 @@ class Config(_Group):
 
     @model_validator(mode="after")
     def _check_cache(self) -> Config:
+        if self.teacher is None:
+            return self
         if self.teacher.cache is not None and self.teacher.weights is None:
             raise ValueError("teacher.cache needs teacher.weights: the file the cache was made from (it is checked)")
         if self.data.augment != "none" and self.teacher.cache is not None and not self.cache.allow_augmented:
@@ -217,6 +251,8 @@ class Config(_Group):
 
     @model_validator(mode="after")
     def _check_teacher_epochs(self) -> Config:
+        if self.teacher is None:
+            return self
         epochs = self.teacher.epochs
         if epochs is not None and self.teacher.weights is not None:
             raise ValueError("teacher.epochs applies only when the teacher is trained here; drop it or teacher.weights")
@@ -231,10 +267,10 @@ class Config(_Group):
         return Path(self.out_dir) / self.name
 
     def to_yaml(self) -> str:
-        """The resolved config, every default written out (distill.terms only where stages, online or born_again
-        do not replace it)."""
+        """The resolved config, every default written out (distill.terms only where stages, online, born_again or
+        self_distill do not replace it)."""
         resolved = self.model_dump(mode="json")
-        if self.stages or self.online or self.born_again:
+        if self.stages or self.online or self.born_again or self.self_distill:
             del resolved["distill"]["terms"]
         return yaml.safe_dump(resolved, sort_keys=False)
 

@@ -34,7 +34,7 @@ from distill.measure import speed
 from distill.models import build_model, count_params, user_code
 from distill.online import MutualLearning
 from distill.registry import build
-from distill.selfdistill import ensemble_accuracy
+from distill.selfdistill import SelfDistiller, ensemble_accuracy
 from distill.taps import logits_of
 from distill.train import Checkpoints, TrainOptions, fit, resolve_device, seed_everything
 from distill.weights import load_weights, read_state_dict, save_weights
@@ -207,19 +207,20 @@ def describe(exp: Experiment, nets: dict[str, nn.Module]) -> dict[str, Any]:
     device = resolve_device(exp.cfg.train.device)
     predictions = {stage: _predictions(net, exp.val_loader, device) for stage, net in nets.items()}
     labels = exp.splits.val.labels
-    teacher_preds = predictions["teacher"]
+    teacher_preds = predictions.get("teacher")  # none in self-distillation: no agreement, no ratios
     summary: dict[str, Any] = {"data": exp.splits.description, "val_samples": len(labels), "models": list(nets)}
     summary.update(dict.fromkeys(STAGES))
     for stage, preds in predictions.items():
         summary[stage] = {
             "accuracy": (preds == labels).float().mean().item(),
-            "agreement": (preds == teacher_preds).float().mean().item(),
+            "agreement": None if teacher_preds is None else (preds == teacher_preds).float().mean().item(),
             "params": count_params(nets[stage]),
             "size_bytes": (exp.run_dir / f"{stage}.safetensors").stat().st_size,
             **speed(nets[stage], exp.splits.input_shape),
         }
     teacher, student = summary["teacher"], summary["student"]
-    summary["ratios"] = {k: student[k] / teacher[k] for k in ("params", "size_bytes", "latency_ms", "throughput")}
+    keys = ("params", "size_bytes", "latency_ms", "throughput")
+    summary["ratios"] = {k: student[k] / teacher[k] for k in keys} if teacher else None
     return summary
 
 
@@ -287,7 +288,7 @@ class Plan:
 
     exp: Experiment
     student: nn.Module
-    teacher: nn.Module | TeacherCache  # a cache when teacher.cache is set: training never builds the teacher
+    teacher: nn.Module | TeacherCache | None  # a cache when teacher.cache is set; None in self-distillation
     assistant: nn.Module | None
     peers: dict[str, nn.Module]  # online.peers, by the names they are reported under
     stages: list[StageConfig]
@@ -302,19 +303,22 @@ def plan(cfg: Config) -> Plan:
     own = {"student": student}
     if cfg.assistant is not None:  # teacher -> assistant -> student (TAKD)
         own["assistant"] = build_net(exp, "assistant", cfg.assistant.weights)
-    if cfg.teacher.cache is not None:
-        teacher: nn.Module | TeacherCache = open_cache(exp)
-    else:
+    teacher: nn.Module | TeacherCache | None = None
+    if cfg.teacher is not None and cfg.teacher.cache is not None:
+        teacher = open_cache(exp)
+    elif cfg.teacher is not None:
         teacher = own["teacher"] = build_net(exp, "teacher", cfg.teacher.weights)
     peers = {name: build_net(exp, field, model_spec(cfg, field).weights) for name, field in _extra_peers(cfg).items()}
     _check_outputs_match(exp, {**own, **peers})
     resolve_device(cfg.train.device)
-    stages = [] if cfg.online or cfg.born_again else cfg.student_stages()  # those train the student their way
+    stages = [] if cfg.online or cfg.born_again or cfg.self_distill else cfg.student_stages()  # their own way
     field = "stages.{}.terms" if cfg.stages else "distill.terms"
     stage_terms = [build_terms(exp, stage.terms, field.format(i)) for i, stage in enumerate(stages)]
     student_teacher = own.get("assistant", teacher)
     for i, terms in enumerate(stage_terms):
         _check_stage(exp, student, student_teacher, terms, field.format(i), cfg.stage_options(i))
+    if cfg.self_distill is not None:
+        _check_self_distill(exp, student)
     assistant_terms = []
     if cfg.assistant is not None:
         assistant_terms = build_terms(exp, cfg.distill.terms, "distill.terms")
@@ -337,11 +341,13 @@ def _train_all(built: Plan, *, resume: bool) -> dict[str, Any]:
     exp, cfg = built.exp, built.exp.cfg
     student, teacher, assistant = built.student, built.teacher, built.assistant
     student_teacher = teacher if assistant is None else assistant
-    dtype = torch.bfloat16 if cfg.teacher.dtype == "bfloat16" else torch.float32
+    dtype = torch.bfloat16 if cfg.teacher and cfg.teacher.dtype == "bfloat16" else torch.float32
 
     # --- teacher, scratch baseline (same init and epochs as the student), student stages ---
-    nets = {"teacher": teacher}  # the order of the summary's rows
-    if cfg.online is not None:
+    nets = {} if teacher is None else {"teacher": teacher}  # the order of the summary's rows
+    if cfg.self_distill is not None:
+        train_stage(exp, "student", self_distiller(exp, student), student, cfg.train, resume=resume)
+    elif cfg.online is not None:
         _train_online(exp, {"student": student, "teacher": teacher, **built.peers}, resume=resume)
         nets.update(built.peers)
     elif cfg.teacher.weights is None:
@@ -371,10 +377,12 @@ def _train_all(built: Plan, *, resume: bool) -> dict[str, Any]:
         save_weights(student, exp.run_dir / "student.safetensors", metadata={"stage": "student"})
     if isinstance(teacher, TeacherCache):  # a cached run builds the teacher only to report on it
         nets["teacher"] = teacher = build_net(exp, "teacher", cfg.teacher.weights)
-    if cfg.teacher.weights is not None:
+    if cfg.teacher is not None and cfg.teacher.weights is not None:
         save_weights(teacher, exp.run_dir / "teacher.safetensors", metadata={"source": "teacher.weights"})
     if cfg.online:
         ran = ["online"]
+    elif cfg.self_distill:
+        ran = ["student"]
     elif generations:
         ran = [f"gen{k}" for k in range(1, len(generations) + 1)]
     else:
@@ -384,6 +392,25 @@ def _train_all(built: Plan, *, resume: bool) -> dict[str, Any]:
         summary["born_again"] = {"ensemble_accuracy": ensemble_accuracy([teacher, *generations], exp.val_loader)}
     write_json(exp.run_dir / "summary.json", summary)
     return summary
+
+
+def self_distiller(exp: Experiment, student: nn.Module) -> SelfDistiller:
+    """The student with the auxiliary heads of self_distill; what it trains is saved without them."""
+    spec = exp.cfg.self_distill
+    return SelfDistiller(student, spec.taps, **spec.model_dump(exclude={"taps"}))
+
+
+def _check_self_distill(exp: Experiment, student: nn.Module) -> None:
+    """One batch through a copy: a tap that is not a module, or a map a head cannot take, fails now."""
+    try:
+        names = self_distiller(exp, copy.deepcopy(student)).setup(next(iter(exp.val_loader)))
+    except DistillError as e:
+        raise DistillError(f"self_distill: {e}") from None
+    if exp.cfg.train.monitor.partition("/")[2] not in names:
+        raise ConfigError(
+            f"train.monitor: '{exp.cfg.train.monitor}' is not reported by self_distill; it reports "
+            f"{', '.join(f'val/{n}' for n in names)}"
+        )
 
 
 def _train_generations(exp: Experiment, teacher: nn.Module, *, resume: bool) -> list[nn.Module]:
@@ -467,7 +494,7 @@ def open_cache(exp: Experiment) -> TeacherCache:
 
 def make_cache(cfg: Config) -> dict[str, Any]:
     """`distill cache`: run the teacher once over every sample and store its outputs in teacher.cache."""
-    if cfg.teacher.cache is None or cfg.teacher.weights is None:
+    if cfg.teacher is None or cfg.teacher.cache is None or cfg.teacher.weights is None:
         raise ConfigError("distill cache needs teacher.weights (a trained teacher) and teacher.cache (the folder)")
     exp = build_experiment(cfg)
     teacher = build_net(exp, "teacher", cfg.teacher.weights)
@@ -511,7 +538,7 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     cfg = cfg.model_copy(update={"out_dir": str(run_dir.parent), "name": run_dir.name})
     exp = build_experiment(cfg)
     names = _saved_models(run_dir)
-    if "teacher" not in names or "student" not in names:
+    if "student" not in names or (cfg.teacher is not None and "teacher" not in names):
         raise DistillError(f"{run_dir} has no finished teacher and student yet; finish it with --resume")
     nets = {name: build_net(exp, config_field(name), run_dir / f"{name}.safetensors") for name in names}
     return {"name": cfg.name, **describe(exp, nets), "user_code": code_that_ran(cfg)}

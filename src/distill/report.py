@@ -35,15 +35,16 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"{summary['name']}: {summary['data']}, {summary['val_samples']} validation samples", header]
     for name in summary["models"]:
         row = summary[name]
+        agreement = "-" if row["agreement"] is None else f"{row['agreement']:.1%}"  # no teacher to agree with
         lines.append(
-            f"{_label(name):22}{row['accuracy']:>9.2%}{row['agreement']:>8.1%}{row['params']:>12,}{_size(row['size_bytes']):>11}"
+            f"{_label(name):22}{row['accuracy']:>9.2%}{agreement:>8}{row['params']:>12,}{_size(row['size_bytes']):>11}"
             f"{row['latency_ms']:>10.3f} ms{row['throughput']:>17,.0f}"
         )
-    r = summary["ratios"]
-    lines.append(
-        f"{'student / teacher':22}{'':>17}{r['params']:>11.3f}x{r['size_bytes']:>10.3f}x"
-        f"{r['latency_ms']:>12.3f}x{r['throughput']:>16.2f}x"
-    )
+    if r := summary["ratios"]:
+        lines.append(
+            f"{'student / teacher':22}{'':>17}{r['params']:>11.3f}x{r['size_bytes']:>10.3f}x"
+            f"{r['latency_ms']:>12.3f}x{r['throughput']:>16.2f}x"
+        )
     if summary.get("born_again"):
         ensemble = summary["born_again"]["ensemble_accuracy"]
         lines.append(f"born-again: the ensemble of the teacher and every generation has {ensemble:.2%} accuracy")
@@ -52,5 +53,6 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"user code run: {code['config']} = {code['model']} from {code['file']} (sha256 {digest})")
     if summary.get("scratch") is not None:
         gain = summary["student"]["accuracy"] - summary["scratch"]["accuracy"]
-        lines.append(f"distillation vs the student alone: {gain * 100:+.2f} accuracy points on validation")
+        method = "self-distillation" if summary["teacher"] is None else "distillation"
+        lines.append(f"{method} vs the student alone: {gain * 100:+.2f} accuracy points on validation")
     return "\n".join(lines)
