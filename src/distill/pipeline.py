@@ -237,6 +237,8 @@ def _prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> None:
     is_run = saved.exists()
     if run_dir.exists() and not run_dir.is_dir():
         raise DistillError(f"{run_dir} is a file; set out_dir or name to a folder")
+    if run_dir.is_dir():
+        _remove_leftovers(run_dir)
     if overwrite and is_run and (run_dir / REPLACEABLE).exists():
         shutil.rmtree(run_dir)
         is_run = False
@@ -254,6 +256,18 @@ def _prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> None:
     if overwrite:
         write_text(run_dir / REPLACEABLE, "made by `distill demo`, which replaces it when run again\n")
     write_text(saved, cfg.to_yaml())
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    """What a killed run left half-done (we hold the lock: nothing else writes here): the temporary files
+    and checkpoint folders of interrupted writes, and epoch folders an interrupted prune left unnamed."""
+    for tmp in sorted(run_dir.rglob(".*.tmp"), reverse=True):  # what lies inside a folder goes first
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink()
+    for pointer in run_dir.glob("*/checkpoints/last.json"):
+        Checkpoints(pointer.parent).prune()
 
 
 # Keys that change how a run is carried out, not what it computes: they may differ on resume.

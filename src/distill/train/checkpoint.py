@@ -102,7 +102,7 @@ class Checkpoints:
                 f"cannot write checkpoint {final}: {e.strerror or e}; {kept}; free space or fix the folder's "
                 "permissions, then continue with --resume"
             ) from None
-        self._prune()
+        self.prune()
 
     @staticmethod
     def _write_folder(folder: Path, module: nn.Module, state: dict[str, Any]) -> None:
@@ -115,7 +115,8 @@ class Checkpoints:
             fsync_file(f)
         fsync_dir(folder)
 
-    def _prune(self) -> None:
+    def prune(self) -> None:
+        """Delete every epoch folder neither pointer names (a crash while pruning can leave one behind)."""
         keep = {p["dir"] for p in (self.pointer("last"), self.pointer("best")) if p}
         for folder in self.root.glob("epoch-*"):
             if folder.name not in keep:
@@ -130,8 +131,23 @@ class Checkpoints:
         for part, net in parts_of(module).items():
             load_weights(net, folder / f"{part}.safetensors")
         try:
-            return torch.load(folder / "state.pt", weights_only=True)
+            state = torch.load(folder / "state.pt", weights_only=True)
         except Exception as e:  # truncated or tampered: refuse rather than resume from garbage
             raise DistillError(
                 f"{folder / 'state.pt'} cannot be read ({type(e).__name__}); the checkpoint is damaged"
             ) from None
+        if which == "last":
+            self._repoint_best(state, pointer)
+        return state
+
+    def _repoint_best(self, state: dict[str, Any], last: dict[str, Any]) -> None:
+        """A crash between last.json and best.json of a new best epoch leaves best.json naming the one before;
+        the last checkpoint's own state knows it was the best. Point best.json at it again."""
+        best = state.get("best")
+        if best is None or best["epoch"] != state["epoch"] + 1:  # history counts epochs from 1
+            return
+        pointer = self.pointer("best")
+        if pointer is None or pointer["dir"] != last["dir"]:
+            repointed = {**best, "epoch": state["epoch"], "step": state["step"], "dir": last["dir"]}
+            write_json(self.root / "best.json", repointed)
+            self.prune()  # the folder best.json named before
