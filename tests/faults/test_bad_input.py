@@ -72,10 +72,14 @@ def idx_labels(n: int = 40, classes: int = 10) -> bytes:
     return idx_bytes(np.arange(n) % classes, LABELS_MAGIC)
 
 
-def npz_bytes() -> bytes:
+def npz_bytes(inputs: np.ndarray | None = None, labels: np.ndarray | None = None) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, inputs=np.zeros((8, 4)), labels=np.arange(8) % 2)
+    inputs = np.zeros((8, 4)) if inputs is None else inputs
+    np.savez(buffer, inputs=inputs, labels=np.arange(8) % 2 if labels is None else labels)
     return buffer.getvalue()
+
+
+NAN_AT_5 = np.where(np.arange(32).reshape(8, 4) == 21, np.nan, 0.0)  # sample 5
 
 
 @pytest.fixture(scope="module")
@@ -679,6 +683,18 @@ CASES += [
         "model-beyond-memory",
         TRAIN + " --set teacher.args.hidden=[200000,200000]",
         ("teacher.args: the model has 40,015,200,010 parameters", "more than this machine's"),
+    ),
+    Case(
+        "tensors-nan-input",
+        TRAIN + " --set data.name=tensors --set data.path={tmp}/d.npz",
+        ("inputs hold NaN or inf (first in sample 5)",),
+        write("d.npz", npz_bytes(inputs=NAN_AT_5)),
+    ),
+    Case(
+        "tensors-negative-label",
+        TRAIN + " --set data.name=tensors --set data.path={tmp}/d.npz",
+        ("labels must be >= 0, found -1 at sample 3",),
+        write("d.npz", npz_bytes(labels=np.array([0, 1, 0, -1, 1, 0, 1, 0]))),
     ),
     Case("warmup-inf", TRAIN + " --set train.warmup_epochs=.inf", ("train.warmup_epochs", "finite")),
     Case("clip-nan", TRAIN + " --set train.clip_grad_norm=.nan", ("train.clip_grad_norm",)),

@@ -47,7 +47,9 @@ def load_tensors(path: str) -> ArrayData:
     if len(inputs) != len(labels) or len(labels) == 0:
         raise DistillError(f"{file}: {len(inputs)} inputs but {len(labels)} labels; they must be equal and non-zero")
     if labels.min() < 0:
-        raise DistillError(f"{file}: labels must be >= 0, found {labels.min().item()}; map classes to 0..C-1")
+        i = (labels < 0).nonzero()[0].item()
+        found = f"found {labels[i].item()} at sample {i}"
+        raise DistillError(f"{file}: labels must be >= 0, {found}; map classes to 0..C-1")
     return ArrayData(
         inputs=inputs.float(),
         labels=labels.long(),

@@ -49,9 +49,12 @@ class ArrayData:
             if len(bad):
                 at = f"first in sample {bad[0].item()}"
                 raise DistillError(f"{where}: inputs hold NaN or inf ({at}); fix or drop those")
-        low, high = self.labels.min().item(), self.labels.max().item()
-        if low < 0 or high >= len(self.classes):
-            raise DistillError(f"{where}: labels must lie in [0, {len(self.classes)}), found {low}..{high}")
+        outside = ((self.labels < 0) | (self.labels >= len(self.classes))).nonzero()
+        if len(outside):
+            i = outside[0].item()
+            raise DistillError(
+                f"{where}: labels must lie in [0, {len(self.classes)}), found {self.labels[i].item()} at sample {i}"
+            )
         if self.val_indices is not None:
             self._check_val_indices()
 
