@@ -322,8 +322,9 @@ def plan(cfg: Config) -> Plan:
         teacher = open_cache(exp)
     elif cfg.teacher is not None:
         teacher = own["teacher"] = build_net(exp, "teacher", cfg.teacher.weights)
-    peers = {name: build_net(exp, field, model_spec(cfg, field).weights) for name, field in _extra_peers(cfg).items()}
-    _check_outputs_match(exp, {**own, **peers})
+    peer_fields = _extra_peers(cfg)
+    peers = {name: build_net(exp, field, model_spec(cfg, field).weights) for name, field in peer_fields.items()}
+    _check_outputs_match(exp, {**own, **{peer_fields[name]: net for name, net in peers.items()}})
     resolve_device(cfg.train.device)
     stages = [] if cfg.online or cfg.born_again or cfg.self_distill else cfg.student_stages()  # their own way
     field = "stages.{}.terms" if cfg.stages else "distill.terms"

@@ -696,6 +696,12 @@ CASES += [
         ("labels must be >= 0, found -1 at sample 3",),
         write("d.npz", npz_bytes(labels=np.array([0, 1, 0, -1, 1, 0, 1, 0]))),
     ),
+    Case(
+        "online-peer-other-classes",
+        TRAIN + " --set scratch=false --set 'online={peers: [{model: mlp, args: {hidden: [8], num_classes: 5}}]}'"
+        " --set 'distill={}'",
+        ("online.peers.0.model outputs shape (1, 5)", "check online.peers.0.args"),
+    ),
     Case("warmup-inf", TRAIN + " --set train.warmup_epochs=.inf", ("train.warmup_epochs", "finite")),
     Case("clip-nan", TRAIN + " --set train.clip_grad_norm=.nan", ("train.clip_grad_norm",)),
     Case("hidden-word", TRAIN + " --set student.args.hidden=eight", ("a list of positive integers", "'eight'")),
