@@ -72,7 +72,7 @@ def test_resume_drops_metrics_written_after_the_checkpoint(tmp_path):
     "fault, where",
     [
         (OSError(errno.ENOSPC, "No space left on device"), "torch.save"),
-        (PermissionError(errno.EACCES, "Permission denied"), "distill.train.checkpoint.save_model"),
+        (PermissionError(errno.EACCES, "Permission denied"), "distill.weights.save_model"),
         (OSError(errno.ENOSPC, "No space left on device"), "distill.train.checkpoint.write_json"),
     ],
 )

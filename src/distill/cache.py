@@ -162,10 +162,16 @@ def write_cache(
         checksums = {}
         for name in batches[0]:
             array = _to_numpy(torch.cat([b[name] for b in batches]))
-            with atomic_path(path / _file_name(name, shard)) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, array)
-                checksums[name] = hashlib.sha256(tmp.read_bytes()).hexdigest()
+            file = path / _file_name(name, shard)
+            try:
+                with atomic_path(file) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.save(f, array)
+                    checksums[name] = hashlib.sha256(tmp.read_bytes()).hexdigest()
+            except OSError as e:  # numpy's own short-write error names neither the file nor the cause
+                raise DistillError(
+                    f"cannot write {file}: {e.strerror or e}; is the disk full? run `distill cache` again to continue"
+                ) from None
         manifest["shards"][str(shard)] = {"rows": len(part), "sha256": checksums}
         write_json(path / MANIFEST, manifest)  # the shard counts only from here on
         bar.update(1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -16,7 +19,18 @@ from distill.errors import DistillError
 def save_weights(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Write `module`'s state dict as safetensors, atomically."""
     with atomic_path(path) as tmp:
-        save_model(module, str(tmp), metadata=metadata)
+        write_safetensors(module, tmp, metadata)
+
+
+def write_safetensors(module: nn.Module, file: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' `save_model`, whose write errors (a full disk, a file size limit) become the OSError they
+    are, naming `file`, instead of a SafetensorError quoting Rust."""
+    try:
+        save_model(module, str(file), metadata=metadata)
+    except SafetensorError as e:
+        code = re.search(r"(?:code: |os error )(\d+)", str(e))  # the errno, as Rust's io::Error prints it
+        number = int(code[1]) if code else errno.EIO
+        raise OSError(number, os.strerror(number), str(file)) from None
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:

@@ -2,6 +2,8 @@
 
 import errno
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,7 +55,7 @@ def reference(tmp_path_factory):
 @pytest.mark.parametrize(
     "target, call",
     [
-        ("distill.train.checkpoint.save_model", 3),  # the teacher's last checkpoint
+        ("distill.weights.save_model", 3),  # the teacher's last checkpoint
         ("torch.save", 5),  # the state file of the student's second checkpoint
         ("distill.pipeline.save_weights", 2),  # the student's result, after its last checkpoint
         ("distill.pipeline.write_json", 1),  # summary.json
@@ -95,3 +97,39 @@ def test_a_run_directory_that_cannot_be_made_is_one_line(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert code == 2 and err == f"distill: error: Permission denied: {tmp_path / 'runs'}\n"
     assert not (tmp_path / "runs").exists()
+
+
+LIMITED = """
+import resource, sys
+from distill.cli import main
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.RLIM_INFINITY))  # writes past it: EFBIG
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("limit", [5_000, 12_000])  # inside the first checkpoint's weights; its state
+def test_a_real_failed_write_is_one_line_and_resume_finishes(tmp_path, reference, limit):
+    """No stand-in this time: the kernel refuses the write (a file size limit, as a full disk would)."""
+    config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out=tmp_path / "runs") + "scratch: false\n")
+    argv = ["train", str(config), "--set", "train.epochs=3"]
+    limited = subprocess.run([sys.executable, "-c", LIMITED, str(limit), *argv], capture_output=True, text=True)
+    assert limited.returncode == 2 and limited.stderr.count("\n") == 1, limited.stderr
+    assert limited.stderr.startswith("distill: error: ") and "File too large" in limited.stderr
+    run_dir = tmp_path / "runs" / "tiny"
+    assert not list(run_dir.rglob("*.tmp"))
+    assert main([*argv, "--resume"]) == 0
+    for name in ("teacher", "student"):
+        got, want = tensors(run_dir / f"{name}.safetensors"), tensors(reference / f"{name}.safetensors")
+        assert all((got[k] == want[k]).all() for k in want)
+
+
+def test_a_cache_write_that_fails_is_one_line_naming_the_shard(tmp_path, reference):
+    config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    teacher, folder = reference / "teacher.safetensors", tmp_path / "c"
+    cache = ["--set", f"teacher.weights={teacher}", "--set", f"teacher.cache={folder}"]
+    limited = subprocess.run(
+        [sys.executable, "-c", LIMITED, "20000", "cache", str(config), *cache], capture_output=True, text=True
+    )
+    assert limited.returncode == 2 and limited.stderr.count("\n") == 1, limited.stderr
+    assert f"cannot write {folder / 'logits-00000.npy'}: " in limited.stderr and "is the disk full" in limited.stderr
+    assert main(["cache", str(config), *cache]) == 0  # the same command continues

@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_model
 from torch import nn
 
 from distill._io import fsync_dir, fsync_file, write_json
 from distill.errors import DistillError
-from distill.weights import load_weights
+from distill.weights import load_weights, write_safetensors
 
 
 def parts_of(module: nn.Module) -> dict[str, nn.Module]:
@@ -96,10 +95,11 @@ class Checkpoints:
                 write_json(self.root / "best.json", {**best, "epoch": epoch, "step": step, "dir": name})
         except OSError as e:  # a full disk, a folder made read-only: the pointers still name the previous one
             shutil.rmtree(tmp, ignore_errors=True)
+            reason = e.strerror or str(e)
             last = self.pointer("last")
             kept = f"the last good checkpoint (epoch {last['epoch'] + 1}) is kept" if last else "no checkpoint yet"
             raise DistillError(
-                f"cannot write checkpoint {final}: {e.strerror or e}; {kept}; free space or fix the folder's "
+                f"cannot write checkpoint {final}: {reason}; {kept}; free space or fix the folder's "
                 "permissions, then continue with --resume"
             ) from None
         self.prune()
@@ -109,8 +109,9 @@ class Checkpoints:
         folder.mkdir(parents=True)
         metadata = {"epoch": str(state["epoch"]), "step": str(state["step"])}
         for part, net in parts_of(module).items():
-            save_model(net, str(folder / f"{part}.safetensors"), metadata=metadata)
-        torch.save(state, folder / "state.pt")
+            write_safetensors(net, folder / f"{part}.safetensors", metadata)
+        with open(folder / "state.pt", "wb") as f:  # given a path, torch.save turns a failed write into a RuntimeError
+            torch.save(state, f)
         for f in folder.iterdir():
             fsync_file(f)
         fsync_dir(folder)
