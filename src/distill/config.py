@@ -150,12 +150,8 @@ class Config(_Group):
             if self.teacher is None:
                 raise ValueError("teacher: missing; add it to the config (only self_distill trains without one)")
             return self
-        others = {"teacher": self.teacher, "assistant": self.assistant, "online": self.online}
-        clashes = [
-            key for key, value in {**others, "born_again": self.born_again, "stages": self.stages}.items() if value
-        ]
-        if "terms" in self.distill.model_fields_set:
-            clashes.append("distill.terms")
+        groups = ("teacher", "assistant", "online", "born_again", "stages")
+        clashes = [key for key in groups if getattr(self, key) is not None] + _distill_keys_set(self)
         if clashes:
             raise ValueError(
                 f"self_distill trains the student from its own final head, with no teacher; drop {', '.join(clashes)}"
@@ -205,8 +201,7 @@ class Config(_Group):
             )
             if value is not None
         ]
-        if "terms" in self.distill.model_fields_set:
-            clashes.append("distill.terms")
+        clashes += _distill_keys_set(self)
         if clashes:
             raise ValueError(
                 f"online trains teacher and student together for train.epochs, with its own loss; "
@@ -273,6 +268,13 @@ class Config(_Group):
         if self.stages or self.online or self.born_again or self.self_distill:
             del resolved["distill"]["terms"]
         return yaml.safe_dump(resolved, sort_keys=False)
+
+
+def _distill_keys_set(cfg: Config) -> list[str]:
+    """The distill group's settings a config gives: online and self_distill train with losses of their own.
+    (A resolved config writes label_smoothing out, at 0 when unused.)"""
+    given = ["distill.terms"] if "terms" in cfg.distill.model_fields_set else []
+    return given + (["distill.label_smoothing"] if cfg.distill.label_smoothing else [])
 
 
 def _known_keys(loc: tuple) -> list[str]:

@@ -237,8 +237,6 @@ def _prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> None:
     is_run = saved.exists()
     if run_dir.exists() and not run_dir.is_dir():
         raise DistillError(f"{run_dir} is a file; set out_dir or name to a folder")
-    if run_dir.is_dir():
-        _remove_leftovers(run_dir)
     if overwrite and is_run and (run_dir / REPLACEABLE).exists():
         shutil.rmtree(run_dir)
         is_run = False
@@ -250,18 +248,25 @@ def _prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> None:
         raise DistillError(
             f"{run_dir} already holds a run; pass --resume to continue it, or set another name (--set name=...)"
         )
-    elif run_dir.exists() and not is_run and any(run_dir.iterdir()):
+    elif run_dir.exists() and not is_run and any(not _is_leftover(p) for p in run_dir.iterdir()):
         raise DistillError(f"{run_dir} holds other files; choose another name or out_dir")
+    if run_dir.is_dir():  # ours, from here on
+        _remove_leftovers(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:
         write_text(run_dir / REPLACEABLE, "made by `distill demo`, which replaces it when run again\n")
     write_text(saved, cfg.to_yaml())
 
 
+def _is_leftover(path: Path) -> bool:
+    """A temporary file or checkpoint folder of a write a kill interrupted (`_io.atomic_path`, `Checkpoints`)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
 def _remove_leftovers(run_dir: Path) -> None:
     """What a killed run left half-done (we hold the lock: nothing else writes here): the temporary files
     and checkpoint folders of interrupted writes, and epoch folders an interrupted prune left unnamed."""
-    for tmp in sorted(run_dir.rglob(".*.tmp"), reverse=True):  # what lies inside a folder goes first
+    for tmp in sorted(filter(_is_leftover, run_dir.rglob(".*.tmp")), reverse=True):  # a folder's content first
         if tmp.is_dir():
             shutil.rmtree(tmp)
         else:
@@ -376,7 +381,7 @@ def _train_all(built: Plan, *, resume: bool) -> dict[str, Any]:
         nets["assistant"] = assistant
         distiller = Distiller(assistant, teacher, built.assistant_terms, teacher_dtype=dtype)
         train_stage(exp, "assistant", distiller, assistant, cfg.train, resume=resume)
-    if cfg.scratch:
+    if cfg.scratch and not cfg.born_again:  # born-again's model alone is generation 0, the teacher
         nets["scratch"] = build_net(exp, "student", cfg.student.weights)
         scratch = Supervised(nets["scratch"], label_smoothing=cfg.distill.label_smoothing)
         epochs = sum(stage.epochs for stage in built.stages) or cfg.train.epochs
@@ -392,7 +397,7 @@ def _train_all(built: Plan, *, resume: bool) -> dict[str, Any]:
         save_weights(student, exp.run_dir / "student.safetensors", metadata={"stage": "student"})
     if isinstance(teacher, TeacherCache):  # a cached run builds the teacher only to report on it
         nets["teacher"] = teacher = build_net(exp, "teacher", cfg.teacher.weights)
-    if cfg.teacher is not None and cfg.teacher.weights is not None:
+    if cfg.teacher is not None and cfg.teacher.weights is not None and not cfg.online:  # online saved its own
         save_weights(teacher, exp.run_dir / "teacher.safetensors", metadata={"source": "teacher.weights"})
     if cfg.online:
         ran = ["online"]

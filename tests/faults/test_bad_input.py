@@ -702,6 +702,17 @@ CASES += [
         " --set 'distill={}'",
         ("online.peers.0.model outputs shape (1, 5)", "check online.peers.0.args"),
     ),
+    Case(
+        "other-files-beside-temporary-ones",  # refused before anything in the folder is cleaned up
+        TRAIN,
+        ("holds other files",),
+        both(write("runs/tiny/notes.txt", "mine"), write("runs/tiny/.draft.tmp", "mine")),
+    ),
+    Case(
+        "label-smoothing-online",
+        TRAIN + " --set 'online={}' --set 'distill={label_smoothing: 0.1}'",
+        ("drop distill.label_smoothing",),
+    ),
     Case("warmup-inf", TRAIN + " --set train.warmup_epochs=.inf", ("train.warmup_epochs", "finite")),
     Case("clip-nan", TRAIN + " --set train.clip_grad_norm=.nan", ("train.clip_grad_norm",)),
     Case("hidden-word", TRAIN + " --set student.args.hidden=eight", ("a list of positive integers", "'eight'")),

@@ -6,7 +6,6 @@ import hashlib
 import importlib
 import math
 import os
-import sys
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -80,6 +79,9 @@ def cnn(
     return nn.Sequential(OrderedDict(parts))
 
 
+_IMPORTED: dict[str, dict[str, str | None]] = {}  # "package.module:factory" -> the code that ran
+
+
 def _import_factory(spec: str) -> Callable[..., nn.Module]:
     """The callable named by "package.module:factory"; importing runs that module's code, as the config asks."""
     module_name, _, attr = spec.partition(":")
@@ -91,18 +93,16 @@ def _import_factory(spec: str) -> Callable[..., nn.Module]:
         raise ConfigError(f"'{spec}': cannot import {module_name} ({type(e).__name__}: {e})") from None
     if not hasattr(module, attr):
         raise ConfigError(f"'{spec}': {module_name} has no attribute '{attr}'")
+    file = getattr(module, "__file__", None)  # hashed now: the file may change while a long run goes on
+    digest = hashlib.sha256(Path(file).read_bytes()).hexdigest() if file and Path(file).is_file() else None
+    _IMPORTED.setdefault(spec, {"model": spec, "file": file, "sha256": digest})
     return getattr(module, attr)
 
 
-def user_code(name: str) -> dict[str, str] | None:
-    """For a model given as "package.module:factory", once built: the module whose code ran, its file and the
-    file's sha256, for the run's record. None for built-in and torchvision:/timm: names (library code)."""
-    module_name, sep, _ = name.partition(":")
-    if not sep or module_name in hub.HUBS or module_name not in sys.modules:
-        return None
-    file = getattr(sys.modules[module_name], "__file__", None)
-    digest = hashlib.sha256(Path(file).read_bytes()).hexdigest() if file else None
-    return {"model": name, "file": file, "sha256": digest}
+def user_code(name: str) -> dict[str, str | None] | None:
+    """For a model given as "package.module:factory" and built in this process: the module's file and that
+    file's sha256 when it was imported, for the run's record. None for built-in and torchvision:/timm: names."""
+    return _IMPORTED.get(name)
 
 
 def build_model(
@@ -131,7 +131,10 @@ def _check_fits(model: nn.Module, field: str) -> None:
     """Refuse a model whose training (weights, gradients, optimizer state: about 4x the weights) cannot fit
     in this machine's memory, before a byte of it is allocated."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: nothing to compare with
+        return
     if 4 * weights > memory:
         raise ConfigError(
             f"{field}.args: the model has {count_params(model):,} parameters ({weights / 2**30:.1f} GB; training "

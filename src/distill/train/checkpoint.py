@@ -60,7 +60,7 @@ def _load_pointer(path: Path) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         problem = str(e)
     else:  # it names a folder of its own checkpoints, and nothing else
-        fine = isinstance(pointer, dict) and re.fullmatch(r"epoch-\d{4}", str(pointer.get("dir")))
+        fine = isinstance(pointer, dict) and re.fullmatch(r"epoch-\d{4,}", str(pointer.get("dir")))
         problem = None if fine and isinstance(pointer.get("epoch"), int) else "not a checkpoint pointer"
     if problem:
         raise DistillError(f"{path} is corrupt ({problem}); delete it to fall back to an older checkpoint")

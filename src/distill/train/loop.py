@@ -178,6 +178,12 @@ class _Optimizers:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if set(state["optimizer"]) != set(self.optimizers):
+            raise DistillError(
+                f"the checkpoint holds optimizer state for {sorted(state['optimizer'])}, not for this module's "
+                f"parts {sorted(self.optimizers)}: another version of distill or another module wrote it; "
+                "start the run again without --resume"
+            )
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizer"][name])
             self.schedulers[name].load_state_dict(state["scheduler"][name])
