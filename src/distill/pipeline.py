@@ -2,7 +2,8 @@
 
 runs/NAME/config.yaml              the resolved config
 runs/NAME/STAGE/                   each stage's checkpoints/ and metrics.jsonl (teacher, assistant,
-                                   scratch, student or student-NAME for each of several stages)
+                                   scratch, student or student-NAME for each of several stages, online,
+                                   gen1, gen2, ...)
 runs/NAME/STAGE.safetensors        each stage's result, written when it ends; student.safetensors is
                                    the deployable student (also genK for born-again generations, peerK
                                    for online.peers)
@@ -202,8 +203,8 @@ def _predictions(net: nn.Module, loader: DataLoader, device: torch.device) -> to
 
 
 def describe(exp: Experiment, nets: dict[str, nn.Module]) -> dict[str, Any]:
-    """Accuracy, agreement with the teacher, params, bytes on disk and CPU speed of each trained net, one row
-    each under its name; `models` lists them in the order given."""
+    """Accuracy, agreement with the teacher (None without one), params, bytes on disk and CPU speed of each
+    trained net, one row each under its name; `models` lists them in the order given."""
     device = resolve_device(exp.cfg.train.device)
     predictions = {stage: _predictions(net, exp.val_loader, device) for stage, net in nets.items()}
     labels = exp.splits.val.labels
