@@ -43,7 +43,7 @@ from distill.weights import load_weights, read_state_dict, save_weights
 STAGES = ("teacher", "assistant", "scratch", "student")  # summary.json always has these keys (null when absent)
 
 
-def config_field(name: str) -> str:
+def _config_field(name: str) -> str:
     """The config group that describes the model saved as NAME.safetensors."""
     if name == "scratch" or name.startswith("gen"):  # born-again generations have the student's architecture
         return "student"
@@ -52,7 +52,7 @@ def config_field(name: str) -> str:
     return name
 
 
-def model_spec(cfg: Config, field: str) -> ModelConfig | None:
+def _model_spec(cfg: Config, field: str) -> ModelConfig | None:
     """The model group at a config path: "student", "online.peers.0"; None for an absent optional group."""
     node: Any = cfg
     for part in field.split("."):
@@ -87,7 +87,7 @@ def build_experiment(cfg: Config) -> Experiment:
 def build_net(exp: Experiment, field: str, weights: str | Path | None, seed: int | None = None) -> nn.Module:
     """The network the config group `field` describes ("teacher", "student", "online.peers.0"), seeded
     (train.seed by default) so that scratch and student start identical."""
-    spec = model_spec(exp.cfg, field)
+    spec = _model_spec(exp.cfg, field)
     seed_everything(exp.cfg.train.seed if seed is None else seed)
     model = build_model(
         spec.model, input_shape=exp.splits.input_shape, num_classes=exp.splits.num_classes, args=spec.args, field=field
@@ -329,7 +329,7 @@ def plan(cfg: Config) -> Plan:
     elif cfg.teacher is not None:
         teacher = own["teacher"] = build_net(exp, "teacher", cfg.teacher.weights)
     peer_fields = _extra_peers(cfg)
-    peers = {name: build_net(exp, field, model_spec(cfg, field).weights) for name, field in peer_fields.items()}
+    peers = {name: build_net(exp, field, _model_spec(cfg, field).weights) for name, field in peer_fields.items()}
     _check_outputs_match(exp, {**own, **{peer_fields[name]: net for name, net in peers.items()}})
     resolve_device(cfg.train.device)
     stages = [] if cfg.online or cfg.born_again or cfg.self_distill else cfg.student_stages()  # their own way
@@ -354,11 +354,12 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     built = plan(cfg)
     with FolderLock(cfg.run_dir):
         _prepare_run_dir(cfg, resume=resume, overwrite=overwrite)
-        return _train_all(built, resume=resume)
+        nets = _train_all(built, resume=resume)
+        return _summarize(built, nets)
 
 
-def _train_all(built: Plan, *, resume: bool) -> dict[str, Any]:
-    """Train every stage not finished yet, in order; measure every model; write summary.json."""
+def _train_all(built: Plan, *, resume: bool) -> dict[str, nn.Module]:
+    """Train every stage not finished yet, in order; return every model to report on, in the table's order."""
     exp, cfg = built.exp, built.exp.cfg
     student, teacher, assistant = built.student, built.teacher, built.assistant
     student_teacher = teacher if assistant is None else assistant
@@ -367,7 +368,7 @@ def _train_all(built: Plan, *, resume: bool) -> dict[str, Any]:
     # --- teacher, scratch baseline (same init and epochs as the student), student stages ---
     nets = {} if teacher is None else {"teacher": teacher}  # the order of the summary's rows
     if cfg.self_distill is not None:
-        train_stage(exp, "student", self_distiller(exp, student), student, cfg.train, resume=resume)
+        train_stage(exp, "student", _self_distiller(exp, student), student, cfg.train, resume=resume)
     elif cfg.online is not None:
         _train_online(exp, {"student": student, "teacher": teacher, **built.peers}, resume=resume)
         nets.update(built.peers)
@@ -392,14 +393,19 @@ def _train_all(built: Plan, *, resume: bool) -> dict[str, Any]:
         distiller = Distiller(student, student_teacher, terms, teacher_dtype=dtype)  # freezes it: trained by now
         train_stage(exp, name, distiller, student, cfg.stage_options(i), resume=resume)
     nets["student"] = student
+    return nets
 
-    # --- the run keeps every model it reports on ---
+
+def _summarize(built: Plan, nets: dict[str, nn.Module]) -> dict[str, Any]:
+    """Keep every model the run reports on, measure each, write summary.json."""
+    exp, cfg = built.exp, built.exp.cfg
+    generations = [net for name, net in nets.items() if name.startswith("gen")]
     if cfg.stages or generations:
-        save_weights(student, exp.run_dir / "student.safetensors", metadata={"stage": "student"})
-    if isinstance(teacher, TeacherCache):  # a cached run builds the teacher only to report on it
-        nets["teacher"] = teacher = build_net(exp, "teacher", cfg.teacher.weights)
+        save_weights(nets["student"], exp.run_dir / "student.safetensors", metadata={"stage": "student"})
+    if isinstance(built.teacher, TeacherCache):  # a cached run builds the teacher only to report on it
+        nets["teacher"] = build_net(exp, "teacher", cfg.teacher.weights)
     if cfg.teacher is not None and cfg.teacher.weights is not None and not cfg.online:  # online saved its own
-        save_weights(teacher, exp.run_dir / "teacher.safetensors", metadata={"source": "teacher.weights"})
+        save_weights(nets["teacher"], exp.run_dir / "teacher.safetensors", metadata={"source": "teacher.weights"})
     if cfg.online:
         ran = ["online"]
     elif cfg.self_distill:
@@ -408,14 +414,15 @@ def _train_all(built: Plan, *, resume: bool) -> dict[str, Any]:
         ran = [f"gen{k}" for k in range(1, len(generations) + 1)]
     else:
         ran = [stage.name for stage in built.stages]
-    summary = {"name": cfg.name, "stages": ran, **describe(exp, nets), "user_code": code_that_ran(cfg)}
+    summary = {"name": cfg.name, "stages": ran, **describe(exp, nets), "user_code": _code_that_ran(cfg)}
     if generations:
-        summary["born_again"] = {"ensemble_accuracy": ensemble_accuracy([teacher, *generations], exp.val_loader)}
+        ensemble = ensemble_accuracy([nets["teacher"], *generations], exp.val_loader)
+        summary["born_again"] = {"ensemble_accuracy": ensemble}
     write_json(exp.run_dir / "summary.json", summary)
     return summary
 
 
-def self_distiller(exp: Experiment, student: nn.Module) -> SelfDistiller:
+def _self_distiller(exp: Experiment, student: nn.Module) -> SelfDistiller:
     """The student with the auxiliary heads of self_distill; what it trains is saved without them."""
     spec = exp.cfg.self_distill
     return SelfDistiller(student, spec.taps, **spec.model_dump(exclude={"taps"}))
@@ -424,7 +431,7 @@ def self_distiller(exp: Experiment, student: nn.Module) -> SelfDistiller:
 def _check_self_distill(exp: Experiment, student: nn.Module) -> None:
     """One batch through a copy: a tap that is not a module, or a map a head cannot take, fails now."""
     try:
-        names = self_distiller(exp, copy.deepcopy(student)).setup(next(iter(exp.val_loader)))
+        names = _self_distiller(exp, copy.deepcopy(student)).setup(next(iter(exp.val_loader)))
     except DistillError as e:
         raise DistillError(f"self_distill: {e}") from None
     if exp.cfg.train.monitor.partition("/")[2] not in names:
@@ -447,13 +454,13 @@ def _train_generations(exp: Experiment, teacher: nn.Module, *, resume: bool) -> 
     return generations[1:]
 
 
-def code_that_ran(cfg: Config) -> list[dict[str, str]]:
+def _code_that_ran(cfg: Config) -> list[dict[str, str]]:
     """The user modules the config's `package.module:factory` models imported: which config key, file, sha256.
     Nothing else in a run imports code: weights load without pickle, YAML is read safely."""
     fields = ["teacher", "assistant", "student", *_extra_peers(cfg).values()]
     ran = []
     for field in fields:
-        spec = model_spec(cfg, field)
+        spec = _model_spec(cfg, field)
         if spec is not None and (code := user_code(spec.model)) is not None:
             ran.append({"config": f"{field}.model", **code})
     return ran
@@ -561,8 +568,8 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     names = _saved_models(run_dir)
     if "student" not in names or (cfg.teacher is not None and "teacher" not in names):
         raise DistillError(f"{run_dir} has no finished teacher and student yet; finish it with --resume")
-    nets = {name: build_net(exp, config_field(name), run_dir / f"{name}.safetensors") for name in names}
-    return {"name": cfg.name, **describe(exp, nets), "user_code": code_that_ran(cfg)}
+    nets = {name: build_net(exp, _config_field(name), run_dir / f"{name}.safetensors") for name in names}
+    return {"name": cfg.name, **describe(exp, nets), "user_code": _code_that_ran(cfg)}
 
 
 def _saved_models(run_dir: Path) -> list[str]:
