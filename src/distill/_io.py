@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +45,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def is_temporary(path: Path) -> bool:
+    """What a kill inside `atomic_path` (or a checkpoint folder written the same way) leaves: `.NAME.*.tmp`."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete every leftover of an interrupted write under `folder`. Only the folder's one writer (it holds
+    the folder's lock) may call this: another process's write in progress looks the same."""
+    for tmp in sorted(filter(is_temporary, folder.rglob(".*.tmp")), reverse=True):  # a folder's content first
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from distill._io import atomic_path, write_json
+from distill._io import atomic_path, remove_temporaries, write_json
 from distill.errors import DistillError
 from distill.taps import check_paths, run_tapped
 
@@ -147,7 +147,7 @@ def write_cache(
                 "teacher.cache to a new folder"
             )
         manifest = found  # resume: its finished shards stay
-    _remove_leftovers(path)
+    remove_temporaries(path)  # of shards a kill interrupted: they are written again, and would stay for good
     n_shards = -(-len(labels) // manifest["shard_rows"])
     rows = manifest["shard_rows"]
     bar = tqdm(total=n_shards, initial=len(manifest["shards"]), unit="shard", disable=None if progress else True)
@@ -177,13 +177,6 @@ def write_cache(
         bar.update(1)
     bar.close()
     return manifest
-
-
-def _remove_leftovers(path: Path) -> None:
-    """Delete the temporary files of shard and manifest writes a kill interrupted: those shards are written
-    again, and a leftover, as large as a shard, would stay for good. One process at a time writes a cache."""
-    for tmp in [*path.glob(".*.npy.*.tmp"), *path.glob(f".{MANIFEST}.*.tmp")]:
-        tmp.unlink(missing_ok=True)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

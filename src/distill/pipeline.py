@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from distill import data
-from distill._io import write_json, write_text
+from distill._io import is_temporary, remove_temporaries, write_json, write_text
 from distill._lock import FolderLock
 from distill.cache import TeacherCache, fingerprint, state_sha256, write_cache
 from distill.config import Config, ModelConfig, StageConfig, TermConfig, read_yaml, validate
@@ -157,14 +157,19 @@ def _check_stage(
         names = Distiller(student, teacher, terms).setup(next(iter(exp.val_loader)))
     except DistillError as e:
         raise DistillError(f"{field}: {e}") from None
+    _check_monitor(options, names, field)
+    for term in terms:
+        if hasattr(term, "memory_bytes"):
+            print(f"[{exp.cfg.name}] {LOSSES.name_of(term)} memory bank: {term.memory_bytes() / 2**20:.1f} MB")
+
+
+def _check_monitor(options: TrainOptions, names: list[str], field: str) -> None:
+    """train.monitor must name what the module built from `field` reports (its `names`, under val/)."""
     if options.monitor.partition("/")[2] not in names:  # val/accuracy -> accuracy
         raise ConfigError(
             f"train.monitor: '{options.monitor}' is not reported by {field}; it reports "
             f"{', '.join(f'val/{n}' for n in names)}"
         )
-    for term in terms:
-        if hasattr(term, "memory_bytes"):
-            print(f"[{exp.cfg.name}] {LOSSES.name_of(term)} memory bank: {term.memory_bytes() / 2**20:.1f} MB")
 
 
 def train_stage(
@@ -249,7 +254,7 @@ def _prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> None:
         raise DistillError(
             f"{run_dir} already holds a run; pass --resume to continue it, or set another name (--set name=...)"
         )
-    elif run_dir.exists() and not is_run and any(not _is_leftover(p) for p in run_dir.iterdir()):
+    elif run_dir.exists() and not is_run and any(not is_temporary(p) for p in run_dir.iterdir()):
         raise DistillError(f"{run_dir} holds other files; choose another name or out_dir")
     if run_dir.is_dir():  # ours, from here on
         _remove_leftovers(run_dir)
@@ -259,19 +264,10 @@ def _prepare_run_dir(cfg: Config, *, resume: bool, overwrite: bool) -> None:
     write_text(saved, cfg.to_yaml())
 
 
-def _is_leftover(path: Path) -> bool:
-    """A temporary file or checkpoint folder of a write a kill interrupted (`_io.atomic_path`, `Checkpoints`)."""
-    return path.name.startswith(".") and path.name.endswith(".tmp")
-
-
 def _remove_leftovers(run_dir: Path) -> None:
     """What a killed run left half-done (we hold the lock: nothing else writes here): the temporary files
     and checkpoint folders of interrupted writes, and epoch folders an interrupted prune left unnamed."""
-    for tmp in sorted(filter(_is_leftover, run_dir.rglob(".*.tmp")), reverse=True):  # a folder's content first
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
-        else:
-            tmp.unlink()
+    remove_temporaries(run_dir)
     for pointer in run_dir.glob("*/checkpoints/last.json"):
         Checkpoints(pointer.parent).prune()
 
@@ -315,6 +311,11 @@ class Plan:
     stage_terms: list[list[nn.Module]]
     assistant_terms: list[nn.Module]
 
+    @property
+    def student_teacher(self) -> nn.Module | TeacherCache | None:
+        """What the student stages learn from: the assistant when there is one (TAKD), else the teacher."""
+        return self.teacher if self.assistant is None else self.assistant
+
 
 def plan(cfg: Config) -> Plan:
     """Build everything first: a bad path, weights file, shape or loss option fails before a file is written."""
@@ -335,9 +336,8 @@ def plan(cfg: Config) -> Plan:
     stages = [] if cfg.online or cfg.born_again or cfg.self_distill else cfg.student_stages()  # their own way
     field = "stages.{}.terms" if cfg.stages else "distill.terms"
     stage_terms = [build_terms(exp, stage.terms, field.format(i)) for i, stage in enumerate(stages)]
-    student_teacher = own.get("assistant", teacher)
     for i, terms in enumerate(stage_terms):
-        _check_stage(exp, student, student_teacher, terms, field.format(i), cfg.stage_options(i))
+        _check_stage(exp, student, own.get("assistant", teacher), terms, field.format(i), cfg.stage_options(i))
     if cfg.self_distill is not None:
         _check_self_distill(exp, student)
     assistant_terms = []
@@ -362,7 +362,6 @@ def _train_all(built: Plan, *, resume: bool) -> dict[str, nn.Module]:
     """Train every stage not finished yet, in order; return every model to report on, in the table's order."""
     exp, cfg = built.exp, built.exp.cfg
     student, teacher, assistant = built.student, built.teacher, built.assistant
-    student_teacher = teacher if assistant is None else assistant
     dtype = torch.bfloat16 if cfg.teacher and cfg.teacher.dtype == "bfloat16" else torch.float32
 
     # --- teacher, scratch baseline (same init and epochs as the student), student stages ---
@@ -390,7 +389,7 @@ def _train_all(built: Plan, *, resume: bool) -> dict[str, nn.Module]:
         train_stage(exp, "scratch", scratch, nets["scratch"], supervised_options(cfg.train, epochs), resume=resume)
     for i, (stage, terms) in enumerate(zip(built.stages, built.stage_terms, strict=True)):
         name = f"student-{stage.name}" if cfg.stages else "student"
-        distiller = Distiller(student, student_teacher, terms, teacher_dtype=dtype)  # freezes it: trained by now
+        distiller = Distiller(student, built.student_teacher, terms, teacher_dtype=dtype)  # freezes it: trained by now
         train_stage(exp, name, distiller, student, cfg.stage_options(i), resume=resume)
     nets["student"] = student
     return nets
@@ -434,11 +433,7 @@ def _check_self_distill(exp: Experiment, student: nn.Module) -> None:
         names = _self_distiller(exp, copy.deepcopy(student)).setup(next(iter(exp.val_loader)))
     except DistillError as e:
         raise DistillError(f"self_distill: {e}") from None
-    if exp.cfg.train.monitor.partition("/")[2] not in names:
-        raise ConfigError(
-            f"train.monitor: '{exp.cfg.train.monitor}' is not reported by self_distill; it reports "
-            f"{', '.join(f'val/{n}' for n in names)}"
-        )
+    _check_monitor(exp.cfg.train, names, "self_distill")
 
 
 def _train_generations(exp: Experiment, teacher: nn.Module, *, resume: bool) -> list[nn.Module]:

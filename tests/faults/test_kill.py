@@ -389,13 +389,19 @@ TRAIN_POINTS = {
 RANDOM = "twice at random times"
 
 
+def default_cases(reference: Reference, points: dict[str, tuple[str, str, int]]) -> dict[str, list[dict]]:
+    """A kill inside each of `points`' writes, and two at random times in one chain."""
+    events = reference.events
+    cases = {point: [kill_in(events, write_event(events, *where))] for point, where in points.items()}
+    rng = random.Random(0)
+    cases[RANDOM] = [{"after_s": rng.uniform(0.1, 0.9) * reference.seconds} for _ in range(2)]
+    return cases
+
+
 @pytest.fixture(scope="module")
 def train_outcomes(train_reference, tmp_path_factory) -> dict[str, Outcome]:
     """The default kill points of `distill train`, played side by side, each in a folder of its own."""
-    events = train_reference.events
-    cases = {point: [kill_in(events, write_event(events, *where))] for point, where in TRAIN_POINTS.items()}
-    rng = random.Random(0)
-    cases[RANDOM] = [{"after_s": rng.uniform(0.1, 0.9) * train_reference.seconds} for _ in range(2)]
+    cases = default_cases(train_reference, TRAIN_POINTS)
     return run_cases(cases, play_train(train_reference), tmp_path_factory.mktemp("train-kills"))
 
 
@@ -415,10 +421,7 @@ CACHE_POINTS = {
 
 @pytest.fixture(scope="module")
 def cache_outcomes(cache_reference, tmp_path_factory) -> dict[str, Outcome]:
-    events = cache_reference.events
-    cases = {point: [kill_in(events, write_event(events, *where))] for point, where in CACHE_POINTS.items()}
-    rng = random.Random(0)
-    cases[RANDOM] = [{"after_s": rng.uniform(0.1, 0.9) * cache_reference.seconds} for _ in range(2)]
+    cases = default_cases(cache_reference, CACHE_POINTS)
     return run_cases(cases, play_cache(cache_reference), tmp_path_factory.mktemp("cache-kills"))
 
 
