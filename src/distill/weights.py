@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 from pathlib import Path
@@ -12,8 +13,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 from torch import Tensor, nn
 
-from distill._io import atomic_path
-from distill.errors import DistillError
+from distill._io import atomic_path, existing
+from distill.errors import DistillError, first_line
 
 
 def save_weights(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
@@ -31,15 +32,30 @@ def write_safetensors(module: nn.Module, file: Path, metadata: dict[str, str] | 
         code = re.search(r"(?:code: |os error )(\d+)", str(e))  # the errno, as Rust's io::Error prints it
         number = int(code[1]) if code else errno.EIO
         raise OSError(number, os.strerror(number), str(file)) from None
+    if metadata and len(metadata) > 1:
+        _sort_metadata(file)
+
+
+def _sort_metadata(file: Path) -> None:
+    """Rewrite the header of a safetensors file with its metadata keys in sorted order.
+
+    safetensors keeps metadata in a hash map whose order changes from process to process, so the same weights
+    would give files that differ in a few header bytes. Sorted keys make the same run write the same bytes.
+    The keys only move: the header keeps its length, and no tensor byte moves."""
+    with open(file, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")  # the header's length, then the header as JSON
+        header = json.loads(f.read(size))
+        metadata = dict(sorted(header.pop("__metadata__").items()))
+        text = json.dumps({"__metadata__": metadata, **header}, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > size:  # cannot happen for a header safetensors wrote: the same JSON, keys reordered
+            raise OSError(errno.EIO, "the safetensors header grew when its metadata was sorted", str(file))
+        f.seek(8)
+        f.write(text.ljust(size, b" "))  # safetensors pads its header with spaces too
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Tensors of a weights file. Never runs code: safetensors, or `torch.load(weights_only=True)`."""
-    path = Path(path)
-    if path.is_dir():
-        raise DistillError(f"{path} is a folder; give the weights file inside it (.safetensors or .pt)")
-    if not path.is_file():
-        raise DistillError(f"{path} does not exist; check the path")
+    path = existing(path, "a weights file (.safetensors or .pt)", kind="file")
     if path.suffix == ".safetensors":
         try:
             return load_file(path)
@@ -48,7 +64,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # includes pickles that would run code: weights_only refuses them
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__  # EOFError has no text
+        reason = first_line(e)[:200]
         raise DistillError(f"{path} cannot be loaded safely as weights ({reason}); save it as safetensors") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # the common {"state_dict": ...} wrapping
