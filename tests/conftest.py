@@ -62,7 +62,7 @@ out_dir: {out}
 data: {{name: digits, val_fraction: 0.25, batch_size: 128}}
 teacher: {{model: mlp, args: {{hidden: [32]}}}}
 student: {{model: mlp, args: {{hidden: [8]}}}}
-distill: {{terms: [{{loss: kd, temperature: 2.0, alpha: 0.5}}]}}
+method: {{kind: offline, terms: [{{loss: kd, temperature: 2.0, alpha: 0.5}}]}}
 train: {{epochs: 2, optimizer: adamw, lr: 0.01, progress: false}}
 """
 

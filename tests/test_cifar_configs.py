@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill import pipeline
+from distill import summary as run_summary
 from distill.cli import main
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "cifar100").glob("*.yaml"))
@@ -45,7 +45,7 @@ def test_the_seven_classic_pairs_ship():
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_each_pair_trains_a_few_steps(config, cifar100, tmp_path, monkeypatch):
     # CPU latency of ResNet50 at batch 256 is measured by benchmarks, not here
-    monkeypatch.setattr(pipeline, "speed", lambda net, shape: {"latency_ms": 1.0, "throughput": 1.0})
+    monkeypatch.setattr(run_summary, "speed", lambda net, shape: {"latency_ms": 1.0, "throughput": 1.0})
     short = [
         "train.epochs=1",
         "teacher.epochs=1",

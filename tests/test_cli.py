@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_RUN, write_config
+from distill import losses
 from distill.cli import main
 from distill.pipeline import evaluate_run
 from distill.report import format_summary
@@ -83,8 +84,8 @@ def test_a_second_run_never_overwrites_the_first(finished_run, capsys):
 
 def test_resume_with_changed_settings_is_refused(finished_run, capsys):
     config, _ = finished_run
-    code, _, err = run_cli(capsys, "train", config, "--resume", "--set", "assistant={model: mlp}")
-    assert_user_error(code, err, "assistant.args is {} but the run started with None")
+    code, _, err = run_cli(capsys, "train", config, "--resume", "--set", "method.assistant={model: mlp}")
+    assert_user_error(code, err, "--resume: method.assistant is {'model': 'mlp'", "but the run started with None")
     code, _, err = run_cli(capsys, "train", config, "--resume", "--set", "train.lr=0.5")
     assert_user_error(code, err, "train.lr is 0.5 but the run started with 0.01")
 
@@ -130,7 +131,7 @@ def test_demo_prints_its_table(tmp_path, capsys):
         (["--set", "student.model=:f"], ["':f' is not a model name"]),
         (
             ["--set", "train.monitor=val/acc"],
-            ["train.monitor: 'val/acc' is not reported by distill.terms", "val/accuracy"],
+            ["train.monitor: 'val/acc' is not reported by method.terms", "val/accuracy"],
         ),
     ],
 )
@@ -164,7 +165,7 @@ def test_paths_that_cannot_be_used(tmp_path, capsys, finished_run):
     code, _, err = run_cli(capsys, "train", config, "--set", f"out_dir={tmp_path / 'afile'}")
     assert_user_error(code, err, "afile")
     code, _, err = run_cli(capsys, "train", config, "--set", f"teacher.weights={tmp_path}")
-    assert_user_error(code, err, "is a folder; give the weights file inside it")
+    assert_user_error(code, err, "is a folder; give a weights file (.safetensors or .pt) inside it")
 
 
 def test_a_user_model_that_rejects_the_inputs(tmp_path, capsys, monkeypatch):
@@ -282,7 +283,9 @@ def test_python_dash_m_prints_no_traceback(tmp_path):
 
 
 FITNETS = """
-stages:
+method:
+  kind: offline
+  stages:
   - name: hint
     epochs: 1
     terms: [{loss: hint, student: hidden1, teacher: hidden1, weight: 1.0}]
@@ -294,8 +297,8 @@ stages:
 
 
 def staged(tmp_path):
-    """The tiny run with the FitNets stages in place of its distill.terms."""
-    plain = "\n".join(line for line in TINY_RUN.splitlines() if not line.startswith("distill:"))
+    """The tiny run with the FitNets stages in place of its method.terms."""
+    plain = "\n".join(line for line in TINY_RUN.splitlines() if not line.startswith("method:"))
     return plain.format(out=tmp_path / "runs") + FITNETS
 
 
@@ -323,7 +326,7 @@ def test_a_two_stage_fitnets_run(tmp_path, capsys):
 
 def test_a_bad_tap_path_fails_before_anything_is_written(tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", staged(tmp_path))
-    code, _, err = run_cli(capsys, "train", config, "--set", "stages.0.terms.0.student=hiden1")
+    code, _, err = run_cli(capsys, "train", config, "--set", "method.stages.0.terms.0.student=hiden1")
     assert_user_error(code, err, "student has no module 'hiden1'; close: hidden1")
     assert not (tmp_path / "runs").exists()
 
@@ -331,20 +334,35 @@ def test_a_bad_tap_path_fails_before_anything_is_written(tmp_path, capsys):
 def test_an_adapter_that_cannot_be_inferred_fails_before_the_teacher_trains(tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", staged(tmp_path))
     cnn_teacher = ["--set", "teacher.model=cnn", "--set", "teacher.args={channels: [4]}"]
-    code, out, err = run_cli(capsys, "train", config, *cnn_teacher, "--set", "stages.0.terms.0.teacher=block1")
+    code, out, err = run_cli(capsys, "train", config, *cnn_teacher, "--set", "method.stages.0.terms.0.teacher=block1")
     assert_user_error(code, err, "loss term 'hint' (hidden1 -> block1)", "cannot map the student's (256, 8)")
+    assert "training" not in out and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        ("{lr: -1}", "method.stages.1.train.lr: Input should be greater than 0, got -1"),
+        ("{schedule: multistep}", "schedule 'multistep' needs train.milestones"),
+        ("{milestones: [5]}", "train.milestones must lie in [1, epochs=2), got [5]"),
+    ],
+)
+def test_a_stage_override_is_checked_with_the_train_group(tmp_path, capsys, train, message):
+    config = write_config(tmp_path / "c.yaml", staged(tmp_path))
+    code, out, err = run_cli(capsys, "train", config, "--set", f"method.stages.1.train={train}")
+    assert_user_error(code, err, message)
     assert "training" not in out and not (tmp_path / "runs").exists()
 
 
 def test_a_run_interrupted_in_its_second_stage_resumes_exactly(tmp_path, capsys, monkeypatch):
     from safetensors.torch import load_file
 
-    from distill import pipeline
+    from distill.recipes import _stages
 
     straight = write_config(tmp_path / "a.yaml", staged(tmp_path / "a"))
     assert run_cli(capsys, "train", straight, "--set", "scratch=false")[0] == 0
 
-    real_fit = pipeline.fit
+    real_fit = _stages.fit
 
     def crash_in_kd(module, *args, run_dir, **kwargs):
         class Crash:
@@ -355,9 +373,9 @@ def test_a_run_interrupted_in_its_second_stage_resumes_exactly(tmp_path, capsys,
         return real_fit(module, *args, run_dir=run_dir, callbacks=callbacks, **kwargs)
 
     broken = write_config(tmp_path / "b.yaml", staged(tmp_path / "b"))
-    monkeypatch.setattr(pipeline, "fit", crash_in_kd)
+    monkeypatch.setattr(_stages, "fit", crash_in_kd)
     assert run_cli(capsys, "train", broken, "--set", "scratch=false")[0] == 130
-    monkeypatch.setattr(pipeline, "fit", real_fit)
+    monkeypatch.setattr(_stages, "fit", real_fit)
     code, _, err = run_cli(capsys, "train", broken, "--set", "scratch=false", "--resume")
     assert code == 0, err
 
@@ -368,23 +386,25 @@ def test_a_run_interrupted_in_its_second_stage_resumes_exactly(tmp_path, capsys,
 
 @pytest.fixture
 def distiller_pairs(monkeypatch):
-    """(student, teacher) of every Distiller the pipeline builds, in order."""
-    from distill import pipeline
+    """(student, teacher) of every Distiller the recipes build to train, in order."""
+    from distill import selfdistill
+    from distill.recipes import offline
 
     pairs = []
-    real = pipeline.Distiller
+    real = offline.Distiller
 
     def recording(student, teacher, *args, **kwargs):
         pairs.append((student, teacher))
         return real(student, teacher, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "Distiller", recording)
+    monkeypatch.setattr(offline, "Distiller", recording)
+    monkeypatch.setattr(selfdistill, "Distiller", recording)  # born-again generations
     return pairs
 
 
 def test_a_teacher_assistant_chain(tmp_path, capsys, distiller_pairs):
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
-    code, out, err = run_cli(capsys, "train", config, "--set", "assistant={model: mlp, args: {hidden: [16]}}")
+    code, out, err = run_cli(capsys, "train", config, "--set", "method.assistant={model: mlp, args: {hidden: [16]}}")
     assert code == 0, err
     assert out.index("training teacher") < out.index("training assistant") < out.index("training student")
     assert "teacher assistant" in out
@@ -392,13 +412,13 @@ def test_a_teacher_assistant_chain(tmp_path, capsys, distiller_pairs):
     assert summary["assistant"]["params"] < summary["teacher"]["params"]
     assistant_training, student_training = distiller_pairs[-2:]
     assert student_training[1] is assistant_training[0]  # the student learns from the trained assistant
-    code, _, err = run_cli(capsys, "train", config, "--set", "name=x", "--set", "assistant={modle: mlp}")
-    assert_user_error(code, err, "assistant.modle: unknown key (did you mean 'model'?)")
+    code, _, err = run_cli(capsys, "train", config, "--set", "name=x", "--set", "method.assistant={modle: mlp}")
+    assert_user_error(code, err, "method.assistant.modle: unknown key (did you mean 'model'?)")
 
 
 def test_online_peers_each_have_an_optimizer_a_checkpoint_and_a_row(tmp_path, capsys):
-    config = write_config(tmp_path / "c.yaml", staged(tmp_path).split("stages:")[0])
-    online = "online={mutual: true, peers: [{model: mlp, args: {hidden: [12]}}]}"
+    config = write_config(tmp_path / "c.yaml", staged(tmp_path).split("method:")[0])
+    online = "method={kind: online, mutual: true, peers: [{model: mlp, args: {hidden: [12]}}]}"
     code, out, err = run_cli(capsys, "train", config, "--set", online, "--set", "scratch=false")
     assert code == 0, err
     assert "training online for 2 epochs" in out and "training teacher" not in out and "peer 1" in out
@@ -407,7 +427,7 @@ def test_online_peers_each_have_an_optimizer_a_checkpoint_and_a_row(tmp_path, ca
     assert summary["stages"] == ["online"] and summary["models"] == ["teacher", "peer1", "student"]
     for name in summary["models"]:
         assert set(summary[name]) >= SUMMARY_KEYS
-    assert summary["peer1"]["params"] == 64 * 12 + 12 + 12 * 10 + 10  # online.peers.0: digits, one hidden layer of 12
+    assert summary["peer1"]["params"] == 64 * 12 + 12 + 12 * 10 + 10  # method.peers.0: digits, one hidden layer of 12
     records = [json.loads(line) for line in (run_dir / "online" / "metrics.jsonl").open()]
     assert {"val/student/accuracy", "val/teacher/accuracy", "val/peer1/accuracy", "val/agreement"} <= set(records[-1])
     checkpoint = (
@@ -426,18 +446,41 @@ def test_online_peers_each_have_an_optimizer_a_checkpoint_and_a_row(tmp_path, ca
     }
 
 
-def test_online_refuses_what_it_would_ignore(tmp_path, capsys):
-    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
-    code, _, err = run_cli(capsys, "train", config, "--set", "online={}")
-    assert_user_error(code, err, "online trains teacher and student together", "drop distill.terms")
+CLASHES = [
+    # keys of two ways of distilling in one method: named with the kind that does not have them
+    ("method: {kind: online, terms: [{loss: kd}]}", "method.terms: not a key of method.kind 'online'"),
+    ("method: {kind: born_again, stages: []}", "method.stages: not a key of method.kind 'born_again'"),
+    ("method: {kind: self_distill, taps: [block1], assistant: {model: mlp}}", "method.assistant: not a key of"),
+    ("method: {kind: online, tmperature: 2}", "method.tmperature: not a key of method.kind 'online' (did you mean"),
+    # the teacher's keys that a way of distilling would ignore, or a teacher it has no use for
+    ("method: {kind: online}\nteacher: {model: mlp, cache: c, weights: w}", "teacher.cache: method.kind 'online'"),
+    ("method: {kind: online}\nteacher: {model: mlp, epochs: 3}", "teacher.epochs: method.kind 'online' does not"),
+    ("method: {kind: self_distill, taps: [hidden1]}\nteacher: {model: mlp}", "teacher: method.kind 'self_distill'"),
+    ("method: {kind: offline}\nteacher: null", "teacher: missing; method.kind 'offline' needs one"),
+    # the old spellings, and a kind that does not exist
+    ("online: {mutual: true}", "online: unknown key; the way of distilling is chosen as method: {kind: online"),
+    ("distill: {terms: [{loss: kd}]}", "distill: unknown key; terms and label_smoothing are keys of method"),
+    ("method: {kind: onlin}", "method.kind: 'onlin' is not one of born_again, offline, online, self_distill"),
+    ("method: {terms: [{loss: kd}]}", "method.kind: missing; give one of born_again, offline, online"),
+]
+
+
+@pytest.mark.parametrize("method, message", CLASHES)
+def test_a_clash_of_ways_of_distilling_is_one_line_naming_both_keys(tmp_path, capsys, method, message):
+    plain = [line for line in TINY_RUN.format(out=tmp_path / "runs").splitlines() if not line.startswith("method:")]
+    plain = [line for line in plain if not line.startswith("teacher:") or "teacher" not in method]
+    text = "\n".join([*plain, method])
+    code, _, err = run_cli(capsys, "train", write_config(tmp_path / "c.yaml", text))
+    assert_user_error(code, err, message)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_born_again_generations_from_the_command_line(tmp_path, capsys, distiller_pairs):
-    plain = "\n".join(line for line in TINY_RUN.splitlines() if not line.startswith(("distill:", "student:")))
+    plain = "\n".join(line for line in TINY_RUN.splitlines() if not line.startswith(("method:", "student:")))
     config = write_config(
         tmp_path / "c.yaml", plain.format(out=tmp_path / "runs") + "\nstudent: {model: mlp, args: {hidden: [32]}}\n"
     )
-    code, out, err = run_cli(capsys, "train", config, "--set", "born_again={generations: 2}", "--set", "scratch=false")
+    code, out, err = run_cli(capsys, "train", config, "--set", "method={kind: born_again, generations: 2}")
     assert code == 0, err
     assert "training gen1" in out and "training gen2" in out and "generation 2" in out and "ensemble" in out
     summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
@@ -453,9 +496,9 @@ def test_born_again_generations_from_the_command_line(tmp_path, capsys, distille
         "train",
         write_config(tmp_path / "d.yaml", TINY_RUN.format(out=tmp_path / "r2")),
         "--set",
-        "born_again={}",
+        "method={kind: born_again}",
     )
-    assert_user_error(code, err, "born_again: the student must have the teacher's architecture")
+    assert_user_error(code, err, "student: method.kind 'born_again' trains generations of the teacher's architecture")
 
 
 SELF_DISTILL = """\
@@ -463,7 +506,7 @@ name: sd
 out_dir: {out}
 data: {{name: digits, val_fraction: 0.25, batch_size: 128}}
 student: {{model: cnn, args: {{channels: [8, 16], hidden: 16}}}}
-self_distill: {{taps: [block1]}}
+method: {{kind: self_distill, taps: [block1]}}
 train: {{epochs: 2, optimizer: adamw, lr: 0.01, progress: false}}
 """
 
@@ -486,12 +529,9 @@ def test_deep_self_distillation_from_a_config_needs_no_teacher(tmp_path, capsys)
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("self_distill.taps=[blok1]", "self_distill: model has no module 'blok1'"),
-        (
-            "teacher={model: mlp}",
-            "self_distill trains the student from its own final head, with no teacher; drop teacher",
-        ),
-        ("self_distill=null", "teacher: missing; add it to the config (only self_distill trains without one)"),
+        ("method.taps=[blok1]", "method: model has no module 'blok1'"),
+        ("teacher={model: mlp}", "teacher: method.kind 'self_distill' trains without a teacher; drop teacher"),
+        ("method={kind: offline}", "teacher: missing; method.kind 'offline' needs one"),
     ],
 )
 def test_self_distillation_mistakes_are_one_line(tmp_path, capsys, override, message):
@@ -499,3 +539,56 @@ def test_self_distillation_mistakes_are_one_line(tmp_path, capsys, override, mes
     code, _, err = run_cli(capsys, "train", config, "--set", override)
     assert_user_error(code, err, message)
     assert not (tmp_path / "runs").exists()
+
+
+# --- a user's mistake (exit 2) or a failure (exit 1) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error, exit_code, says",
+    [
+        (RuntimeError("an internal error of torch\nwith more lines"), 1, "internal error: RuntimeError"),
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), 1, "out of memory: OutOfMemoryError"),
+        (KeyError("a bug of ours"), 1, "internal error: KeyError"),
+        (
+            losses.LossInputError("kd: student_logits must be 2-d"),
+            2,
+            "error: method.terms: loss term 'kd': kd: student",
+        ),
+    ],
+)
+def test_a_loss_term_that_fails_is_a_user_error_only_when_it_refuses_its_inputs(
+    tmp_path, capsys, monkeypatch, error, exit_code, says
+):
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(losses.KD, "forward", fail)
+    monkeypatch.delenv("DISTILL_DEBUG", raising=False)
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    code, _, err = run_cli(capsys, "train", config)
+    assert code == exit_code and says in err and "Traceback" not in err, err
+    if exit_code == 1:
+        assert "not a problem with your configuration" in err and "--debug" in err
+    assert not (tmp_path / "runs").exists()  # the stage check failed before anything was written
+
+
+def test_an_internal_error_shows_its_traceback_on_request(tmp_path, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("an internal error of torch")
+
+    monkeypatch.setattr(losses.KD, "forward", fail)
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    code, _, err = run_cli(capsys, "--debug", "train", config)
+    assert code == 1 and "Traceback (most recent call last)" in err and "in fail" in err
+    monkeypatch.setenv("DISTILL_DEBUG", "1")
+    code, _, err = run_cli(capsys, "train", config)
+    assert code == 1 and "Traceback (most recent call last)" in err
+
+
+def test_quiet_and_verbose(finished_run, tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    code, out, _ = run_cli(capsys, "--quiet", "train", config, "--set", "scratch=false")
+    assert code == 0 and "training" not in out and "student (distilled)" in out  # the result, not the chatter
+    code, out, _ = run_cli(capsys, "train", config, "--set", "name=again", "--set", "scratch=false")
+    assert code == 0 and "[again] training teacher for 2 epochs" in out

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_config
-from distill import ConfigError
+from distill import ConfigError, DistillError
 from distill.config import Config, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
@@ -21,14 +21,14 @@ def test_overrides_are_typed_and_nested(tiny_config):
         tiny_config,
         [
             "train.epochs=7",
-            "distill.terms.0.temperature=2.5",
+            "method.terms.0.temperature=2.5",
             "train.milestones=[2, 4]",
             "train.schedule=multistep",
             "scratch=false",
         ],
     )
     assert (
-        cfg.train.epochs == 7 and cfg.distill.terms[0].options["temperature"] == 2.5 and cfg.train.milestones == [2, 4]
+        cfg.train.epochs == 7 and cfg.method.terms[0].options["temperature"] == 2.5 and cfg.train.milestones == [2, 4]
     )
     assert cfg.scratch is False
 
@@ -45,17 +45,20 @@ def test_overrides_are_typed_and_nested(tiny_config):
         ("train.schedule=multistep", "schedule 'multistep' needs train.milestones"),
         ("name=../escape", "name: String should match pattern"),
         ("train.epochs", "expected key=value"),
-        ("stages=[]", "stages: List should have at least 1 item"),
-        ("distill.terms.1.weight=2", "distill.terms is not a list in this config"),
-        ("stages.0.epochs=2", "stages is not a list in this config; set the whole list"),
-        ("distill.terms=[]", "distill.terms: List should have at least 1 item"),
-        ("stages=[{name: hint, epochs: 1, terms: []}]", "stages.0.terms: List should have at least 1 item"),
+        ("method.stages=[]", "method.stages: List should have at least 1 item"),
+        ("method.terms.1.weight=2", "method.terms is not a list in this config"),
+        ("method.stages.0.epochs=2", "method.stages is not a list in this config; set the whole list"),
+        ("method.terms=[]", "method.terms: List should have at least 1 item"),
         (
-            "stages=[{name: a, epochs: 1, terms: [{loss: kd}], train: {lrr: 1}}]",
-            "stages.0.train.lrr: unknown key (did you mean 'lr'?)",
+            "method.stages=[{name: hint, epochs: 1, terms: []}]",
+            "method.stages.0.terms: List should have at least 1 item",
         ),
         (
-            "stages=[{name: a, epochs: 1, terms: [{loss: kd}]}, {name: a, epochs: 1, terms: [{loss: kd}]}]",
+            "method.stages=[{name: a, epochs: 1, terms: [{loss: kd}], train: {lrr: 1}}]",
+            "method.stages.0.train.lrr: unknown key (did you mean 'lr'?)",
+        ),
+        (
+            "method.stages=[{name: a, epochs: 1, terms: [{loss: kd}]}, {name: a, epochs: 1, terms: [{loss: kd}]}]",
             "names must differ",
         ),
         ("train.epochs=true", "train.epochs: Input should be a valid integer"),
@@ -65,7 +68,7 @@ def test_overrides_are_typed_and_nested(tiny_config):
 )
 def test_bad_values_name_the_key(tiny_config, override, message):
     with pytest.raises(ConfigError) as e:
-        load_config(tiny_config, ["teacher.epochs=1", "distill={}", override])
+        load_config(tiny_config, ["teacher.epochs=1", "method={kind: offline}", override])
     assert message in str(e.value)
     assert str(tiny_config) in str(e.value) or "--set" in str(e.value)
     assert "\n" not in str(e.value)
@@ -87,7 +90,7 @@ def test_bad_files_name_the_problem(tmp_path, text, message):
 
 
 def test_a_missing_config_file(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(DistillError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
 
 
@@ -98,7 +101,7 @@ def test_yaml_never_runs_code(tmp_path):
 
 
 def test_set_into_a_list_checks_the_index(tiny_config):
-    cfg = load_config(tiny_config, ["distill.terms.0.weight=3"])
-    assert cfg.distill.terms[0].weight == 3
-    with pytest.raises(ConfigError, match="distill.terms has 1 entries; give an index below 1"):
-        load_config(tiny_config, ["distill.terms.1.weight=2"])
+    cfg = load_config(tiny_config, ["method.terms.0.weight=3"])
+    assert cfg.method.terms[0].weight == 3
+    with pytest.raises(ConfigError, match="method.terms has 1 entries; give an index below 1"):
+        load_config(tiny_config, ["method.terms.1.weight=2"])

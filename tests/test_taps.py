@@ -37,7 +37,7 @@ class FeatureMSE(nn.Module):
 
     def forward(self, student_feat, teacher_feat):
         if student_feat.shape != teacher_feat.shape:
-            raise ValueError(f"shapes {tuple(student_feat.shape)} and {tuple(teacher_feat.shape)} differ")
+            raise losses.LossInputError(f"shapes {tuple(student_feat.shape)} and {tuple(teacher_feat.shape)} differ")
         return F.mse_loss(student_feat, teacher_feat)
 
 

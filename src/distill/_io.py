@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from distill.errors import DistillError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -74,3 +77,21 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def existing(path: str | os.PathLike, expected: str, *, kind: Literal["file", "any"] = "any") -> Path:
+    """`path` as the user wrote it (so messages show their spelling), or a DistillError naming it and what was
+    `expected` there ("a CSV file with a header row"): it does not exist, or it is a folder where a file
+    (`kind="file"`) was wanted."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DistillError(f"{p} does not exist; expected {expected}")
+    if kind == "file" and not p.is_file():
+        raise DistillError(f"{p} is a folder; give {expected} inside it")
+    return p
+
+
+def relative_paths(text: str) -> str:
+    """`text` with every absolute path in it written relative to the working directory, as messages and tables
+    show paths (a data set's description records the absolute one)."""
+    return re.sub(r"(?<![\w.])/[^\s:+(),]+", lambda m: os.path.relpath(m.group(0)), text)

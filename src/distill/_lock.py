@@ -8,13 +8,15 @@ it but no holder is a stale lock, left by a process that was killed: it is taken
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 
 from distill.errors import DistillError
+
+logger = logging.getLogger(__name__)
 
 
 class FolderLock:
@@ -52,10 +54,7 @@ class FolderLock:
         left = os.read(fd, 256).decode(errors="replace").strip()
         if left:  # its holder never released it: killed, or its machine went down
             self.stale_holder = left
-            print(
-                f"distill: taking over the stale lock on {self.folder} left by {left}, which is no longer running",
-                file=sys.stderr,
-            )
+            logger.warning("taking over the stale lock on %s left by %s, which is no longer running", self.folder, left)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}".encode(), 0)
         os.fsync(fd)

@@ -137,16 +137,8 @@ def write_cache(
         num_classes = run_tapped(teacher, inputs[:1].to(device), ())[0].shape[-1]
     if top_k is not None and not 1 <= top_k <= num_classes:
         raise DistillError(f"cache.top_k={top_k} must lie in [1, {num_classes}]: the teacher has {num_classes} classes")
-    manifest = {"fingerprint": expected, "shard_rows": shard_rows, "num_classes": num_classes, "shards": {}}
-    if (path / MANIFEST).exists():
-        found = read_manifest(path)
-        differ = _mismatch(found["fingerprint"], expected)
-        if differ:
-            raise DistillError(
-                f"{path} holds a cache of something else ({differ} differ); delete it or set "
-                "teacher.cache to a new folder"
-            )
-        manifest = found  # resume: its finished shards stay
+    new = {"fingerprint": expected, "shard_rows": shard_rows, "num_classes": num_classes, "shards": {}}
+    manifest = _resumed(path, expected) or new
     remove_temporaries(path)  # of shards a kill interrupted: they are written again, and would stay for good
     n_shards = -(-len(labels) // manifest["shard_rows"])
     rows = manifest["shard_rows"]
@@ -159,24 +151,40 @@ def write_cache(
             _teacher_outputs(teacher, part[i : i + batch_size].to(device), features, top_k, DTYPES[dtype])
             for i in range(0, len(part), batch_size)
         ]
-        checksums = {}
-        for name in batches[0]:
-            array = _to_numpy(torch.cat([b[name] for b in batches]))
-            file = path / _file_name(name, shard)
-            try:
-                with atomic_path(file) as tmp:
-                    with open(tmp, "wb") as f:
-                        np.save(f, array)
-                    checksums[name] = hashlib.sha256(tmp.read_bytes()).hexdigest()
-            except OSError as e:  # numpy's own short-write error names neither the file nor the cause
-                raise DistillError(
-                    f"cannot write {file}: {e.strerror or e}; is the disk full? run `distill cache` again to continue"
-                ) from None
+        outputs = {name: torch.cat([b[name] for b in batches]) for name in batches[0]}
+        checksums = {name: _write_array(path / _file_name(name, shard), output) for name, output in outputs.items()}
         manifest["shards"][str(shard)] = {"rows": len(part), "sha256": checksums}
         write_json(path / MANIFEST, manifest)  # the shard counts only from here on
         bar.update(1)
     bar.close()
     return manifest
+
+
+def _resumed(path: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of an unfinished cache of the same fingerprint, whose finished shards stay; None when there
+    is no cache yet. A cache of anything else is refused, never touched."""
+    if not (path / MANIFEST).exists():
+        return None
+    found = read_manifest(path)
+    differ = _mismatch(found["fingerprint"], expected)
+    if differ:
+        raise DistillError(
+            f"{path} holds a cache of something else ({differ} differ); delete it or set teacher.cache to a new folder"
+        )
+    return found
+
+
+def _write_array(file: Path, values: Tensor) -> str:
+    """Write `values` as a .npy file, atomically; return the file's sha256."""
+    try:
+        with atomic_path(file) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, _to_numpy(values))
+            return hashlib.sha256(tmp.read_bytes()).hexdigest()
+    except OSError as e:  # numpy's own short-write error names neither the file nor the cause
+        raise DistillError(
+            f"cannot write {file}: {e.strerror or e}; is the disk full? run `distill cache` again to continue"
+        ) from None
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -244,6 +252,9 @@ class TeacherCache:
         self.num_classes = manifest["num_classes"]
         self.dtype = DTYPES[self.fingerprint["dtype"]]
         self.shards = [self._open(s, manifest["shards"][str(s)], verify) for s in range(n_shards)]
+
+    def __deepcopy__(self, memo: dict) -> TeacherCache:
+        return self  # read-only: copies of a Distiller (the dry run before training) read the same files
 
     def _open(self, shard: int, entry: dict[str, Any], verify: bool) -> dict[str, np.ndarray]:
         arrays = {}

@@ -1,16 +1,25 @@
-"""The `distill` command."""
+"""The `distill` command.
+
+Exit codes: 0 done; 2 a mistake the user can fix (one line naming the key or file); 1 anything else (out of
+memory, an error inside torch or a library, a bug of ours), said to be no configuration problem, with the
+traceback under --debug or DISTILL_DEBUG=1; 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import traceback
 from importlib import resources
 from typing import NoReturn
 
 from distill.config import load_config
-from distill.errors import DistillError
-from distill.pipeline import evaluate_run, make_cache, run
+from distill.errors import DistillError, first_line
+from distill.pipeline import evaluate_run, run
 from distill.report import format_summary
+from distill.teacher_cache import make_cache
 
 DEMO_CONFIG = resources.files("distill") / "demo.yaml"
 
@@ -35,6 +44,10 @@ def _add_overrides(command: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distill", description="Knowledge distillation: teacher -> student.")
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the result")
+    talk.add_argument("-v", "--verbose", action="store_true", help="also debugging messages")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="run an experiment from a YAML config")
@@ -52,6 +65,32 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="re-measure the models of a finished run")
     evaluate.add_argument("run_dir", help="a run directory made by `distill train` or `distill demo`")
     return parser
+
+
+class _Below(logging.Filter):
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < self.level
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    """The library logs under `distill`; the command shows its progress as plain lines on stdout and its
+    warnings on stderr, as `distill: ...`. Set up anew by each call of `main`."""
+    logger = logging.getLogger("distill")
+    for handler in [h for h in logger.handlers if getattr(h, "distill_cli", False)]:
+        logger.removeHandler(handler)
+    progress, warnings = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
+    progress.addFilter(_Below(logging.WARNING))
+    progress.setFormatter(logging.Formatter("%(message)s"))
+    warnings.setLevel(logging.WARNING)
+    warnings.setFormatter(logging.Formatter("distill: %(message)s"))
+    for handler in (progress, warnings):
+        handler.distill_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
 
 
 def _main(args: argparse.Namespace) -> None:
@@ -75,6 +114,7 @@ def _main(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _setup_logging(args)
     try:
         _main(args)
     except DistillError as e:
@@ -86,4 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("distill: interrupted; continue with `distill train CONFIG --resume`", file=sys.stderr)
         return 130
+    except Exception as e:  # not the user's mistake: say so, and keep the traceback for whoever debugs it
+        if args.debug or os.environ.get("DISTILL_DEBUG") == "1":
+            traceback.print_exc()
+        what = "out of memory" if isinstance(e, MemoryError) or "out of memory" in str(e) else "internal error"
+        print(
+            f"distill: {what}: {type(e).__name__}: {first_line(e)}\n"
+            "  This is not a problem with your configuration. Rerun with --debug (or DISTILL_DEBUG=1) for the "
+            "traceback, and report it if it persists.",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distill._tensors import Batch, top1_accuracy
 from distill.cache import TeacherCache
-from distill.errors import DistillError
-from distill.losses import LOSSES
+from distill.errors import DistillError, first_line
+from distill.losses import LOSSES, LossInputError, hard_loss
 from distill.taps import check_paths, make_adapter, run_tapped
-from distill.teacher import CachedTeacher, LiveTeacher
-
-if TYPE_CHECKING:
-    from distill.train import History, TrainOptions
-
-Batch = dict[str, Tensor]
-
-
-def top1_accuracy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
-    """Top-1 accuracy over labelled samples, as a 0-dim tensor (no host sync)."""
-    labelled = labels != ignore_index
-    correct = (logits.argmax(-1) == labels) & labelled
-    return correct.sum() / labelled.sum().clamp(min=1)
-
+from distill.teacher import teacher_source
+from distill.train import History, TrainOptions, fit, setup
 
 RESERVED = {"loss", "accuracy", "teacher_accuracy", "agreement"}  # what forward reports besides the terms
 
@@ -98,10 +86,7 @@ class Distiller(nn.Module):
         self.adapters = nn.ModuleDict()
         self.student_taps, self.teacher_taps = tap_paths(terms)
         check_paths(student, self.student_taps, "student")
-        if isinstance(teacher, TeacherCache):
-            self.teacher = CachedTeacher(teacher, taps=self.teacher_taps)
-        else:
-            self.teacher = LiveTeacher(teacher, dtype=teacher_dtype, taps=self.teacher_taps)
+        self.teacher = teacher_source(teacher, dtype=teacher_dtype, taps=self.teacher_taps)
         _check_topk(self.terms, self.teacher.top_k)
         self.ignore_index = ignore_index
 
@@ -124,8 +109,8 @@ class Distiller(nn.Module):
                 student_feature = self._adapt(name, term, student_features[term.student_layer], teacher_feature)
                 index = (batch["index"],) if term.needs_index else ()
                 parts[name] = term(student_feature, teacher_feature, *index)
-            except (ValueError, RuntimeError) as e:  # a loss refusing its inputs (rank, heads, sizes): name it
-                raise DistillError(f"loss term '{name}': {str(e).strip().splitlines()[0]}") from None
+            except LossInputError as e:  # a loss refusing its inputs (rank, heads, sizes): a wrong tap or pair
+                raise DistillError(f"loss term '{name}': {first_line(e)}") from e
         weighted = [
             value if self.terms[name].weight == 1.0 else self.terms[name].weight * value
             for name, value in parts.items()
@@ -149,15 +134,10 @@ class Distiller(nn.Module):
             self.adapters[name] = adapter.to(student_feature.device)
         return self.adapters[name](student_feature)
 
-    @torch.no_grad()
     def setup(self, batch: Batch) -> list[str]:
-        """One forward without gradients that sizes the adapters and lazy loss parameters; returns the names
-        of what forward reports."""
-        was_training = self.training
-        self.eval()
-        names = list(self(batch))
-        self.train(was_training)
-        return names
+        """One forward without gradients that sizes the adapters and lazy loss parameters (`distill.train.setup`);
+        returns the names of what forward reports."""
+        return setup(self, batch)
 
     def fit(
         self,
@@ -169,8 +149,6 @@ class Distiller(nn.Module):
         **options: Any,
     ) -> History:
         """Train the student with `distill.train.fit`; `options` are `TrainOptions` fields (lr, optimizer...)."""
-        from distill.train import TrainOptions, fit
-
         return fit(self, train_loader, val_loader, TrainOptions(epochs=epochs, **options), run_dir=run_dir)
 
 
@@ -185,7 +163,7 @@ class Supervised(nn.Module):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         logits = self.model(batch["input"])
         labels = batch["label"]
-        loss = F.cross_entropy(logits, labels, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)
+        loss = hard_loss(logits, labels, label_smoothing=self.label_smoothing, ignore_index=self.ignore_index)
         with torch.no_grad():
             accuracy = top1_accuracy(logits, labels, self.ignore_index)
         return {"loss": loss, "accuracy": accuracy}

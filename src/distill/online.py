@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.distiller import Batch, top1_accuracy
+from distill._tensors import Batch, top1_accuracy
 from distill.errors import DistillError
-from distill.losses import soft_loss
+from distill.losses import check_temperature, hard_loss, soft_loss
 
 
 class MutualLearning(nn.Module):
@@ -49,8 +47,7 @@ class MutualLearning(nn.Module):
         names = [f"peer{k}" for k in range(len(peers))] if names is None else list(names)
         if len(set(names)) != len(peers):
             raise DistillError(f"give each of the {len(peers)} peers its own name, got {names}")
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise DistillError(f"temperature must be a finite number > 0, got {temperature}")
+        check_temperature(temperature)
         self.peers = nn.ModuleList(peers)
         self.learns_from_peers, self.names = learns, names
         self.temperature, self.weight, self.ignore_index = temperature, weight, ignore_index
@@ -66,7 +63,7 @@ class MutualLearning(nn.Module):
         out: dict[str, Tensor] = {}
         total = 0.0
         for k, z in enumerate(logits):
-            loss = F.cross_entropy(z, labels, ignore_index=self.ignore_index)
+            loss = hard_loss(z, labels, ignore_index=self.ignore_index)
             if self.learns_from_peers[k]:
                 others = [
                     soft_loss(z, zj.detach(), temperature=self.temperature) for j, zj in enumerate(logits) if j != k

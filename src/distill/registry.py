@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from distill.errors import ConfigError
+from distill.errors import ConfigError, first_line
 
 T = TypeVar("T")
 
@@ -74,7 +74,6 @@ def build(
     try:
         return factory(**args)
     except ConfigError as e:
-        raise ConfigError(f"{field}: {e}") from None
-    except Exception as e:  # often the user's own code: report any failure as one line
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{field}: '{name}' could not be built: {reason}") from None
+        raise ConfigError(f"{field}: {e}") from e
+    except (ValueError, TypeError, AssertionError) as e:  # a factory refusing its arguments; anything else is a bug
+        raise ConfigError(f"{field}: '{name}' could not be built: {first_line(e)}") from e

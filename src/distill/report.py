@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from distill._io import relative_paths
+
 LABELS = {
     "teacher": "teacher",
     "assistant": "teacher assistant",
@@ -32,7 +34,10 @@ def _size(n_bytes: float) -> str:
 def format_summary(summary: dict[str, Any]) -> str:
     """A plain-text table of a run's summary.json."""
     header = f"{'':22}{'accuracy':>9}{'agree':>8}{'params':>12}{'size':>11}{'latency b=1':>13}{'samples/s b=256':>17}"
-    lines = [f"{summary['name']}: {summary['data']}, {summary['val_samples']} validation samples", header]
+    lines = [
+        f"{summary['name']}: {relative_paths(summary['data'])}, {summary['val_samples']} validation samples",
+        header,
+    ]
     for name in summary["models"]:
         row = summary[name]
         agreement = "-" if row["agreement"] is None else f"{row['agreement']:.1%}"  # no teacher to agree with
@@ -50,7 +55,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"born-again: the ensemble of the teacher and every generation has {ensemble:.2%} accuracy")
     for code in summary.get("user_code", []):
         digest = (code["sha256"] or "?")[:12]
-        lines.append(f"user code run: {code['config']} = {code['model']} from {code['file']} (sha256 {digest})")
+        where = relative_paths(code["file"] or "?")
+        lines.append(f"user code run: {code['config']} = {code['model']} from {where} (sha256 {digest})")
     if summary.get("scratch") is not None:
         gain = summary["student"]["accuracy"] - summary["scratch"]["accuracy"]
         method = "self-distillation" if summary["teacher"] is None else "distillation"

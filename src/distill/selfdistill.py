@@ -11,7 +11,6 @@ Two forms:
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.distiller import Batch, Distiller, Supervised, supervised_options, top1_accuracy
+from distill._tensors import Batch, top1_accuracy
+from distill.distiller import Distiller, Supervised, supervised_options
 from distill.errors import DistillError
-from distill.losses import hint_loss, soft_loss
+from distill.losses import check_temperature, hard_loss, hint_loss, soft_loss
 from distill.taps import check_paths, logits_of, run_tapped
-from distill.train import Checkpoints, History, TrainOptions, fit, seed_everything
+from distill.train import Checkpoints, History, TrainOptions, fit, seed_everything, setup
 
 # --- Born-again networks -------------------------------------------------------------------------------------------
 
@@ -55,6 +55,39 @@ class BornAgainResult:
         return [g.accuracy for g in self.generations]
 
 
+TrainStage = Callable[[str, nn.Module, nn.Module, TrainOptions], None]
+"""train(name, module, model, options): train `module`, which wraps `model`, as the stage `name`."""
+
+
+def train_generations(
+    teacher: nn.Module,
+    make_model: Callable[[], nn.Module],
+    kd: nn.Module,
+    options: TrainOptions,
+    *,
+    generations: int,
+    train: TrainStage,
+) -> list[nn.Module]:
+    """Born-again generations 1..`generations` after `teacher`, generation 0, which is trained already.
+
+    Generation k, a fresh model from `make_model` seeded `options.seed + k` (for its initial weights and its
+    run: the generations start apart, and the same options give the same generations), trains as the stage
+    "genK": the student of a `Distiller` whose frozen teacher is generation k - 1's trained model, with its own
+    copy of the loss term `kd`. Returns the generations' models in order.
+    """
+    models = [teacher]
+    for k in range(1, generations + 1):
+        seed = options.seed + k
+        seed_everything(seed)  # before make_model: the fresh initial weights depend on it
+        model = make_model()
+        if any(model is m for m in models):
+            raise DistillError("make_model returned the model of an earlier generation: it must build a new one")
+        distiller = Distiller(model, models[-1], [copy.deepcopy(kd)])
+        train(f"gen{k}", distiller, model, options.model_copy(update={"seed": seed}))
+        models.append(model)
+    return models[1:]
+
+
 def born_again(
     make_model: Callable[[], nn.Module],
     train_loader: Iterable[Batch],
@@ -67,14 +100,12 @@ def born_again(
 ) -> BornAgainResult:
     """Born-again networks (Furlanello et al., 2018, "Born Again Neural Networks", ICML).
 
-    Generation 0 trains on the labels alone (`Supervised`). Generation k+1, a fresh model from `make_model`,
-    trains as the student of a `Distiller` whose frozen teacher is generation k's trained model (the same
-    object, which is then in eval mode without gradients) with the loss term `kd` (a copy per generation),
-    e.g. `losses.KD(temperature=1.0, alpha=0.0)`: the paper's students learn from the teacher's outputs alone.
-    Each generation is one `fit` with `options`, into `run_dir/gen{k}` when `run_dir` is given, and takes
-    `options.seed + k` as its seed, for its initial weights and its run: the generations start apart, and
-    the same options give the same generations. With `options.select == "best"` a generation keeps (and
-    teaches with) its best checkpoint, which needs `run_dir`.
+    Generation 0, from `make_model` seeded `options.seed`, trains on the labels alone (`Supervised`); then
+    `train_generations` trains generations 1 .. `generations` - 1, each learning from the one before with the
+    loss term `kd`, e.g. `losses.KD(temperature=1.0, alpha=0.0)`: the paper's students learn from the
+    teacher's outputs alone. Each generation is one `fit` with `options`, into `run_dir/gen{k}` when `run_dir`
+    is given. With `options.select == "best"` a generation keeps (and teaches with) its best checkpoint, which
+    needs `run_dir`.
 
     Returns each generation's model and top-1 accuracy on `val_loader`, and the accuracy of all
     generations' ensemble (`ensemble_accuracy`), as in the paper's BAN ensembles.
@@ -83,24 +114,23 @@ def born_again(
         raise DistillError(f"born-again needs at least one generation, got {generations}")
     if options.select == "best" and run_dir is None:
         raise DistillError("train.select 'best' restores each generation's best checkpoint: give a run_dir")
-    done: list[Generation] = []
-    for k in range(generations):
-        seed = options.seed + k
-        seed_everything(seed)  # before make_model: the fresh initial weights depend on it
-        model = make_model()
-        if any(model is g.model for g in done):
-            raise DistillError("make_model returned the model of an earlier generation: it must build a new one")
-        stage_options = options.model_copy(update={"seed": seed})
-        if k == 0:
-            module, stage_options = Supervised(model), supervised_options(stage_options)
-        else:
-            module = Distiller(model, done[-1].model, [copy.deepcopy(kd)])
-        stage_dir = Path(run_dir) / f"gen{k}" if run_dir is not None else None
-        history = fit(module, train_loader, val_loader, stage_options, run_dir=stage_dir)
+    histories: list[History] = []
+
+    def train(name: str, module: nn.Module, model: nn.Module, stage_options: TrainOptions) -> None:
+        stage_dir = Path(run_dir) / name if run_dir is not None else None
+        histories.append(fit(module, train_loader, val_loader, stage_options, run_dir=stage_dir))
         if options.select == "best" and Checkpoints(stage_dir / "checkpoints").pointer("best") is not None:
             Checkpoints(stage_dir / "checkpoints").load("best", module)
-        done.append(Generation(model, ensemble_accuracy([model], val_loader), history, seed))
-    return BornAgainResult(done, ensemble_accuracy([g.model for g in done], val_loader))
+
+    seed_everything(options.seed)
+    first = make_model()
+    train("gen0", Supervised(first), first, supervised_options(options))
+    models = [first, *train_generations(first, make_model, kd, options, generations=generations - 1, train=train)]
+    done = [
+        Generation(model, ensemble_accuracy([model], val_loader), history, options.seed + k)
+        for k, (model, history) in enumerate(zip(models, histories, strict=True))
+    ]
+    return BornAgainResult(done, ensemble_accuracy(models, val_loader))
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -155,12 +185,6 @@ def _pooled(feature: Tensor, where: str) -> Tensor:
     )
 
 
-def _hard_loss(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
-    """Cross-entropy over the labelled samples; 0, not NaN, for a batch without labels."""
-    per_sample = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none")
-    return per_sample.sum() / (labels != ignore_index).sum().clamp(min=1)
-
-
 class SelfDistiller(nn.Module):
     """Deep self-distillation (Zhang et al., 2019, "Be Your Own Teacher", ICCV): auxiliary classifiers on
     intermediate blocks of one model learn from the labels and from its final classifier while it trains.
@@ -200,8 +224,7 @@ class SelfDistiller(nn.Module):
             raise DistillError("self-distillation needs at least one tap for an auxiliary head, e.g. ['layer2']")
         if len(set(taps)) != len(taps):
             raise DistillError(f"self-distillation taps repeat a path: {list(taps)}")
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise DistillError(f"temperature must be a finite number > 0, got {temperature}")
+        check_temperature(temperature)
         if not 0.0 <= alpha <= 1.0:
             raise DistillError(f"alpha must be in [0, 1], got {alpha}")
         if feature_weight < 0:
@@ -227,8 +250,8 @@ class SelfDistiller(nn.Module):
         head_logits = [head(f) for head, f in zip(self.heads, pooled, strict=True)]  # n x (B, C)
         target = final_logits.detach()  # the heads learn from the final classifier, never the reverse
 
-        ce_final = _hard_loss(final_logits, labels, self.ignore_index)
-        ce = [_hard_loss(z, labels, self.ignore_index) for z in head_logits]
+        ce_final = hard_loss(final_logits, labels, ignore_index=self.ignore_index)
+        ce = [hard_loss(z, labels, ignore_index=self.ignore_index) for z in head_logits]
         kd = [soft_loss(z, target, temperature=self.temperature) for z in head_logits]
         total = ce_final + sum(self.alpha * c + (1.0 - self.alpha) * k for c, k in zip(ce, kd, strict=True))
         parts = {"ce": ce_final + sum(ce), "kd": sum(kd)}
@@ -256,14 +279,10 @@ class SelfDistiller(nn.Module):
                 if final_feature is not None:
                     self.regressors.append(nn.Linear(f.shape[-1], final_feature.shape[-1], device=device))
 
-    @torch.no_grad()
     def setup(self, batch: Batch) -> list[str]:
-        """One forward without gradients that sizes the heads; returns the names of what forward reports."""
-        was_training = self.training
-        self.eval()
-        names = list(self(batch))
-        self.train(was_training)
-        return names
+        """One forward without gradients that sizes the heads (`distill.train.setup`); returns the names of
+        what forward reports."""
+        return setup(self, batch)
 
     def export(self) -> nn.Module:
         """The bare model, the object given to __init__: the heads and regressors stay here."""

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from distill._tensors import resize_to
 from distill.errors import DistillError
-from distill.losses.feature import resize_to
 
 MODEL_OUTPUTS = ("hidden_states", "attentions", "intermediates")
 ADAPTERS = ("auto", "none", "linear", "conv1x1", "conv3x3")

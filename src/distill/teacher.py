@@ -1,7 +1,7 @@
 """Where teacher outputs come from: a live, frozen teacher run in inference mode, or a disk cache.
 
 Both are called with the batch and return the teacher's (B, C) logits and its tapped features, as float32
-tensors on the batch's device that autograd may save.
+tensors on the batch's device that autograd may save. `teacher_source` picks one for what it is given.
 """
 
 from __future__ import annotations
@@ -15,6 +15,16 @@ from torch import Tensor, nn
 from distill.cache import TeacherCache, topk_logits
 from distill.errors import DistillError
 from distill.taps import check_paths, run_tapped
+
+
+def teacher_source(
+    teacher: nn.Module | TeacherCache, *, dtype: torch.dtype = torch.float32, taps: Sequence[str] = ()
+) -> LiveTeacher | CachedTeacher:
+    """Where a Distiller's teacher outputs come from: the stored outputs of a `TeacherCache`, or a model run
+    live (and frozen)."""
+    if isinstance(teacher, TeacherCache):
+        return CachedTeacher(teacher, taps=taps)
+    return LiveTeacher(teacher, dtype=dtype, taps=taps)
 
 
 class LiveTeacher:

@@ -30,7 +30,7 @@ import safetensors.torch
 import torch
 
 import distill.cli
-import distill.pipeline
+import distill.teacher_cache
 from distill.train.metrics import MetricsLog
 
 PLAN: dict = {}  # from the command line, in main()
@@ -148,7 +148,8 @@ def install() -> None:
 def main() -> None:
     PLAN.update(json.loads(sys.argv[1]))
     if "shard_rows" in PLAN:
-        distill.pipeline.write_cache = functools.partial(distill.pipeline.write_cache, shard_rows=PLAN["shard_rows"])
+        write_cache = functools.partial(distill.teacher_cache.write_cache, shard_rows=PLAN["shard_rows"])
+        distill.teacher_cache.write_cache = write_cache
     install()
     if "ready" in PLAN:
         Path(PLAN["ready"]).touch()

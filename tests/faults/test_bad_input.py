@@ -286,9 +286,9 @@ CASES = [
     Case("unknown-data-key", TRAIN + " --set data.bach_size=3", ("data.bach_size: unknown key", "'batch_size'")),
     Case("unknown-teacher-key", TRAIN + " --set teacher.wieghts=t.pt", ("teacher.wieghts: unknown key", "'weights'")),
     Case("unknown-cache-key", CACHE + " --set cache.topk=3", ("cache.topk: unknown key", "'top_k'")),
-    Case("unknown-loss-option", TRAIN + " --set distill.terms.0.temprature=2", ("distill.terms.0:", "'temprature'")),
+    Case("unknown-loss-option", TRAIN + " --set method.terms.0.temprature=2", ("method.terms.0:", "'temprature'")),
     Case("unknown-model-arg", TRAIN + " --set teacher.args.hiden=[8]", ("teacher.args: 'mlp' takes no", "'hiden'")),
-    Case("unknown-loss", TRAIN + " --set distill.terms.0.loss=kdd", ("distill.terms.0.loss: unknown loss 'kdd'",)),
+    Case("unknown-loss", TRAIN + " --set method.terms.0.loss=kdd", ("method.terms.0.loss: unknown loss 'kdd'",)),
     Case("unknown-data-set", TRAIN + " --set data.name=csvv", ("data.name: unknown data set 'csvv'", "'csv'")),
     Case("unknown-augment", TRAIN + " --set data.augment=flip", ("data.augment must be one of", "'flip'")),
     Case("unknown-model", TRAIN + " --set student.model=mlpp", ("student: unknown model 'mlpp'",)),
@@ -300,9 +300,7 @@ CASES = [
     Case("scratch-word", TRAIN + " --set scratch=maybe", ("scratch", "'maybe'")),
     Case("data-list", TRAIN + " --set data=[1,2]", ("data: Input should be a valid dictionary",)),
     Case("teacher-string", TRAIN + " --set teacher=mlp", ("teacher: Input should be a valid dictionary",)),
-    Case(
-        "terms-mapping", TRAIN + " --set 'distill.terms={loss: kd}'", ("distill.terms: Input should be a valid list",)
-    ),
+    Case("terms-mapping", TRAIN + " --set 'method.terms={loss: kd}'", ("method.terms: Input should be a valid list",)),
     Case("model-args-list", TRAIN + " --set teacher.args=[32]", ("teacher.args: Input should be a valid dictionary",)),
     Case("milestones-words", TRAIN + " --set train.milestones=[a]", ("train.milestones.0", "'a'")),
     Case("name-with-slash", TRAIN + " --set name=../escape", ("name: String should match pattern", "'../escape'")),
@@ -315,11 +313,11 @@ CASES = [
     Case("lr-negative", TRAIN + " --set train.lr=-0.1", ("train.lr", "-0.1")),
     Case("lr-inf", TRAIN + " --set train.lr=.inf", ("train.lr", "inf")),
     Case("momentum-1", TRAIN + " --set train.momentum=1", ("train.momentum",)),
-    Case("term-weight-negative", TRAIN + " --set distill.terms.0.weight=-1", ("distill.terms.0.weight",)),
-    Case("term-weight-inf", TRAIN + " --set distill.terms.0.weight=.inf", ("distill.terms.0.weight", "finite")),
-    Case("temperature-0", TRAIN + " --set distill.terms.0.temperature=0", ("distill.terms.0", "temperature")),
-    Case("alpha-2", TRAIN + " --set distill.terms.0.alpha=2", ("distill.terms.0", "alpha must be in [0, 1], got 2")),
-    Case("label-smoothing-1", TRAIN + " --set distill.label_smoothing=1", ("distill.label_smoothing",)),
+    Case("term-weight-negative", TRAIN + " --set method.terms.0.weight=-1", ("method.terms.0.weight",)),
+    Case("term-weight-inf", TRAIN + " --set method.terms.0.weight=.inf", ("method.terms.0.weight", "finite")),
+    Case("temperature-0", TRAIN + " --set method.terms.0.temperature=0", ("method.terms.0", "temperature")),
+    Case("alpha-2", TRAIN + " --set method.terms.0.alpha=2", ("method.terms.0", "alpha must be in [0, 1], got 2")),
+    Case("label-smoothing-1", TRAIN + " --set method.label_smoothing=1", ("method.label_smoothing",)),
     Case("workers-negative", TRAIN + " --set data.num_workers=-1", ("data.num_workers",)),
     Case("seed-negative", TRAIN + " --set data.seed=-1", ("data.seed",)),
     Case("grad-accum-0", TRAIN + " --set train.grad_accum=0", ("train.grad_accum",)),
@@ -352,14 +350,16 @@ CASES = [
     Case("set-empty-part", TRAIN + " --set train..lr=1", ("--set 'train..lr=1': expected key=value",)),
     Case("set-below-a-value", TRAIN + " --set train.epochs.deep=1", ("--set train.epochs.deep", "train.epochs is a")),
     Case("set-below-a-name", TRAIN + " --set name.first=x", ("--set name.first: name is a value",)),
+    Case("set-index-past-end", TRAIN + " --set method.terms.3.weight=1", ("--set method.terms.3.weight", "1 entries")),
+    Case("set-index-not-number", TRAIN + " --set method.terms.x.weight=1", ("--set method.terms.x.weight",)),
     Case(
-        "set-index-past-end", TRAIN + " --set distill.terms.3.weight=1", ("--set distill.terms.3.weight", "1 entries")
+        "set-index-no-list",
+        TRAIN + " --set method.stages.0.epochs=1",
+        ("--set method.stages.0.epochs", "method.stages is not a list"),
     ),
-    Case("set-index-not-number", TRAIN + " --set distill.terms.x.weight=1", ("--set distill.terms.x.weight",)),
-    Case("set-index-no-list", TRAIN + " --set stages.0.epochs=1", ("--set stages.0.epochs", "stages is not a list")),
     Case("set-unparsable-value", TRAIN + " --set train.lr=[", ("train.lr", "'['")),
     # --- data files: missing, empty, truncated ---
-    Case("idx-missing", IDX.replace("{tmp}/idx", "{tmp}/nowhere"), ("nowhere: no such file",)),
+    Case("idx-missing", IDX.replace("{tmp}/idx", "{tmp}/nowhere"), ("nowhere does not exist",)),
     Case("idx-no-path", TRAIN + " --set data.name=idx", ("data set 'idx' needs option 'path'",)),
     Case("idx-empty-folder", IDX, ("idx: expected one IDX file with 'images'",), write("idx/notes.txt", "")),
     Case("idx-empty-images", IDX, ("images.idx3: not an IDX images",), idx(images=b"")),
@@ -385,7 +385,7 @@ CASES = [
             write("labels.idx1.gz", gzip.compress(idx_labels())),
         ),
     ),
-    Case("csv-missing", CSV, ("t.csv: no such file",)),
+    Case("csv-missing", CSV, ("t.csv does not exist",)),
     Case("csv-empty", CSV, ("t.csv: the file is empty",), write("t.csv", "")),
     Case("csv-header-only", CSV, ("t.csv: only a header row",), write("t.csv", "a,b,kind\n")),
     Case("csv-truncated-row", CSV, ("t.csv: line 22 has 2 fields",), write("t.csv", KINDS_CSV + "5,6")),
@@ -543,7 +543,7 @@ CASES = [
     Case("cache-other-data", FROM_CACHE + " --set data.name=idx --set data.path={idx}", ("is stale", "data_sha256")),
     Case(
         "cache-lacks-feature",
-        FROM_CACHE + " --set 'distill.terms=[{loss: hint, student: hidden1, teacher: hidden1}]'",
+        FROM_CACHE + " --set 'method.terms=[{loss: hint, student: hidden1, teacher: hidden1}]'",
         ("holds no teacher feature 'hidden1'",),
     ),
     Case("cache-without-weights", TRAIN + " --set teacher.cache={cache}", ("teacher.cache needs teacher.weights",)),
@@ -626,7 +626,7 @@ CASES = [
         ("student.safetensors was saved from another architecture",),
         copied_run(lambda r: shutil.copy(r / "teacher.safetensors", r / "student.safetensors")),
     ),
-    Case("eval-data-gone", EVAL, ("gone: no such file",), copied_run(with_data(name="idx", path="{tmp}/gone"))),
+    Case("eval-data-gone", EVAL, ("gone does not exist",), copied_run(with_data(name="idx", path="{tmp}/gone"))),
     Case(
         "eval-classes-changed",
         EVAL,
@@ -662,8 +662,8 @@ CASES = [
 # Refused since these cases found them: once tracebacks, exit 1 after training, or leftovers.
 TRAINED = TRAIN + " --set teacher.weights={teacher} --set scratch=false"  # straight to the student's first step
 CASES += [
-    Case("temperature-inf", TRAINED + " --set distill.terms.0.temperature=.inf", ("distill.terms.0", "temperature")),
-    Case("temperature-nan", TRAINED + " --set distill.terms.0.temperature=.nan", ("distill.terms.0", "temperature")),
+    Case("temperature-inf", TRAINED + " --set method.terms.0.temperature=.inf", ("method.terms.0", "temperature")),
+    Case("temperature-nan", TRAINED + " --set method.terms.0.temperature=.nan", ("method.terms.0", "temperature")),
     Case(
         "resume-pointer-not-an-object",
         "train {tmp}/runs/tiny/config.yaml --resume",
@@ -698,9 +698,9 @@ CASES += [
     ),
     Case(
         "online-peer-other-classes",
-        TRAIN + " --set scratch=false --set 'online={peers: [{model: mlp, args: {hidden: [8], num_classes: 5}}]}'"
-        " --set 'distill={}'",
-        ("online.peers.0.model outputs shape (1, 5)", "check online.peers.0.args"),
+        TRAIN + " --set scratch=false"
+        " --set 'method={kind: online, peers: [{model: mlp, args: {hidden: [8], num_classes: 5}}]}'",
+        ("method.peers.0.model outputs shape (1, 5)", "check method.peers.0.args"),
     ),
     Case(
         "other-files-beside-temporary-ones",  # refused before anything in the folder is cleaned up
@@ -710,8 +710,8 @@ CASES += [
     ),
     Case(
         "label-smoothing-online",
-        TRAIN + " --set 'online={}' --set 'distill={label_smoothing: 0.1}'",
-        ("drop distill.label_smoothing",),
+        TRAIN + " --set 'method={kind: online, label_smoothing: 0.1}'",
+        ("method.label_smoothing: not a key of method.kind 'online'",),
     ),
     Case("warmup-inf", TRAIN + " --set train.warmup_epochs=.inf", ("train.warmup_epochs", "finite")),
     Case("clip-nan", TRAIN + " --set train.clip_grad_norm=.nan", ("train.clip_grad_norm",)),

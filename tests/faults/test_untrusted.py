@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import pickle
 import sys
 
@@ -58,7 +59,10 @@ def test_a_user_factory_runs_only_when_the_config_names_it_and_the_run_records_i
     assert summary["user_code"] == [
         {"config": "student.model", "model": "usermodels:small", "file": str(user_module), "sha256": sha256}
     ]
-    assert f"user code run: student.model = usermodels:small from {user_module} (sha256 {sha256[:12]})" in out
+    assert (
+        f"user code run: student.model = usermodels:small from {os.path.relpath(user_module)} (sha256 {sha256[:12]})"
+        in out
+    )
 
 
 def test_a_planted_pickle_in_a_checkpoint_is_refused_on_resume(tmp_path, capsys):

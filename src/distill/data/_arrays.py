@@ -10,8 +10,9 @@ import torch
 from sklearn.datasets import load_digits as sklearn_digits
 from torch import Tensor
 
-from distill.data._core import DATASETS, ArrayData, existing, first_line
-from distill.errors import DistillError
+from distill._io import existing
+from distill.data._core import DATASETS, ArrayData
+from distill.errors import DistillError, first_line
 
 KEY_PAIRS = (("inputs", "labels"), ("x", "y"))
 HOW_TO_SAVE = "save a dict with 'inputs' and 'labels' (or 'x' and 'y') via np.savez or torch.save"
@@ -54,7 +55,7 @@ def load_tensors(path: str) -> ArrayData:
         inputs=inputs.float(),
         labels=labels.long(),
         classes=[str(i) for i in range(int(labels.max()) + 1)],
-        description=f"tensors:{file} ({len(labels)} samples)",
+        description=f"tensors:{file.resolve()} ({len(labels)} samples)",
     )
 
 
@@ -68,7 +69,7 @@ def _read(file: Path) -> dict[str, Any]:
                 return {key: npz[key] for key in npz.files}
         content = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # a bad file makes np.load / torch.load raise zipfile, pickle, OS, Value... errors
-        raise DistillError(f"{file}: cannot read it ({first_line(e)}); {HOW_TO_SAVE}") from e
+        raise DistillError(f"{file}: cannot read it ({first_line(e, typed=True)}); {HOW_TO_SAVE}") from e
     if not isinstance(content, dict):
         raise DistillError(f"{file}: holds a {type(content).__name__}, not a dict; {HOW_TO_SAVE}")
     return content
@@ -78,4 +79,6 @@ def _tensor(file: Path, key: str, value: Any) -> Tensor:
     try:
         return torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise DistillError(f"{file}: '{key}' is not a numeric array ({first_line(e)}); {HOW_TO_SAVE}") from e
+        raise DistillError(
+            f"{file}: '{key}' is not a numeric array ({first_line(e, typed=True)}); {HOW_TO_SAVE}"
+        ) from e

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from distill.data._core import DATASETS, ArrayData, existing, first_line
-from distill.errors import DistillError
+from distill._io import existing
+from distill.data._core import DATASETS, ArrayData
+from distill.errors import DistillError, first_line
 
 # Per-channel (R, G, B) mean and std of the 50,000 training images, pixels in [0, 1].
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -96,7 +97,7 @@ def _load(name: str, layout: Layout, path: str) -> ArrayData:
         inputs=_normalise(images, layout),
         labels=torch.from_numpy(labels),
         classes=classes,
-        description=f"{name}:{folder} ({n_train} train + {n_test} test samples, normalised per channel)",
+        description=f"{name}:{folder.resolve()} ({n_train} train + {n_test} test samples, normalised per channel)",
         val_indices=torch.arange(n_train, n_train + n_test),
     )
 
@@ -108,7 +109,7 @@ def _folder(path: str, layout: Layout) -> Path:
         return given / layout.folder
     if not given.is_dir():
         raise DistillError(f"{given}: is a file; extract {layout.archive} and pass the {layout.folder} folder")
-    if given.name != layout.folder and not (given / layout.meta).exists():
+    if given.resolve().name != layout.folder and not (given / layout.meta).exists():
         raise DistillError(f"{given}: has no {layout.folder} folder; download and extract {layout.archive} there")
     return given
 
@@ -139,7 +140,9 @@ def _batch(file: Path, layout: Layout, num_classes: int) -> tuple[np.ndarray, np
     try:
         labels = np.asarray(content[layout.label_key], dtype=np.int64)
     except (TypeError, ValueError, OverflowError) as e:
-        raise DistillError(f"{file}: '{layout.label_key}' is not a list of integers ({first_line(e)})") from e
+        raise DistillError(
+            f"{file}: '{layout.label_key}' is not a list of integers ({first_line(e, typed=True)})"
+        ) from e
     if labels.shape != (len(images),):
         got = f"{len(images)} images but '{layout.label_key}' is shaped {labels.shape}"
         raise DistillError(f"{file}: {got}; {_again(layout)}")
@@ -173,7 +176,7 @@ def _unpickle(file: Path, layout: Layout) -> dict[str, Any]:
         refused = f"refused to unpickle it: it asks for {e}, which no CIFAR file needs"
         raise DistillError(f"{file}: {refused}; replace it with the one from the official {layout.archive}") from None
     except Exception as e:  # a truncated or corrupt pickle raises EOF, Unpickling, Value, Type... errors
-        problem = f"cannot read it ({first_line(e)}), it is truncated or corrupt"
+        problem = f"cannot read it ({first_line(e, typed=True)}), it is truncated or corrupt"
         raise DistillError(f"{file}: {problem}; {_again(layout)}") from e
     if not isinstance(content, dict):
         raise DistillError(f"{file}: holds a {type(content).__name__}, not a dict; {_again(layout)}")

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -182,17 +180,3 @@ def _standardize(inputs: Tensor, train_inputs: Tensor) -> tuple[Tensor, dict[str
     std = train_inputs.std(dim=0, correction=0)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant feature stays constant, not NaN
     return (inputs - mean) / std, {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
-
-
-def existing(path: str, suffix_hint: str) -> Path:
-    """`path` as a Path, or a DistillError saying it is missing and what was expected there."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise DistillError(f"{p}: no such file or directory; expected {suffix_hint}")
-    return p.resolve()
-
-
-def first_line(error: BaseException) -> str:
-    """'Type: first line' of a library exception: our errors are one line, torch's are not (and carry colour codes)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__

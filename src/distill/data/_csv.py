@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.data._core import DATASETS, ArrayData, existing, first_line
-from distill.errors import DistillError
+from distill._io import existing
+from distill.data._core import DATASETS, ArrayData
+from distill.errors import DistillError, first_line
 from distill.registry import did_you_mean
 
 
@@ -34,7 +35,7 @@ def load_csv(path: str, label_column: str) -> ArrayData:
         inputs=torch.from_numpy(np.concatenate(features, axis=1).astype(np.float32)),  # (N, F)
         labels=torch.from_numpy(labels),
         classes=classes,
-        description=f"csv:{file} label={label_column} ({len(rows)} samples)",
+        description=f"csv:{file.resolve()} label={label_column} ({len(rows)} samples)",
         standardize=True,
     )
 
@@ -55,7 +56,9 @@ def _read(file: Path) -> tuple[list[str], list[list[str]], list[int]]:
                 rows.append([cell.strip() for cell in row])
                 lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DistillError(f"{file}: cannot read it as CSV ({first_line(e)}); save it as UTF-8 with a header") from e
+        raise DistillError(
+            f"{file}: cannot read it as CSV ({first_line(e, typed=True)}); save it as UTF-8 with a header"
+        ) from e
     if not header:
         raise DistillError(f"{file}: the file is empty; it needs a header row and at least two data rows")
     if not rows:

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.data._core import DATASETS, ArrayData, existing, first_line
-from distill.errors import DistillError
+from distill._io import existing
+from distill.data._core import DATASETS, ArrayData
+from distill.errors import DistillError, first_line
 
 IMAGES_MAGIC = 0x00000803  # uint8, 3 dims (N, H, W)
 LABELS_MAGIC = 0x00000801  # uint8, 1 dim (N,)
@@ -31,7 +32,7 @@ def load_idx(path: str) -> ArrayData:
         inputs=torch.from_numpy(images).unsqueeze(1).float() / 255,  # (N, 1, H, W) in [0, 1]
         labels=torch.from_numpy(labels).long(),
         classes=[str(i) for i in range(int(labels.max(initial=0)) + 1)],
-        description=f"idx:{images_file} + {labels_file} ({len(labels)} samples)",
+        description=f"idx:{images_file.resolve()} + {labels_file.resolve()} ({len(labels)} samples)",
     )
 
 
@@ -78,4 +79,6 @@ def _read_bytes(file: Path) -> bytes:
                 return f.read()
         return file.read_bytes()
     except (OSError, EOFError, zlib.error) as e:
-        raise DistillError(f"{file}: cannot read it ({first_line(e)}); check it is a whole IDX or IDX.gz file") from e
+        raise DistillError(
+            f"{file}: cannot read it ({first_line(e, typed=True)}); check it is a whole IDX or IDX.gz file"
+        ) from e

@@ -1,6 +1,7 @@
 """Loss terms: math over tensors, registered by name for configs and the CLI."""
 
 from distill.losses._registry import LOSSES
+from distill.losses._term import LossInputError, check_temperature
 from distill.losses.attention import AttentionKL, AttentionMSE, attention_kl_loss, attention_mse_loss
 from distill.losses.crd import CRD, contrast_scores, crd_loss, nce_loss
 from distill.losses.feature import (
@@ -9,7 +10,6 @@ from distill.losses.feature import (
     PKT,
     RKD,
     SP,
-    VID,
     Hint,
     at_loss,
     attention_map,
@@ -18,23 +18,21 @@ from distill.losses.feature import (
     pkt_loss,
     rkd_loss,
     sp_loss,
-    vid_loss,
 )
+from distill.losses.kd import KD, hard_loss, kd_loss, soft_loss
 from distill.losses.logit import (
     DIST,
     DKD,
     JSD,
-    KD,
     LogitMSE,
     ReverseKL,
     dist_loss,
     dkd_loss,
     jsd_loss,
-    kd_loss,
     logit_mse_loss,
     reverse_kl_loss,
-    soft_loss,
 )
+from distill.losses.vid import VID, vid_loss
 
 
 def list() -> list[str]:
@@ -59,15 +57,18 @@ __all__ = [
     "AttentionMSE",
     "Hint",
     "LogitMSE",
+    "LossInputError",
     "ReverseKL",
     "at_loss",
     "attention_kl_loss",
     "attention_map",
     "attention_mse_loss",
+    "check_temperature",
     "contrast_scores",
     "crd_loss",
     "dist_loss",
     "dkd_loss",
+    "hard_loss",
     "hint_loss",
     "jsd_loss",
     "kd_loss",

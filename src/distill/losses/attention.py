@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.losses._registry import LOSSES
-from distill.losses._term import Adapter, check_rank
-from distill.losses.feature import _FeatureTerm
+from distill.losses._term import Adapter, FeatureTermBase, LossInputError, check_rank
 
 Heads = Literal["match", "mean"]
 
@@ -34,7 +33,7 @@ def _check_distributions(loss: str, attention: Tensor) -> None:
     training steps stay free of this host sync."""
     rows = attention.float().sum(-1)
     if (attention < 0).any() or not torch.allclose(rows, torch.ones_like(rows), atol=1e-3):
-        raise ValueError(
+        raise LossInputError(
             f"{loss}: the teacher's tap is not an attention map (rows must be probabilities summing "
             "to 1); tap the attention probabilities, e.g. a Hugging Face model's attentions.N"
         )
@@ -47,14 +46,14 @@ def _align_heads(loss: str, student_attn: Tensor, teacher_attn: Tensor, heads: H
     _check_heads(loss, heads)
     (b_s, h_s, *seq_s), (b_t, h_t, *seq_t) = student_attn.shape, teacher_attn.shape
     if b_s != b_t or seq_s != seq_t:
-        raise ValueError(
+        raise LossInputError(
             f"{loss}: student attention {tuple(student_attn.shape)} and teacher attention "
             f"{tuple(teacher_attn.shape)} differ in batch or sequence length; tap the same inputs"
         )
     if not torch.is_grad_enabled():
         _check_distributions(loss, teacher_attn)
     if heads == "match" and h_s != h_t:
-        raise ValueError(
+        raise LossInputError(
             f"{loss}: student has {h_s} heads, teacher {h_t}; set heads='mean' to compare head-averaged maps"
         )
     if heads == "mean":
@@ -93,7 +92,7 @@ def attention_mse_loss(student_attn: Tensor, teacher_attn: Tensor, *, heads: Hea
     return F.mse_loss(student_attn, teacher_attn)
 
 
-class _AttentionTerm(_FeatureTerm):
+class _AttentionTerm(FeatureTermBase):
     """The module form of an attention-map loss: tap paths, weight, and how to treat the heads."""
 
     loss_fn: ClassVar[Callable[..., Tensor]]

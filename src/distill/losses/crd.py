@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.losses._registry import LOSSES
-from distill.losses._term import Adapter
-from distill.losses.feature import _FeatureTerm, check_pair
+from distill.losses._term import Adapter, FeatureTermBase, LossInputError, check_pair
 
 
 def contrast_scores(embed: Tensor, bank: Tensor, contrast_index: Tensor, *, temperature: float) -> Tensor:
@@ -59,7 +58,7 @@ def crd_loss(student_scores: Tensor, teacher_scores: Tensor, norms: Tensor, *, n
 
 
 @LOSSES.register("crd")
-class CRD(_FeatureTerm):
+class CRD(FeatureTermBase):
     """CRD with its state: two embedding heads and two momentum memory banks of every training sample.
 
     `forward(student_feat, teacher_feat, index)` takes the dataset indices (B,) of the batch's samples.
@@ -133,7 +132,7 @@ class CRD(_FeatureTerm):
     def forward(self, student_feat: Tensor, teacher_feat: Tensor, index: Tensor) -> Tensor:
         check_pair("crd", student_feat, teacher_feat, (2, 3, 4))
         if index.shape != (student_feat.shape[0],):
-            raise ValueError(f"crd: index must be ({student_feat.shape[0]},), got shape {tuple(index.shape)}")
+            raise LossInputError(f"crd: index must be ({student_feat.shape[0]},), got shape {tuple(index.shape)}")
         g_s = F.normalize(self.embed_student(student_feat.float().flatten(1)), dim=1)  # (B, feat_dim)
         g_t = F.normalize(self.embed_teacher(teacher_feat.float().flatten(1)), dim=1)
         pool = self.negative_pool

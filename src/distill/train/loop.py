@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +17,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from distill._tensors import Batch
 from distill.errors import DistillError, TrainingDiverged
 from distill.registry import did_you_mean
-from distill.train.checkpoint import Checkpoints, parts_of, rng_state, set_rng_state
+from distill.train.checkpoint import Checkpoints, rng_state, set_rng_state
 from distill.train.metrics import MetricsLog
 from distill.train.options import TrainOptions
-from distill.train.schedule import build_optimizer, build_scheduler
+from distill.train.schedule import Optimizers
 
-Batch = dict[str, Tensor]
+logger = logging.getLogger(__name__)
 
 
 class Callback(Protocol):
@@ -126,73 +127,10 @@ class _Window:
         return {f"train/{key}": value.item() / self.count for key, value in self.sums.items()}
 
 
-class _Optimizers:
-    """One optimizer and learning-rate schedule per trained part of a module (see `parts_of`): peers trained
-    together each keep their own state, and each one's gradient norm is clipped on its own."""
-
-    def __init__(self, module: nn.Module, options: TrainOptions, steps_per_epoch: int):
-        self.params = {
-            name: [p for p in part.parameters() if p.requires_grad] for name, part in parts_of(module).items()
-        }
-        covered = sum(p.numel() for params in self.params.values() for p in params)
-        if covered != sum(p.numel() for p in module.parameters() if p.requires_grad):
-            raise DistillError(f"{type(module).__name__}.trained_parts() leaves some trained parameters out")
-        self.optimizers = {name: build_optimizer(params, options) for name, params in self.params.items()}
-        self.schedulers = {
-            name: build_scheduler(optimizer, options, steps_per_epoch) for name, optimizer in self.optimizers.items()
-        }
-        self.clip_grad_norm = options.clip_grad_norm
-
-    def step(self, window: _Window, step: int) -> None:
-        for name, optimizer in self.optimizers.items():
-            if self.clip_grad_norm is not None:
-                window.check(nn.utils.clip_grad_norm_(self.params[name], self.clip_grad_norm), step)
-            optimizer.step()
-            self.schedulers[name].step()
-            optimizer.zero_grad(set_to_none=True)
-
-    def grads_finite(self) -> bool:
-        """Whether every gradient is finite (one host sync)."""
-        grads = [p.grad for p in self.all_params() if p.grad is not None]
-        return bool(torch.stack([g.isfinite().all() for g in grads]).all().item()) if grads else True
-
-    def skip(self) -> None:
-        """Drop this step's gradients: no update, while the schedule moves on as the step count does."""
-        for name, optimizer in self.optimizers.items():
-            optimizer.zero_grad(set_to_none=True)
-            with warnings.catch_warnings():  # torch warns of a schedule step before any optimizer step
-                warnings.simplefilter("ignore", UserWarning)
-                self.schedulers[name].step()
-
-    @property
-    def lr(self) -> float:
-        return next(iter(self.schedulers.values())).get_last_lr()[0]  # every part follows the same schedule
-
-    def all_params(self) -> list[nn.Parameter]:
-        return [p for params in self.params.values() for p in params]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "optimizer": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
-            "scheduler": {name: scheduler.state_dict() for name, scheduler in self.schedulers.items()},
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if set(state["optimizer"]) != set(self.optimizers):
-            raise DistillError(
-                f"the checkpoint holds optimizer state for {sorted(state['optimizer'])}, not for this module's "
-                f"parts {sorted(self.optimizers)}: another version of distill or another module wrote it; "
-                "start the run again without --resume"
-            )
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizer"][name])
-            self.schedulers[name].load_state_dict(state["scheduler"][name])
-
-
 def _train_epoch(
     module: nn.Module,
     loader: Iterable[Batch],
-    optimizers: _Optimizers,
+    optimizers: Optimizers,
     options: TrainOptions,
     device: torch.device,
     *,
@@ -224,7 +162,7 @@ def _train_epoch(
         if skipping and (bad or not optimizers.grads_finite()):
             optimizers.skip()
             skipped, bad = skipped + 1, False
-            bar.write(f"step {step + 1}: the loss or its gradient is NaN or infinite; skipped (train.nonfinite)")
+            logger.warning("step %d: the loss or its gradient is NaN or infinite; skipped (train.nonfinite)", step + 1)
             if skipped > options.max_skips:
                 raise TrainingDiverged(
                     f"{skipped} steps of epoch {epoch} had a NaN or infinite loss or gradient, more than "
@@ -237,7 +175,7 @@ def _train_epoch(
         if step % options.log_every == 0 or i + 1 == n_batches:
             means = window.read(epoch)
             log.write({"step": step, "epoch": epoch, "lr": optimizers.lr, **means})
-            bar.set_postfix({k.split("/", 1)[1]: f"{v:.4g}" for k, v in means.items() if "teacher" not in k})
+            bar.set_postfix({k.split("/", 1)[1]: f"{v:.4g}" for k, v in means.items()})
             for key, value in means.items():
                 totals[key] = totals.get(key, 0.0) + value * window.count
             seen += window.count
@@ -256,12 +194,15 @@ def _check_weights(params: list[nn.Parameter], epoch: int) -> None:
 
 
 @torch.no_grad()
-def _dry_run(module: nn.Module, loader: Iterable[Batch], device: torch.device) -> list[str]:
-    """One forward without gradients before the optimizer exists: parameters a module sizes on its first
-    batch (torch's Lazy modules, adapters) are then in place to be optimized and resumed. Returns the
-    names of the module's outputs."""
+def setup(module: nn.Module, batch: Batch) -> list[str]:
+    """One forward in eval mode without gradients, before an optimizer exists: parameters a module sizes on its
+    first batch (torch's Lazy modules, a Distiller's adapters, auxiliary heads) are then in place to be
+    optimized and resumed. Returns the names of what the module reports; its mode is restored."""
+    was_training = module.training
     module.eval()
-    return list(module(_to_device(next(iter(loader)), device)))
+    names = list(module(batch))
+    module.train(was_training)
+    return names
 
 
 def _monitor_mode(options: TrainOptions, names: list[str]) -> str:
@@ -295,10 +236,10 @@ def fit(
     device = resolve_device(options.device)
     seed_everything(options.seed)
     module.to(device)
-    outputs = _dry_run(module, val_loader if val_loader is not None else train_loader, device)
+    outputs = setup(module, _to_device(next(iter(val_loader if val_loader is not None else train_loader)), device))
     mode = _monitor_mode(options, [f"val/{name}" for name in outputs]) if val_loader is not None else None
     steps_per_epoch = math.ceil(len(train_loader) / options.grad_accum)
-    optimizers = _Optimizers(module, options, steps_per_epoch)
+    optimizers = Optimizers(module, options, steps_per_epoch)
     checkpoints = Checkpoints(run_dir / "checkpoints") if run_dir else None
     history = History()
 

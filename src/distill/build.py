@@ -1,0 +1,153 @@
+"""From a config to the objects a run trains: data and loaders, networks, loss terms, and the checks that make a
+mistake fail before any file is written."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from distill import data
+from distill.errors import ConfigError, DistillError, first_line
+from distill.losses import LOSSES
+from distill.models import build_model
+from distill.registry import build
+from distill.schema import ModelConfig, TermConfig
+from distill.train import TrainOptions, seed_everything, setup
+from distill.weights import load_weights
+
+if TYPE_CHECKING:
+    from distill.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Experiment:
+    """The built pieces of a config that every stage shares."""
+
+    cfg: Config
+    data: data.ArrayData  # every sample, in the order a teacher cache indexes
+    splits: data.DataSplits
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+    @property
+    def run_dir(self) -> Path:
+        return self.cfg.run_dir
+
+    def log(self, message: str, *args: object) -> None:
+        """An info line about this run, prefixed with its name."""
+        logger.info(f"[{self.cfg.name}] {message}", *args)
+
+
+def build_experiment(cfg: Config) -> Experiment:
+    d = cfg.data
+    loaded = data.load(d.name, path=d.path, label_column=d.label_column)
+    splits = data.split(loaded, val_fraction=d.val_fraction, seed=d.seed, augment=d.augment)
+    train_loader = DataLoader(splits.train, batch_size=d.batch_size, shuffle=True, num_workers=d.num_workers)
+    val_loader = DataLoader(splits.val, batch_size=max(d.batch_size, 256), num_workers=d.num_workers)
+    return Experiment(cfg, loaded, splits, train_loader, val_loader)
+
+
+def model_spec(cfg: Config, field: str) -> ModelConfig | None:
+    """The model group at a config path ("student", "method.peers.0"); None for an absent optional group."""
+    node: Any = cfg
+    for part in field.split("."):
+        node = node[int(part)] if part.isdigit() else getattr(node, part, None)
+        if node is None:
+            return None
+    return node
+
+
+def new_net(exp: Experiment, field: str) -> nn.Module:
+    """A fresh network of the config group `field`, initialised from the global RNG as it stands."""
+    spec = model_spec(exp.cfg, field)
+    return build_model(
+        spec.model, input_shape=exp.splits.input_shape, num_classes=exp.splits.num_classes, args=spec.args, field=field
+    )
+
+
+def build_net(exp: Experiment, field: str, weights: str | Path | None = None) -> nn.Module:
+    """The network of the config group `field`, seeded with train.seed (so scratch and student start
+    identical), with `weights` loaded when given."""
+    seed_everything(exp.cfg.train.seed)
+    model = new_net(exp, field)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+@torch.no_grad()
+def check_outputs_match(exp: Experiment, nets: dict[str, nn.Module]) -> None:
+    """One sample through each net (by config field) before any training: a class-count mismatch fails now,
+    not hours later."""
+    sample = exp.splits.train[0]["input"].unsqueeze(0)
+    for field, net in nets.items():
+        try:
+            shape = tuple(net.eval()(sample).shape)
+        except RuntimeError as e:
+            raise DistillError(
+                f"{field}.model cannot take the data's inputs of shape {exp.splits.input_shape} ({first_line(e)})"
+            ) from None
+        if shape != (1, exp.splits.num_classes):
+            raise DistillError(
+                f"{field}.model outputs shape {shape} for one sample, but the data has "
+                f"{exp.splits.num_classes} classes; expected (1, {exp.splits.num_classes}); check {field}.args"
+            )
+
+
+def build_terms(exp: Experiment, specs: list[TermConfig], field: str, *, label_smoothing: float = 0.0) -> list:
+    """Loss terms from their config entries; `field` names the list in error messages."""
+    defaults = {
+        "num_samples": len(exp.splits.train) + len(exp.splits.val),  # CRD's memory: one row per sample
+        "train_rows": exp.splits.train.indices,  # and its negatives: training rows only
+        "label_smoothing": label_smoothing,
+    }
+    terms = []
+    for i, spec in enumerate(specs):
+        where = f"{field}.{i}"
+        try:
+            loss = LOSSES.get(spec.loss)
+        except ConfigError as e:
+            raise ConfigError(f"{where}.loss: {e}") from None
+        args = {**spec.options, "weight": spec.weight}
+        if loss.kind == "features":
+            if not (spec.student and spec.teacher):
+                raise ConfigError(f"{where}: '{spec.loss}' is a feature loss: give student and teacher module paths")
+            args.update(student_layer=spec.student, teacher_layer=spec.teacher)
+        elif spec.student or spec.teacher:
+            raise ConfigError(f"{where}: '{spec.loss}' works on logits; remove its student/teacher paths")
+        terms.append(build(loss, spec.loss, args, where, defaults))
+    return terms
+
+
+def check_stage(exp: Experiment, make_module: Callable[[], nn.Module], field: str, options: TrainOptions) -> None:
+    """One batch through a module built by `make_module` from copies of a stage's parts: tap paths, adapters,
+    heads, the losses' view of their inputs and train.monitor fail now, not after a teacher has trained for
+    hours. `field` names the config key a failure is reported under."""
+    try:
+        module = make_module()
+        names = setup(module, next(iter(exp.val_loader)))
+    except DistillError as e:
+        raise DistillError(f"{field}: {e}") from None
+    if options.monitor.partition("/")[2] not in names:  # val/accuracy -> accuracy
+        raise ConfigError(
+            f"train.monitor: '{options.monitor}' is not reported by {field}; it reports "
+            f"{', '.join(f'val/{n}' for n in names)}"
+        )
+    for part in module.modules():
+        if hasattr(part, "memory_bytes"):
+            exp.log("%s memory bank: %.1f MB", LOSSES.name_of(part), part.memory_bytes() / 2**20)
+
+
+def copies(*objects: Any) -> Any:
+    """Deep copies of a stage's parts, for `check_stage`: the check must not freeze or size the real ones."""
+    return copy.deepcopy(objects)

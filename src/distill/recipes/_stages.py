@@ -1,0 +1,69 @@
+"""What every recipe does the same way: train a stage unless it is done, the teacher on its labels, the
+scratch baseline."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from distill.build import Experiment, build_net
+from distill.distiller import Supervised, supervised_options
+from distill.train import Checkpoints, TrainOptions, fit
+from distill.weights import load_weights, save_weights
+
+
+class Stages:
+    """Trains the stages of one run in its folder: a stage NAME checkpoints into run_dir/NAME/ and, once done,
+    writes each of its results as run_dir/RESULT.safetensors. A stage whose results all exist is not trained
+    again (their weights are loaded); one with a checkpoint continues from it on resume."""
+
+    def __init__(self, exp: Experiment, *, resume: bool):
+        self.exp, self.resume = exp, resume
+
+    def train(self, name: str, module: nn.Module, model: nn.Module, options: TrainOptions) -> None:
+        """Train `module`, which wraps `model`, as the stage `name`; its result is `model`, saved as NAME."""
+        self.run(name, module, {name: model}, options)
+
+    def run(self, name: str, module: nn.Module, results: dict[str, nn.Module], options: TrainOptions) -> None:
+        """Train `module` as the stage `name` unless done; `results` are the models it trains, by the names
+        they are saved under (several when peers train together)."""
+        paths = {result: self.exp.run_dir / f"{result}.safetensors" for result in results}
+        if all(path.exists() for path in paths.values()):
+            for result, path in paths.items():
+                load_weights(results[result], path)
+            return
+        checkpoints = Checkpoints(self.exp.run_dir / name / "checkpoints")
+        self.exp.log("training %s for %d epochs", name, options.epochs)
+        resume = self.resume and checkpoints.pointer("last") is not None
+        fit(module, self.exp.train_loader, self.exp.val_loader, options, run_dir=self.exp.run_dir / name, resume=resume)
+        if options.select == "best" and checkpoints.pointer("best") is not None:
+            checkpoints.load("best", module)
+        for result, path in paths.items():
+            save_weights(results[result], path, metadata={"stage": name, "select": options.select})
+
+    def save(self, name: str, model: nn.Module, **metadata: str) -> None:
+        """Write a model the run reports on that no stage of that name trained (the last of several stages)."""
+        save_weights(model, self.exp.run_dir / f"{name}.safetensors", metadata=metadata)
+
+
+def train_teacher(stages: Stages, teacher: nn.Module) -> None:
+    """The teacher on its labels, for teacher.epochs (default train.epochs), unless the config loads it."""
+    cfg = stages.exp.cfg
+    if cfg.teacher.weights is not None:
+        return
+    options = supervised_options(cfg.train, cfg.teacher.epochs or cfg.train.epochs)
+    stages.train("teacher", Supervised(teacher), teacher, options)
+
+
+def keep_loaded_teacher(stages: Stages, teacher: nn.Module) -> None:
+    """A teacher loaded from teacher.weights, written beside the run's other models once they are trained."""
+    if stages.exp.cfg.teacher.weights is not None:
+        stages.save("teacher", teacher, source="teacher.weights")
+
+
+def train_scratch(stages: Stages, *, epochs: int, label_smoothing: float = 0.0) -> nn.Module:
+    """The student alone: the same architecture, initial weights and number of epochs, on the labels only."""
+    exp = stages.exp
+    scratch = build_net(exp, "student", exp.cfg.student.weights)
+    module = Supervised(scratch, label_smoothing=label_smoothing)
+    stages.train("scratch", module, scratch, supervised_options(exp.cfg.train, epochs))
+    return scratch

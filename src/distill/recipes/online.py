@@ -1,0 +1,72 @@
+"""Online distillation: teacher, student and any further peers trained together from scratch, each learning
+from the others (deep mutual learning), or the teacher from the labels alone."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import Field
+
+from distill.build import Experiment, build_net, check_outputs_match, check_stage, copies, model_spec
+from distill.online import MutualLearning
+from distill.recipes import RECIPES, Trained
+from distill.recipes._stages import Stages, train_scratch
+from distill.schema import Group, ModelConfig
+
+if TYPE_CHECKING:
+    from distill.config import Config
+
+
+class OnlineMethod(Group):
+    """method.kind online: no teacher is trained first; every peer trains for train.epochs in one stage."""
+
+    teacher_keys: ClassVar[tuple[str, ...]] = ("model", "args", "weights")
+
+    kind: Literal["online"] = "online"
+    mutual: bool = Field(
+        True, description="true: each learns from the others (DML); false: the teacher from labels only"
+    )
+    temperature: float = Field(1.0, gt=0, le=1000)
+    weight: float = Field(1.0, ge=0, allow_inf_nan=False, description="factor of the KL term toward the other models")
+    peers: list[ModelConfig] = Field(
+        default_factory=list, max_length=16, description="more models trained alongside, reported as peer1, peer2, ..."
+    )
+
+
+def _peer_fields(cfg: Config) -> dict[str, str]:
+    """method.peers by the names they are saved and reported under: {"peer1": "method.peers.0", ...}."""
+    return {f"peer{k}": f"method.peers.{k - 1}" for k in range(1, len(cfg.method.peers) + 1)}
+
+
+@RECIPES.register("online")
+class Online:
+    Method = OnlineMethod
+
+    def __init__(self, exp: Experiment):
+        cfg = exp.cfg
+        self.exp = exp
+        fields = {"student": "student", "teacher": "teacher", **_peer_fields(cfg)}  # the student first: val/accuracy
+        self.nets = {name: build_net(exp, field, model_spec(cfg, field).weights) for name, field in fields.items()}
+        check_outputs_match(exp, {fields[name]: net for name, net in self.nets.items()})
+        check_stage(exp, lambda: self._module(*copies(*self.nets.values())), "method", cfg.train)
+
+    def _module(self, *nets) -> MutualLearning:
+        method = self.exp.cfg.method
+        return MutualLearning(
+            list(nets),
+            temperature=method.temperature,
+            weight=method.weight,
+            learns_from_peers=[method.mutual or name != "teacher" for name in self.nets],
+            names=list(self.nets),
+        )
+
+    def train(self, stages: Stages) -> Trained:
+        stages.run("online", self._module(*self.nets.values()), self.nets, self.exp.cfg.train)
+        models = {"teacher": self.nets["teacher"], **{k: v for k, v in self.nets.items() if k.startswith("peer")}}
+        if self.exp.cfg.scratch:
+            models["scratch"] = train_scratch(stages, epochs=self.exp.cfg.train.epochs)
+        return Trained({**models, "student": self.nets["student"]}, ["online"])
+
+    @staticmethod
+    def fields(cfg: Config) -> dict[str, str]:
+        return {"teacher": "teacher", **_peer_fields(cfg), "scratch": "student", "student": "student"}
