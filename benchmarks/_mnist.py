@@ -6,6 +6,7 @@ lr 3e-3 with a cosine schedule, batch 128; a CNN teacher and a much smaller CNN 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class Mnist:
     train: DataLoader
     val: DataLoader
     options: TrainOptions
+    description: str  # the data's, with paths relative to where the script ran
 
     def net(self, seed: int, spec: dict) -> nn.Module:
         torch.manual_seed(seed)
@@ -42,14 +44,16 @@ def mnist(path: str | Path, epochs: int) -> Mnist:
         epochs=epochs, optimizer="adamw", lr=3e-3, weight_decay=1e-4, warmup_epochs=0.5, progress=False, log_every=50
     )
     train = DataLoader(splits.train, batch_size=128, shuffle=True)
-    return Mnist(splits, len(data.labels), train, DataLoader(splits.val, batch_size=512), options)
+    folder = str(Path(path).resolve())
+    description = splits.description.replace(folder, os.path.relpath(folder))
+    return Mnist(splits, len(data.labels), train, DataLoader(splits.val, batch_size=512), options, description)
 
 
 def trained_teacher(setup: Mnist, seeds: list[int]) -> nn.Module:
     """The teacher (seed 0), trained once; prints the set-up."""
     teacher = setup.net(0, TEACHER)
     accuracy = fit(Supervised(teacher), setup.train, setup.val, setup.options).epochs[-1]["val/accuracy"]
-    print(f"data: {setup.splits.description}")
+    print(f"data: {setup.description}")
     print(f"teacher cnn{TEACHER}: {count_params(teacher):,} params, accuracy {accuracy:.4f}")
     print(
         f"student cnn{STUDENT}: {count_params(setup.net(0, STUDENT)):,} params; "
