@@ -499,6 +499,9 @@ def test_born_again_generations_from_the_command_line(tmp_path, capsys, distille
         "method={kind: born_again}",
     )
     assert_user_error(code, err, "student: method.kind 'born_again' trains generations of the teacher's architecture")
+    weights = ["--set", "method={kind: born_again}", "--set", "student.weights=w.safetensors", "--set", "name=w"]
+    code, _, err = run_cli(capsys, "train", config, *weights)
+    assert_user_error(code, err, "student.weights: method.kind 'born_again' starts every generation afresh")
 
 
 SELF_DISTILL = """\
@@ -592,3 +595,5 @@ def test_quiet_and_verbose(finished_run, tmp_path, capsys):
     assert code == 0 and "training" not in out and "student (distilled)" in out  # the result, not the chatter
     code, out, _ = run_cli(capsys, "train", config, "--set", "name=again", "--set", "scratch=false")
     assert code == 0 and "[again] training teacher for 2 epochs" in out
+    code, out, _ = run_cli(capsys, "train", config, "--set", "name=after", "--set", "scratch=false", "-q")
+    assert code == 0 and "training" not in out  # the options work after the command too

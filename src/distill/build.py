@@ -45,7 +45,7 @@ class Experiment:
 
     def log(self, message: str, *args: object) -> None:
         """An info line about this run, prefixed with its name."""
-        logger.info(f"[{self.cfg.name}] {message}", *args)
+        logger.info("[%s] " + message, self.cfg.name, *args)
 
 
 def build_experiment(cfg: Config) -> Experiment:
@@ -96,7 +96,7 @@ def check_outputs_match(exp: Experiment, nets: dict[str, nn.Module]) -> None:
         except RuntimeError as e:
             raise DistillError(
                 f"{field}.model cannot take the data's inputs of shape {exp.splits.input_shape} ({first_line(e)})"
-            ) from None
+            ) from e
         if shape != (1, exp.splits.num_classes):
             raise DistillError(
                 f"{field}.model outputs shape {shape} for one sample, but the data has "
@@ -104,7 +104,9 @@ def check_outputs_match(exp: Experiment, nets: dict[str, nn.Module]) -> None:
             )
 
 
-def build_terms(exp: Experiment, specs: list[TermConfig], field: str, *, label_smoothing: float = 0.0) -> list:
+def build_terms(
+    exp: Experiment, specs: list[TermConfig], field: str, *, label_smoothing: float = 0.0
+) -> list[nn.Module]:
     """Loss terms from their config entries; `field` names the list in error messages."""
     defaults = {
         "num_samples": len(exp.splits.train) + len(exp.splits.val),  # CRD's memory: one row per sample
@@ -117,7 +119,7 @@ def build_terms(exp: Experiment, specs: list[TermConfig], field: str, *, label_s
         try:
             loss = LOSSES.get(spec.loss)
         except ConfigError as e:
-            raise ConfigError(f"{where}.loss: {e}") from None
+            raise ConfigError(f"{where}.loss: {e}") from e
         args = {**spec.options, "weight": spec.weight}
         if loss.kind == "features":
             if not (spec.student and spec.teacher):
@@ -137,7 +139,7 @@ def check_stage(exp: Experiment, make_module: Callable[[], nn.Module], field: st
         module = make_module()
         names = setup(module, next(iter(exp.val_loader)))
     except DistillError as e:
-        raise DistillError(f"{field}: {e}") from None
+        raise DistillError(f"{field}: {e}") from e
     if options.monitor.partition("/")[2] not in names:  # val/accuracy -> accuracy
         raise ConfigError(
             f"train.monitor: '{options.monitor}' is not reported by {field}; it reports "

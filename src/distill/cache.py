@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from distill._io import atomic_path, remove_temporaries, write_json
-from distill.errors import DistillError
+from distill.errors import DistillError, first_line
 from distill.taps import check_paths, run_tapped
 
 MANIFEST = "manifest.json"
@@ -265,7 +265,7 @@ class TeacherCache:
             try:
                 arrays[name] = np.load(file, mmap_mode="r")
             except (OSError, ValueError) as e:
-                raise DistillError(f"{file} cannot be read ({e}); run `distill cache` again") from None
+                raise DistillError(f"{file} cannot be read ({first_line(e)}); run `distill cache` again") from e
             shape = arrays[name].shape
             if shape[:1] != (entry["rows"],) or (name == "logits" and shape[1:] != (self.num_classes,)):
                 expected = f"{entry['rows']} rows" + (f" of {self.num_classes} logits" if name == "logits" else "")

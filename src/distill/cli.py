@@ -42,27 +42,39 @@ def _add_overrides(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _talk(parser: argparse.ArgumentParser, default: object) -> None:
+    """-q, -v and --debug, before the command or after it (`default` SUPPRESS there, so neither place resets
+    the other)."""
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", default=default, help="only warnings, errors, the result")
+    talk.add_argument("-v", "--verbose", action="store_true", default=default, help="also debugging messages")
+    parser.add_argument("--debug", action="store_true", default=default, help="show an internal error's traceback")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distill", description="Knowledge distillation: teacher -> student.")
-    talk = parser.add_mutually_exclusive_group()
-    talk.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the result")
-    talk.add_argument("-v", "--verbose", action="store_true", help="also debugging messages")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
-    commands = parser.add_subparsers(dest="command", required=True)
+    _talk(parser, False)
+    options = _Parser(add_help=False)
+    _talk(options, argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = commands.add_parser("train", help="run an experiment from a YAML config")
+    train = commands.add_parser("train", parents=[options], help="run an experiment from a YAML config")
     train.add_argument("config", help="YAML config file")
     _add_overrides(train)
     train.add_argument("--resume", action="store_true", help="continue the run in out_dir/name where it stopped")
 
-    cache = commands.add_parser("cache", help="run the teacher once and store its outputs in teacher.cache")
+    cache = commands.add_parser(
+        "cache", parents=[options], help="run the teacher once and store its outputs in teacher.cache"
+    )
     cache.add_argument("config", help="YAML config file (with teacher.weights and teacher.cache)")
     _add_overrides(cache)
 
-    demo = commands.add_parser("demo", help="teacher, scratch and distilled student on the bundled digits")
+    demo = commands.add_parser(
+        "demo", parents=[options], help="teacher, scratch and distilled student on the bundled digits"
+    )
     _add_overrides(demo)
 
-    evaluate = commands.add_parser("eval", help="re-measure the models of a finished run")
+    evaluate = commands.add_parser("eval", parents=[options], help="re-measure the models of a finished run")
     evaluate.add_argument("run_dir", help="a run directory made by `distill train` or `distill demo`")
     return parser
 
@@ -94,6 +106,8 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def _main(args: argparse.Namespace) -> None:
+    if args.quiet and args.command != "eval":
+        args.overrides.append("train.progress=false")  # quiet means no progress bar either
     if args.command == "cache":
         made = make_cache(load_config(args.config, args.overrides))
         print(

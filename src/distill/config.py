@@ -44,6 +44,7 @@ class Config(Group):
         unused = [key for key in self.teacher.given() if key not in used] if used else []
         if unused:
             raise ValueError(f"teacher.{unused[0]}: method.kind '{kind}' does not use it; drop it")
+        self.method.check(self)
         return self
 
     @model_validator(mode="after")

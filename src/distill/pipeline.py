@@ -51,8 +51,10 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
             "stages": trained.stages,
             **describe(exp, trained.models),
             "user_code": code_that_ran(cfg, list(fields.values())),
-            **trained.extra,
         }
+        if clash := summary.keys() & trained.extra.keys():
+            raise RuntimeError(f"recipe '{cfg.method.kind}' reports {sorted(clash)}, which the summary has already")
+        summary.update(trained.extra)
         write_json(cfg.run_dir / "summary.json", summary)
         return summary
 

@@ -5,7 +5,7 @@ Every group forbids unknown keys, so a misspelt key is an error, never a silent 
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
@@ -25,6 +25,15 @@ class Group(BaseModel):
             for key, field in type(self).model_fields.items()
             if getattr(self, key) != field.get_default(call_default_factory=True)
         ]
+
+
+class MethodGroup(Group):
+    """The keys of one way of distilling (`method:`); each recipe's model starts with `kind: Literal["NAME"]`."""
+
+    teacher_keys: ClassVar[tuple[str, ...]] = ()  # the keys of the `teacher` group it reads; () for no teacher
+
+    def check(self, cfg: Any) -> None:
+        """Checks that need the rest of the config (the train group, the student); raise ValueError naming keys."""
 
 
 class DataConfig(Group):

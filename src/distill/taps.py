@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from distill._tensors import resize_to
-from distill.errors import DistillError
+from distill.errors import DistillError, first_line
 
 MODEL_OUTPUTS = ("hidden_states", "attentions", "intermediates")
 ADAPTERS = ("auto", "none", "linear", "conv1x1", "conv3x3")
@@ -162,7 +162,7 @@ def _run_timm(model: nn.Module, inputs: Tensor, paths: Sequence[str], store: dic
     try:
         final, intermediates = model.forward_intermediates(inputs, indices=indices)
     except (AssertionError, IndexError, ValueError) as e:  # timm checks the indices itself
-        raise DistillError(f"taps {list(paths)}: the model refused intermediates {indices} ({e})") from None
+        raise DistillError(f"taps {list(paths)}: the model refused intermediates {indices} ({first_line(e)})") from e
     for path in paths:
         store[path] = intermediates[indices.index(int(path.partition(".")[2]))]
     return model.forward_head(final)

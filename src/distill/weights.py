@@ -60,7 +60,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         try:
             return load_file(path)
         except (SafetensorError, OSError) as e:
-            raise DistillError(f"{path} is not a readable safetensors file ({e})") from None
+            raise DistillError(f"{path} is not a readable safetensors file ({first_line(e)})") from e
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # includes pickles that would run code: weights_only refuses them

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distill.errors import ConfigError
+from distill.errors import ConfigError, first_line
 from distill.registry import Registry, build
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -90,7 +90,7 @@ def _import_factory(spec: str) -> Callable[..., nn.Module]:
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # ImportError, or the module's own SyntaxError or failure at import
-        raise ConfigError(f"'{spec}': cannot import {module_name} ({type(e).__name__}: {e})") from None
+        raise ConfigError(f"'{spec}': cannot import {module_name} ({first_line(e, typed=True)})") from e
     if not hasattr(module, attr):
         raise ConfigError(f"'{spec}': {module_name} has no attribute '{attr}'")
     file = getattr(module, "__file__", None)  # hashed now: the file may change while a long run goes on

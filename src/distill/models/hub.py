@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from distill.errors import ConfigError
+from distill.errors import ConfigError, first_line
 from distill.registry import did_you_mean
 
 Builder = Callable[[Sequence[int], int, dict[str, Any]], nn.Module]
@@ -50,10 +50,10 @@ def _import(package: str, name: str) -> ModuleType:
         return importlib.import_module(package)
     except ModuleNotFoundError as e:
         if e.name != package:  # installed, but something it needs is not
-            raise ConfigError(f"model '{name}': importing {package} failed ({e})") from None
+            raise ConfigError(f"model '{name}': importing {package} failed ({first_line(e)})") from e
         raise ConfigError(f"model '{name}' needs {package}: pip install {package}") from None
     except ImportError as e:
-        raise ConfigError(f"model '{name}': importing {package} failed ({e})") from None
+        raise ConfigError(f"model '{name}': importing {package} failed ({first_line(e)})") from e
 
 
 def _torchvision(torchvision: ModuleType, model_name: str, name: str) -> Builder:

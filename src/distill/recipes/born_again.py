@@ -11,14 +11,14 @@ from distill.errors import ConfigError
 from distill.losses import KD
 from distill.recipes import RECIPES, Trained
 from distill.recipes._stages import Stages, keep_loaded_teacher, train_teacher
-from distill.schema import Group
+from distill.schema import MethodGroup
 from distill.selfdistill import ensemble_accuracy, train_generations
 
 if TYPE_CHECKING:
     from distill.config import Config
 
 
-class BornAgainMethod(Group):
+class BornAgainMethod(MethodGroup):
     """method.kind born_again: the teacher is generation 0 (trained here or loaded); the student, of the same
     architecture, is the last generation. No scratch run: the architecture alone is generation 0."""
 
@@ -42,6 +42,8 @@ class BornAgain:
                 "student: method.kind 'born_again' trains generations of the teacher's architecture; give "
                 "student.model and student.args as the teacher's"
             )
+        if cfg.student.weights is not None:
+            raise ConfigError("student.weights: method.kind 'born_again' starts every generation afresh; drop it")
         self.exp = exp
         self.teacher = build_net(exp, "teacher", cfg.teacher.weights)
         check_outputs_match(exp, {"teacher": self.teacher})

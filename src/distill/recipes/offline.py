@@ -12,11 +12,10 @@ from torch import nn
 from distill.build import Experiment, build_net, build_terms, check_outputs_match, check_stage, copies
 from distill.cache import TeacherCache
 from distill.distiller import Distiller
-from distill.errors import ConfigError
 from distill.recipes import RECIPES, Trained
 from distill.recipes._stages import Stages, keep_loaded_teacher, train_scratch, train_teacher
 from distill.registry import did_you_mean
-from distill.schema import NAME, Group, ModelConfig, TermConfig, describe_error
+from distill.schema import NAME, Group, MethodGroup, ModelConfig, TermConfig, describe_error
 from distill.teacher_cache import open_cache
 from distill.train import TrainOptions
 
@@ -39,7 +38,7 @@ class StageConfig(Group):
     train: dict[str, Any] = Field(default_factory=dict, description="train options that differ in this stage")
 
 
-class OfflineMethod(Group):
+class OfflineMethod(MethodGroup):
     """method.kind offline: the student learns from a frozen teacher with `terms` (or `stages`)."""
 
     teacher_keys: ClassVar[tuple[str, ...]] = ("model", "args", "weights", "dtype", "cache", "epochs")
@@ -79,6 +78,10 @@ class OfflineMethod(Group):
             del resolved["terms"]
         return resolved
 
+    def check(self, cfg: Any) -> None:
+        for i, stage in enumerate(self.stages or []):
+            stage_options(cfg.train, stage, i)  # a bad override fails as the config is read, naming its key
+
     def student_stages(self, epochs: int) -> list[StageConfig]:
         """The stages that train the student: the listed ones, or one named 'student' of `terms`."""
         return self.stages or [StageConfig(name="student", epochs=epochs, terms=self.terms)]
@@ -89,8 +92,7 @@ def stage_options(train: TrainOptions, stage: StageConfig, i: int) -> TrainOptio
     try:
         return TrainOptions(**{**train.model_dump(), **stage.train, "epochs": stage.epochs})
     except ValidationError as e:
-        problem = describe_error(e.errors()[0], TrainOptions, prefix=f"method.stages.{i}.train")
-        raise ConfigError(problem) from None
+        raise ValueError(describe_error(e.errors()[0], TrainOptions, prefix=f"method.stages.{i}.train")) from None
 
 
 @RECIPES.register("offline")
@@ -101,9 +103,9 @@ class Offline:
         cfg, method = exp.cfg, exp.cfg.method
         self.exp = exp
         self.student = build_net(exp, "student", cfg.student.weights)
+        self.assistant = build_net(exp, "method.assistant", method.assistant.weights) if method.assistant else None
         self.cached = cfg.teacher.cache is not None  # the stored outputs stand in for the teacher
         self.teacher = open_cache(exp) if self.cached else build_net(exp, "teacher", cfg.teacher.weights)
-        self.assistant = build_net(exp, "method.assistant", method.assistant.weights) if method.assistant else None
         # what the student learns from: the assistant when there is one (TAKD), else the teacher
         self.student_teacher = self.teacher if self.assistant is None else self.assistant
         nets = {
@@ -123,6 +125,7 @@ class Offline:
         ]
         for i, terms in enumerate(self.terms):
             self._check(self.student, self.student_teacher, terms, field.format(i), self.options[i])
+        self.assistant_terms = []
         if self.assistant is not None:  # it learns from the teacher with method.terms, then teaches the student
             self.assistant_terms = build_terms(exp, method.terms, "method.terms", label_smoothing=smoothing)
             self._check(self.assistant, self.teacher, self.assistant_terms, "method.terms (assistant)", cfg.train)

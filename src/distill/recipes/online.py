@@ -6,18 +6,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
+from torch import nn
 
 from distill.build import Experiment, build_net, check_outputs_match, check_stage, copies, model_spec
 from distill.online import MutualLearning
 from distill.recipes import RECIPES, Trained
 from distill.recipes._stages import Stages, train_scratch
-from distill.schema import Group, ModelConfig
+from distill.schema import MethodGroup, ModelConfig
 
 if TYPE_CHECKING:
     from distill.config import Config
 
 
-class OnlineMethod(Group):
+class OnlineMethod(MethodGroup):
     """method.kind online: no teacher is trained first; every peer trains for train.epochs in one stage."""
 
     teacher_keys: ClassVar[tuple[str, ...]] = ("model", "args", "weights")
@@ -50,7 +51,7 @@ class Online:
         check_outputs_match(exp, {fields[name]: net for name, net in self.nets.items()})
         check_stage(exp, lambda: self._module(*copies(*self.nets.values())), "method", cfg.train)
 
-    def _module(self, *nets) -> MutualLearning:
+    def _module(self, *nets: nn.Module) -> MutualLearning:
         method = self.exp.cfg.method
         return MutualLearning(
             list(nets),

@@ -10,7 +10,7 @@ from pydantic import Field
 from distill.build import Experiment, build_net, check_outputs_match, check_stage, copies
 from distill.recipes import RECIPES, Trained
 from distill.recipes._stages import Stages, train_scratch
-from distill.schema import Group
+from distill.schema import MethodGroup
 from distill.selfdistill import SelfDistiller
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from distill.config import Config
 
 
-class SelfDistillMethod(Group):
+class SelfDistillMethod(MethodGroup):
     """method.kind self_distill: the one way without a teacher; compared with the student alone (scratch)."""
 
     teacher_keys: ClassVar[tuple[str, ...]] = ()
