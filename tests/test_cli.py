@@ -70,7 +70,7 @@ def test_resume_of_a_finished_run_retrains_nothing(finished_run, capsys):
     config, run_dir = finished_run
     before = snapshot(run_dir / "student")
     code, out, _ = run_cli(capsys, "train", config, "--resume")
-    assert code == 0 and "training" not in out
+    assert code == 0 and "] training " not in out
     assert snapshot(run_dir / "student") == before
 
 
@@ -336,7 +336,7 @@ def test_an_adapter_that_cannot_be_inferred_fails_before_the_teacher_trains(tmp_
     cnn_teacher = ["--set", "teacher.model=cnn", "--set", "teacher.args={channels: [4]}"]
     code, out, err = run_cli(capsys, "train", config, *cnn_teacher, "--set", "method.stages.0.terms.0.teacher=block1")
     assert_user_error(code, err, "loss term 'hint' (hidden1 -> block1)", "cannot map the student's (256, 8)")
-    assert "training" not in out and not (tmp_path / "runs").exists()
+    assert "] training " not in out and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(
@@ -351,7 +351,7 @@ def test_a_stage_override_is_checked_with_the_train_group(tmp_path, capsys, trai
     config = write_config(tmp_path / "c.yaml", staged(tmp_path))
     code, out, err = run_cli(capsys, "train", config, "--set", f"method.stages.1.train={train}")
     assert_user_error(code, err, message)
-    assert "training" not in out and not (tmp_path / "runs").exists()
+    assert "] training " not in out and not (tmp_path / "runs").exists()
 
 
 def test_a_run_interrupted_in_its_second_stage_resumes_exactly(tmp_path, capsys, monkeypatch):
@@ -521,7 +521,7 @@ def test_deep_self_distillation_from_a_config_needs_no_teacher(tmp_path, capsys)
     run_dir = tmp_path / "runs" / "sd"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["teacher"] is None and summary["ratios"] is None and summary["models"] == ["scratch", "student"]
-    assert summary["student"]["agreement"] is None and "self-distillation vs the student alone" in out
+    assert summary["student"]["agreement"] is None and "diagnosis: " in out and "self-distillation" in out
     records = [json.loads(line) for line in (run_dir / "student" / "metrics.jsonl").open()]
     assert "val/head0_accuracy" in records[-1]  # the auxiliary head trained beside the student
     exported = load_file(str(run_dir / "student.safetensors"))
@@ -592,8 +592,8 @@ def test_an_internal_error_shows_its_traceback_on_request(tmp_path, capsys, monk
 def test_quiet_and_verbose(finished_run, tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     code, out, _ = run_cli(capsys, "--quiet", "train", config, "--set", "scratch=false")
-    assert code == 0 and "training" not in out and "student (distilled)" in out  # the result, not the chatter
+    assert code == 0 and "] training " not in out and "student (distilled)" in out  # the result, not the chatter
     code, out, _ = run_cli(capsys, "train", config, "--set", "name=again", "--set", "scratch=false")
     assert code == 0 and "[again] training teacher for 2 epochs" in out
     code, out, _ = run_cli(capsys, "train", config, "--set", "name=after", "--set", "scratch=false", "-q")
-    assert code == 0 and "training" not in out  # the options work after the command too
+    assert code == 0 and "] training " not in out  # the options work after the command too

@@ -42,13 +42,16 @@ def test_digits_shape_range_classes():
 
 def test_split_is_seeded_disjoint_and_indexes_the_full_data():
     data = load("digits")
-    parts = split(data, val_fraction=0.2, seed=0)
-    again = split(data, val_fraction=0.2, seed=0)
-    other = split(data, val_fraction=0.2, seed=1)
-    assert torch.equal(parts.val.indices, again.val.indices)
-    assert not torch.equal(parts.val.indices, other.val.indices)
-    assert len(parts.val) == 359 and len(parts.train) == 1797 - 359
-    assert sorted(parts.train.indices.tolist() + parts.val.indices.tolist()) == list(range(1797))
+    parts = split(data, val_fraction=0.2, test_fraction=0.2, seed=0)
+    again = split(data, val_fraction=0.2, test_fraction=0.2, seed=0)
+    other = split(data, val_fraction=0.2, test_fraction=0.2, seed=1)
+    for part in ("train", "val", "test"):
+        assert torch.equal(getattr(parts, part).indices, getattr(again, part).indices)
+        assert not torch.equal(getattr(parts, part).indices, getattr(other, part).indices)
+    assert len(parts.test) == 359 and len(parts.val) == 288 and len(parts.train) == 1797 - 359 - 288
+    rows = parts.train.indices.tolist() + parts.val.indices.tolist() + parts.test.indices.tolist()
+    assert sorted(rows) == list(range(1797))  # disjoint, and every row in one part
+    assert parts.labelled is not None and len(parts.labelled) == len(parts.teacher) == len(parts.train)
     sample = parts.val[5]
     assert set(sample) == {"input", "label", "index"}
     assert torch.equal(sample["input"], data.inputs[sample["index"]])
@@ -290,7 +293,7 @@ def test_cifar_shapes_normalisation_and_classes(tmp_path, name, style, point_at)
     n, n_test = len(labels), list(spec["parts"].values())[-1]
     assert data.inputs.shape == (n, 3, 32, 32) and data.inputs.dtype == torch.float32
     assert data.labels.tolist() == labels.tolist() and data.classes == spec["classes"]
-    assert data.val_indices.tolist() == list(range(n - n_test, n)) and str(folder) in data.description
+    assert data.test_indices.tolist() == list(range(n - n_test, n)) and str(folder) in data.description
     mean, std = spec["mean"], spec["std"]
     assert data.inputs[0, 0, 0, 0].item() == pytest.approx((1 - mean[0]) / std[0], abs=1e-6)
     assert data.inputs[0, 2, 0, 0].item() == pytest.approx(-mean[2] / std[2], abs=1e-6)
@@ -300,18 +303,17 @@ def test_cifar_shapes_normalisation_and_classes(tmp_path, name, style, point_at)
 
 
 @pytest.mark.parametrize("name", ["cifar100", "cifar10"])
-def test_cifar_validates_on_the_official_test_rows(tmp_path, name):
+def test_cifar_tests_on_the_official_test_rows_and_validates_on_training_rows(tmp_path, name):
     folder, _, labels = fake_cifar(tmp_path, name)
     data = load(name, path=str(folder))
     n, n_test = len(labels), list(CIFAR[name]["parts"].values())[-1]
     parts = split(data, val_fraction=0.5, seed=0)
     other = split(data, val_fraction=0.2, seed=1)
-    assert parts.val.indices.tolist() == other.val.indices.tolist() == list(range(n - n_test, n))
-    assert parts.train.indices.tolist() == list(range(n - n_test))
-    assert "val_fraction and seed unused" in parts.description and "seed=0" not in parts.description
-    assert f"({n - n_test} train / {n_test} val)" in parts.description
+    assert parts.test.indices.tolist() == other.test.indices.tolist() == list(range(n - n_test, n))
+    assert sorted(parts.train.indices.tolist() + parts.val.indices.tolist()) == list(range(n - n_test))
+    assert len(parts.val) == round(0.5 * (n - n_test)) and "fixed test rows, val_fraction=0.5" in parts.description
     for i in range(n_test):
-        sample = parts.val[i]
+        sample = parts.test[i]
         assert torch.equal(sample["input"], data.inputs[sample["index"]])
         assert sample["label"] == labels[n - n_test + i] and sample["index"] == n - n_test + i
 
@@ -434,7 +436,7 @@ def test_crop_flip_is_reproducible_across_dataloader_workers():
         return torch.cat([batch["input"] for batch in loader])
 
     first = epoch()
-    assert first.shape == (12, 3, 6, 5) and torch.equal(first, epoch())
+    assert first.shape == (len(parts.train), 3, 6, 5) and torch.equal(first, epoch())
 
 
 def test_augment_refuses_unknown_names_and_non_images():
@@ -452,8 +454,8 @@ def test_unknown_data_set_suggests_close_name():
 
 
 def test_loader_rejects_an_option_it_does_not_take():
-    raises_one_line(lambda: load("digits", path="somewhere"), "'digits'", "'path'")
-    raises_one_line(lambda: load("idx", path=".", label_column="y"), "'idx'", "'label_column'")
+    raises_one_line(lambda: load("digits", path="somewhere"), "'digits'", "data.path")
+    raises_one_line(lambda: load("idx", path=".", label_column="y"), "'idx'", "data.label_column")
 
 
 def test_loader_requires_its_options(tmp_path):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from distill import data
 from distill.errors import ConfigError, DistillError, first_line
@@ -36,8 +36,11 @@ class Experiment:
     cfg: Config
     data: data.ArrayData  # every sample, in the order a teacher cache indexes
     splits: data.DataSplits
-    train_loader: DataLoader
-    val_loader: DataLoader
+    train_loader: DataLoader  # every training row: what a student learns from
+    labelled_loader: DataLoader  # the rows that keep labels, as many batches an epoch: scratch's
+    teacher_loader: DataLoader  # every row the data labels, with its label, as many batches an epoch
+    val_loader: DataLoader  # picks: the best epoch, tuning
+    test_loader: DataLoader  # reports: never seen by training or selection
 
     @property
     def run_dir(self) -> Path:
@@ -50,11 +53,30 @@ class Experiment:
 
 def build_experiment(cfg: Config) -> Experiment:
     d = cfg.data
-    loaded = data.load(d.name, path=d.path, label_column=d.label_column)
-    splits = data.split(loaded, val_fraction=d.val_fraction, seed=d.seed, augment=d.augment)
+    loaded = data.load(d.name, path=d.path, label_column=d.label_column, unlabelled_path=d.unlabelled_path)
+    splits = data.split(
+        loaded,
+        val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction,
+        seed=d.seed,
+        augment=d.augment,
+        labelled_fraction=d.labelled_fraction,
+        labelled_per_class=d.labelled_per_class,
+    )
     train_loader = DataLoader(splits.train, batch_size=d.batch_size, shuffle=True, num_workers=d.num_workers)
-    val_loader = DataLoader(splits.val, batch_size=max(d.batch_size, 256), num_workers=d.num_workers)
-    return Experiment(cfg, loaded, splits, train_loader, val_loader)
+
+    def steps_of_train(part: data.IndexedDataset) -> DataLoader:
+        """Batches of `part` drawn as many times an epoch as the student's, so every stage takes as many steps."""
+        if len(part) == len(splits.train) and part.labels.equal(splits.train.labels):
+            return train_loader  # the same rows and labels: the same batches
+        sampler = RandomSampler(part, num_samples=len(splits.train))
+        return DataLoader(part, batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers)
+
+    def fixed(part: data.IndexedDataset) -> DataLoader:
+        return DataLoader(part, batch_size=max(d.batch_size, 256), num_workers=d.num_workers)
+
+    labelled, teacher = steps_of_train(splits.labelled), steps_of_train(splits.teacher)
+    return Experiment(cfg, loaded, splits, train_loader, labelled, teacher, fixed(splits.val), fixed(splits.test))
 
 
 def model_spec(cfg: Config, field: str) -> ModelConfig | None:
@@ -109,7 +131,7 @@ def build_terms(
 ) -> list[nn.Module]:
     """Loss terms from their config entries; `field` names the list in error messages."""
     defaults = {
-        "num_samples": len(exp.splits.train) + len(exp.splits.val),  # CRD's memory: one row per sample
+        "num_samples": exp.splits.num_samples,  # CRD's memory: one row per sample
         "train_rows": exp.splits.train.indices,  # and its negatives: training rows only
         "label_smoothing": label_smoothing,
     }

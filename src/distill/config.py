@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, StrictInt, ValidationError, model_validator
 
 from distill._io import existing
 from distill.errors import ConfigError
@@ -30,6 +30,12 @@ class Config(Group):
     teacher: TeacherConfig | None = Field(None, description="the teacher; every method.kind but self_distill has one")
     student: ModelConfig
     method: Method = Field(default_factory=RECIPES.get("offline").Method, description="the way of distilling")
+    seeds: list[StrictInt] | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="train the student and the scratch baseline once per seed (one teacher): figures are means",
+    )
     train: TrainOptions = Field(default_factory=TrainOptions)
     cache: CacheConfig = Field(default_factory=CacheConfig)
 
@@ -46,6 +52,21 @@ class Config(Group):
             raise ValueError(f"teacher.{unused[0]}: method.kind '{kind}' does not use it; drop it")
         self.method.check(self)
         return self
+
+    @model_validator(mode="after")
+    def _check_seeds(self) -> Config:
+        if self.seeds is None:
+            return self
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds: give each seed once, each >= 0, got {self.seeds}")
+        if len(self.seeds) > 1 and not self.method.several_seeds:
+            raise ValueError(f"seeds: method.kind '{self.method.kind}' trains with one seed; give one, or train.seed")
+        return self
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The seeds the student and scratch train with: `seeds`, else train.seed alone."""
+        return self.seeds or [self.train.seed]
 
     @model_validator(mode="after")
     def _check_cache(self) -> Config:
@@ -112,6 +133,16 @@ def validate(raw: dict[str, Any], source: str) -> Config:
         errors = sorted(e.errors(), key=lambda error: error["type"] != "extra_forbidden")
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
+
+
+def read_saved(path: Path) -> Config:
+    """The resolved config a run saved: every group written out, so one missing means the file is damaged or
+    was not written by distill (a saved config must not fall back on defaults)."""
+    raw = read_yaml(path)
+    missing = [key for key in Config.model_fields if key not in raw]
+    if missing:
+        raise ConfigError(f"{path}: no '{missing[0]}' key; the file is damaged or was not written by distill train")
+    return validate(raw, str(path))
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:

@@ -1,17 +1,20 @@
-"""A whole experiment from a config: the recipe its `method.kind` names, trained in its run folder, then
-measured.
+"""A whole experiment from a config: the recipe its `method.kind` names, trained in its run folder once per seed,
+then measured and diagnosed.
 
 runs/NAME/config.yaml              the resolved config
 runs/NAME/STAGE/                   each stage's checkpoints/ and metrics.jsonl (teacher, assistant, scratch,
-                                   student or student-NAME for each of several stages, online, gen1, ...)
+                                   student or student-NAME for each of several stages, online, gen1, ...;
+                                   STAGE-seedS for each seed after the first)
 runs/NAME/MODEL.safetensors        each model's result, written when its stage ends; student.safetensors is
                                    the deployable student (also genK for born-again generations, peerK for
                                    method.peers)
-runs/NAME/summary.json             accuracy, agreement, size and speed of every model
+runs/NAME/summary.json             test and validation accuracy, agreement, size and speed of every model,
+                                   and the diagnosis: did distillation pay, and why not
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -19,12 +22,13 @@ from typing import Any
 from distill import rundir
 from distill._io import write_json
 from distill._lock import FolderLock
-from distill.build import build_experiment, build_net
-from distill.config import Config, read_yaml, validate
+from distill.build import Experiment, build_experiment, build_net
+from distill.config import Config, read_saved
+from distill.diagnosis import diagnose
 from distill.errors import DistillError
-from distill.recipes import RECIPES, Recipe
+from distill.recipes import RECIPES, Recipe, Trained
 from distill.recipes._stages import Stages
-from distill.summary import code_that_ran, describe
+from distill.summary import code_that_ran, describe, outputs_of
 from distill.train import resolve_device
 
 
@@ -32,8 +36,14 @@ def recipe_of(cfg: Config) -> type[Recipe]:
     return RECIPES.get(cfg.method.kind)
 
 
+def _seeded(exp: Experiment, seed: int) -> Experiment:
+    """The experiment with train.seed = `seed`: the same data, splits and loaders."""
+    train = exp.cfg.train.model_copy(update={"seed": seed})
+    return dataclasses.replace(exp, cfg=exp.cfg.model_copy(update={"train": train}))
+
+
 def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Train every stage of `cfg` and write summary.json; returns the summary.
+    """Train every stage of `cfg`, the student and scratch once per seed, and write summary.json; returns it.
 
     Everything is built and checked first: a bad path, weights file, shape or loss option fails before a file
     is written. One process at a time per run directory: a second is refused while the first runs.
@@ -41,37 +51,51 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
     exp = build_experiment(cfg)
     recipe = recipe_of(cfg)
     resolve_device(cfg.train.device)
-    built = recipe(exp)
+    seeds = cfg.run_seeds
+    first = recipe(_seeded(exp, seeds[0]))
     with FolderLock(cfg.run_dir):
         rundir.prepare(cfg, resume=resume, overwrite=overwrite)
-        trained = built.train(Stages(exp, resume=resume))
-        fields = recipe.fields(cfg)
-        summary = {
-            "name": cfg.name,
-            "stages": trained.stages,
-            **describe(exp, trained.models),
-            "user_code": code_that_ran(cfg, list(fields.values())),
-        }
-        if clash := summary.keys() & trained.extra.keys():
-            raise RuntimeError(f"recipe '{cfg.method.kind}' reports {sorted(clash)}, which the summary has already")
-        summary.update(trained.extra)
+        runs = [first.train(Stages(_seeded(exp, seeds[0]), resume=resume))]
+        for seed in seeds[1:]:  # one teacher: the later seeds load it
+            seeded = _seeded(exp, seed)
+            runs.append(recipe(seeded).train(Stages(seeded, resume=resume, tag=f"seed{seed}")))
+        summary = _summarize(exp, recipe, runs)
         write_json(cfg.run_dir / "summary.json", summary)
         return summary
 
 
+def _summarize(exp: Experiment, recipe: type[Recipe], runs: list[Trained]) -> dict[str, Any]:
+    cfg = exp.cfg
+    models = [trained.models for trained in runs]
+    outputs = outputs_of(exp, models)
+    summary = {
+        "name": cfg.name,
+        "stages": runs[0].stages,
+        "seeds": cfg.run_seeds,
+        **describe(exp, models, outputs),
+        "user_code": code_that_ran(cfg, list(recipe.fields(cfg).values())),
+    }
+    if "scratch" in outputs:
+        labels = exp.splits.val.labels, exp.splits.test.labels
+        summary["diagnosis"] = diagnose(outputs, *labels, temperature=cfg.method.soft_temperature())
+    if clash := summary.keys() & runs[0].extra.keys():
+        raise RuntimeError(f"recipe '{cfg.method.kind}' reports {sorted(clash)}, which the summary has already")
+    return {**summary, **runs[0].extra}
+
+
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
-    """Re-measure the models a finished run saved, on its validation split."""
+    """Re-measure the models a finished run saved (the first seed's), on its test and validation splits."""
     run_dir = Path(run_dir)
     saved = run_dir / "config.yaml"
     if not saved.exists():
         raise DistillError(f"{run_dir} is not a run directory (no config.yaml); give the folder `distill train` made")
-    cfg = validate(read_yaml(saved), str(saved))
+    cfg = read_saved(saved)
     where = run_dir.resolve()  # the run may have moved since it was made: read it where it is now
-    cfg = cfg.model_copy(update={"out_dir": os.path.relpath(where.parent), "name": where.name})
+    cfg = cfg.model_copy(update={"out_dir": os.path.relpath(where.parent), "name": where.name, "seeds": None})
     exp = build_experiment(cfg)
     fields = recipe_of(cfg).fields(cfg)
     names = rundir.saved_models(run_dir, list(fields))
     if "student" not in names or (cfg.teacher is not None and "teacher" not in names):
         raise DistillError(f"{run_dir} has no finished teacher and student yet; finish it with --resume")
     nets = {name: build_net(exp, fields[name], run_dir / f"{name}.safetensors") for name in names}
-    return {"name": cfg.name, **describe(exp, nets), "user_code": code_that_ran(cfg, list(fields.values()))}
+    return _summarize(exp, recipe_of(cfg), [Trained(nets, [])])

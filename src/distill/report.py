@@ -31,34 +31,76 @@ def _size(n_bytes: float) -> str:
             return f"{n_bytes:.1f} {unit}"
 
 
+def _accuracy(row: dict[str, Any]) -> str:
+    """'95.32%', or with several seeds their mean and standard deviation: '95.32% ±0.41'."""
+    if row["seeds"] == 1:
+        return f"{row['accuracy']:.2%}"
+    return f"{row['accuracy']:.2%} ±{row['accuracy_std'] * 100:.2f}"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    """A plain-text table of a run's summary.json."""
-    header = f"{'':22}{'accuracy':>9}{'agree':>8}{'params':>12}{'size':>11}{'latency b=1':>13}{'samples/s b=256':>17}"
-    lines = [
-        f"{summary['name']}: {relative_paths(summary['data'])}, {summary['val_samples']} validation samples",
-        header,
-    ]
+    """A plain-text table of a run's summary.json, then what it means: the splits, the seeds, the diagnosis."""
+    test, val = summary["test_samples"], summary["val_samples"]
+    width = 16 if any(summary[name]["seeds"] > 1 for name in summary["models"]) else 9
+    header = (
+        f"{'':22}{'test acc':>{width}}{'val acc':>9}{'agree':>8}{'params':>12}{'size':>11}"
+        f"{'latency b=1':>13}{'samples/s b=256':>17}"
+    )
+    lines = [f"{summary['name']}: {relative_paths(summary['data'])}", header]
     for name in summary["models"]:
         row = summary[name]
         agreement = "-" if row["agreement"] is None else f"{row['agreement']:.1%}"  # no teacher to agree with
         lines.append(
-            f"{_label(name):22}{row['accuracy']:>9.2%}{agreement:>8}{row['params']:>12,}{_size(row['size_bytes']):>11}"
-            f"{row['latency_ms']:>10.3f} ms{row['throughput']:>17,.0f}"
+            f"{_label(name):22}{_accuracy(row):>{width}}{row['val_accuracy']:>9.2%}{agreement:>8}{row['params']:>12,}"
+            f"{_size(row['size_bytes']):>11}{row['latency_ms']:>10.3f} ms{row['throughput']:>17,.0f}"
         )
     if r := summary["ratios"]:
         lines.append(
-            f"{'student / teacher':22}{'':>17}{r['params']:>11.3f}x{r['size_bytes']:>10.3f}x"
+            f"{'student / teacher':22}{'':>{width + 17}}{r['params']:>11.3f}x{r['size_bytes']:>10.3f}x"
             f"{r['latency_ms']:>12.3f}x{r['throughput']:>16.2f}x"
         )
+    lines.append(
+        f"test acc and agree: the test split ({test} samples), never seen in training or selection; "
+        f"val acc: the validation split ({val} samples) that picks"
+    )
+    if summary["labelled_samples"] < summary["train_samples"]:
+        lines.append(
+            f"labels: the student alone learned from the {summary['labelled_samples']} labelled training rows; the "
+            f"student from those and the teacher's outputs on all {summary['train_samples']}; the teacher (trained "
+            f"here) from the {summary['teacher_samples']} rows the data labels"
+        )
+    seeded = [_label(name) for name in summary["models"] if summary[name]["seeds"] > 1]
+    if seeded:
+        seeds = summary[summary["models"][-1]]["seeds"]
+        lines.append(f"{' and '.join(seeded)}: mean of {seeds} seeds (± standard deviation); other rows: one model")
     if summary.get("born_again"):
         ensemble = summary["born_again"]["ensemble_accuracy"]
-        lines.append(f"born-again: the ensemble of the teacher and every generation has {ensemble:.2%} accuracy")
+        lines.append(f"born-again: the ensemble of the teacher and every generation has {ensemble:.2%} test accuracy")
     for code in summary.get("user_code", []):
         digest = (code["sha256"] or "?")[:12]
         where = relative_paths(code["file"] or "?")
         lines.append(f"user code run: {code['config']} = {code['model']} from {where} (sha256 {digest})")
-    if summary.get("scratch") is not None:
-        gain = summary["student"]["accuracy"] - summary["scratch"]["accuracy"]
-        method = "self-distillation" if summary["teacher"] is None else "distillation"
-        lines.append(f"{method} vs the student alone: {gain * 100:+.2f} accuracy points on validation")
+    if summary.get("diagnosis"):
+        lines.extend(format_diagnosis(summary["diagnosis"], self_distillation=summary["teacher"] is None))
     return "\n".join(lines)
+
+
+VERDICTS = {
+    "helped": "{what} helped: the student beats the student alone",
+    "no_difference": "no difference: {what} neither helps nor hurts measurably",
+    "negative_transfer": "negative transfer: {what} hurts; the student alone is better",
+}
+
+
+def format_diagnosis(diagnosis: dict[str, Any], *, self_distillation: bool = False) -> list[str]:
+    """The verdict with its margin and interval, then each cause and what to try, in plain words."""
+    what = "self-distillation" if self_distillation else "distillation"
+    low, high = diagnosis["interval"]
+    lines = [
+        f"diagnosis: {VERDICTS[diagnosis['verdict']].format(what=what)}, by {diagnosis['margin'] * 100:+.2f} "
+        f"points on test (95% interval {low * 100:+.2f} to {high * 100:+.2f}; {diagnosis['method']})"
+    ]
+    why = "still in the way" if diagnosis["verdict"] == "helped" else "why"
+    lines += [f"  {why}: {cause['detail']}" for cause in diagnosis["causes"]]
+    lines += [f"  try: {suggestion}" for suggestion in diagnosis["suggestions"]]
+    return lines

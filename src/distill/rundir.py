@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from distill._io import is_temporary, remove_temporaries, write_text
-from distill.config import Config, read_yaml, validate
+from distill.config import Config, read_saved
 from distill.errors import DistillError
 from distill.train import Checkpoints
 
@@ -30,7 +30,7 @@ def prepare(cfg: Config, *, resume: bool, overwrite: bool) -> None:
     if resume:
         if not is_run:
             raise DistillError(f"{run_dir} holds no run to resume; start it without --resume")
-        _check_same_run(validate(read_yaml(saved), str(saved)), cfg)
+        _check_same_run(read_saved(saved), cfg)
     elif is_run and _has_progress(run_dir):
         raise DistillError(
             f"{run_dir} already holds a run; pass --resume to continue it, or set another name (--set name=...)"

@@ -31,6 +31,11 @@ class MethodGroup(Group):
     """The keys of one way of distilling (`method:`); each recipe's model starts with `kind: Literal["NAME"]`."""
 
     teacher_keys: ClassVar[tuple[str, ...]] = ()  # the keys of the `teacher` group it reads; () for no teacher
+    several_seeds: ClassVar[bool] = True  # whether `seeds` may train its scratch and student more than once
+
+    def soft_temperature(self) -> float | None:
+        """The temperature of the soft loss the student learns with, for the diagnosis; None without one."""
+        return getattr(self, "temperature", None)
 
     def check(self, cfg: Any) -> None:
         """Checks that need the rest of the config (the train group, the student); raise ValueError naming keys."""
@@ -40,11 +45,29 @@ class DataConfig(Group):
     name: str = Field("digits", description="digits | idx | csv | tensors | cifar10 | cifar100")
     path: str | None = Field(None, description="file or folder for idx, csv, tensors and cifar")
     label_column: str | None = Field(None, description="csv: the column holding the class")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="share held out for validation (cifar: its test set)")
+    unlabelled_path: str | None = Field(
+        None, description="tensors, idx, csv: a file of inputs without labels, which join training (soft loss only)"
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of the labelled rows held out for test (cifar: its official test set)"
+    )
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the labelled rows left held out for validation")
+    labelled_fraction: float | None = Field(
+        None, gt=0, le=1, description="keep the labels of this share of the training rows (seeded); hide the rest"
+    )
+    labelled_per_class: StrictInt | None = Field(
+        None, ge=1, description="keep the labels of this many training rows per class (seeded); hide the rest"
+    )
     augment: str = Field("none", description="training augmentation: none | crop_flip (pad 4, random crop, flip)")
-    seed: StrictInt = Field(0, ge=0, description="seed of the train/validation split")
+    seed: StrictInt = Field(0, ge=0, description="seed of the train/validation/test split and the labelled choice")
     batch_size: StrictInt = Field(64, ge=1, le=1_000_000)
     num_workers: StrictInt = Field(0, ge=0, le=256)
+
+    @model_validator(mode="after")
+    def _one_labelled_choice(self) -> DataConfig:
+        if self.labelled_fraction is not None and self.labelled_per_class is not None:
+            raise ValueError("data.labelled_fraction and data.labelled_per_class both set; keep one")
+        return self
 
 
 class ModelConfig(Group):

@@ -1,11 +1,14 @@
-"""What a run reports on every model it trained: accuracy, agreement with the teacher, size and speed."""
+"""What a run reports on every model it trained: test and validation accuracy, agreement with the teacher, size
+and speed; seeds averaged with their spread."""
 
 from __future__ import annotations
 
+import statistics
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from distill.build import Experiment, model_spec
@@ -18,35 +21,71 @@ if TYPE_CHECKING:
     from distill.config import Config
 
 ROLES = ("teacher", "assistant", "scratch", "student")  # summary.json always has these keys (null when absent)
+SEEDED = ("scratch", "student")  # the rows trained once per seed; the others once per run
+
+
+@dataclass
+class Outputs:
+    """A model's (N, C) float32 logits on the validation and test splits, on the CPU."""
+
+    val: Tensor
+    test: Tensor
 
 
 @torch.no_grad()
-def _predictions(net: nn.Module, loader: DataLoader, device: torch.device) -> torch.Tensor:
-    """Top-1 class of every sample of `loader`, in order."""
+def logits_on(net: nn.Module, loader: DataLoader, device: torch.device) -> Tensor:
+    """The (N, C) float32 logits of every sample of `loader`, in order, on the CPU."""
     net.eval().to(device)
-    return torch.cat([logits_of(net(batch["input"].to(device))).argmax(-1).cpu() for batch in loader])
+    return torch.cat([logits_of(net(batch["input"].to(device))).float().cpu() for batch in loader])
 
 
-def describe(exp: Experiment, nets: dict[str, nn.Module]) -> dict[str, Any]:
-    """Accuracy, agreement with the teacher (None without one), params, bytes on disk and CPU speed of each
-    trained net, one row each under its name; `models` lists them in the order given."""
+def outputs_of(exp: Experiment, runs: list[dict[str, nn.Module]]) -> dict[str, list[Outputs]]:
+    """Each model's outputs: one per seed for the seeded rows, one for the others, by row name."""
     device = resolve_device(exp.cfg.train.device)
-    predictions = {name: _predictions(net, exp.val_loader, device) for name, net in nets.items()}
-    labels = exp.splits.val.labels
-    teacher_preds = predictions.get("teacher")  # none in self-distillation: no agreement, no ratios
-    summary: dict[str, Any] = {"data": exp.splits.description, "val_samples": len(labels), "models": list(nets)}
+
+    def outputs(net: nn.Module) -> Outputs:
+        return Outputs(logits_on(net, exp.val_loader, device), logits_on(net, exp.test_loader, device))
+
+    return {name: [outputs(run[name]) for run in (runs if name in SEEDED else runs[:1])] for name in runs[0]}
+
+
+def describe(exp: Experiment, runs: list[dict[str, nn.Module]], outputs: dict[str, list[Outputs]]) -> dict[str, Any]:
+    """One row per model: test accuracy (`accuracy`) and validation accuracy (`val_accuracy`), agreement with
+    the teacher on test (None without a teacher), each the mean over `seeds` (with `accuracy_std` and
+    `accuracies` when there are several), and params, bytes on disk and CPU speed. `models` lists the rows in
+    the order given. Test rows were never seen by training or selection."""
+    test_labels, val_labels = exp.splits.test.labels, exp.splits.val.labels
+    teacher = outputs["teacher"][0].test.argmax(-1) if "teacher" in outputs else None
+    splits = exp.splits
+    summary: dict[str, Any] = {
+        "data": splits.description,
+        "train_samples": len(splits.train),
+        "labelled_samples": len(splits.labelled),  # what scratch learns from; the teacher, from `teacher_samples`
+        "teacher_samples": len(splits.teacher),
+        "test_samples": len(test_labels),
+        "val_samples": len(val_labels),
+        "models": list(runs[0]),
+    }
     summary.update(dict.fromkeys(ROLES))
-    for name, preds in predictions.items():
+    for name, net in runs[0].items():
+        tests = [(o.test.argmax(-1) == test_labels).float().mean().item() for o in outputs[name]]
+        vals = [(o.val.argmax(-1) == val_labels).float().mean().item() for o in outputs[name]]
+        agree = (
+            None if teacher is None else [(o.test.argmax(-1) == teacher).float().mean().item() for o in outputs[name]]
+        )
         summary[name] = {
-            "accuracy": (preds == labels).float().mean().item(),
-            "agreement": None if teacher_preds is None else (preds == teacher_preds).float().mean().item(),
-            "params": count_params(nets[name]),
+            "accuracy": statistics.fmean(tests),
+            "val_accuracy": statistics.fmean(vals),
+            "agreement": None if agree is None else statistics.fmean(agree),
+            "seeds": len(tests),
+            **({"accuracy_std": statistics.stdev(tests), "accuracies": tests} if len(tests) > 1 else {}),
+            "params": count_params(net),
             "size_bytes": (exp.run_dir / f"{name}.safetensors").stat().st_size,
-            **speed(nets[name], exp.splits.input_shape),
+            **speed(net, exp.splits.input_shape),
         }
-    teacher, student = summary["teacher"], summary["student"]
+    student = summary["student"]
     keys = ("params", "size_bytes", "latency_ms", "throughput")
-    summary["ratios"] = {k: student[k] / teacher[k] for k in keys} if teacher else None
+    summary["ratios"] = {k: student[k] / summary["teacher"][k] for k in keys} if teacher is not None else None
     return summary
 
 

@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits as sklearn_digits
 from torch import Tensor
 
 from distill._io import existing
-from distill.data._core import DATASETS, ArrayData
+from distill.data._core import DATASETS, UNLABELLED, ArrayData
 from distill.errors import DistillError, first_line
 
 KEY_PAIRS = (("inputs", "labels"), ("x", "y"))
@@ -31,32 +31,56 @@ def load_digits() -> ArrayData:
 
 
 @DATASETS.register("tensors")
-def load_tensors(path: str) -> ArrayData:
-    """Inputs and integer labels from a .npz or .pt file; classes are 0..max label."""
+def load_tensors(path: str, unlabelled_path: str | None = None) -> ArrayData:
+    """Inputs and integer labels from a .npz or .pt file; classes are 0..max label. A label of -1 marks a row
+    without one (a transfer-set row); `unlabelled_path`, a file with 'inputs' alone, adds more of those."""
     file = existing(path, "a .npz or .pt file")
+    inputs, labels = _arrays(file, labels_needed=True)
+    if (labels < -1).any():
+        i = (labels < -1).nonzero()[0].item()
+        found = f"found {labels[i].item()} at sample {i}"
+        raise DistillError(f"{file}: labels must be >= 0 (or -1 for no label), {found}; map classes to 0..C-1")
+    if not (labels >= 0).any():
+        raise DistillError(f"{file}: every label is -1; a data set needs labelled rows to validate and test on")
+    described = f"tensors:{file.resolve()} ({len(labels)} samples)"
+    if unlabelled_path is not None:
+        extra_file = existing(unlabelled_path, "a .npz or .pt file with 'inputs'")
+        extra, _ = _arrays(extra_file, labels_needed=False)
+        if extra.shape[1:] != inputs.shape[1:]:
+            got = f"{tuple(extra.shape[1:])}, the data's {tuple(inputs.shape[1:])}"
+            raise DistillError(f"{extra_file}: its inputs are shaped {got}; they must match")
+        inputs, labels = torch.cat([inputs, extra]), torch.cat([labels, torch.full((len(extra),), -1)])
+        described += f" + unlabelled {extra_file.resolve()} ({len(extra)} samples)"
+    return ArrayData(
+        inputs=inputs.float(),
+        labels=torch.where(labels >= 0, labels, UNLABELLED).long(),
+        classes=[str(i) for i in range(int(labels.max()) + 1)],
+        description=described,
+    )
+
+
+def _arrays(file: Path, *, labels_needed: bool) -> tuple[Tensor, Tensor | None]:
+    """(inputs, labels) of a .npz or .pt file; labels None when not needed and absent."""
     arrays = _read(file)
     pair = next((pair for pair in KEY_PAIRS if set(pair) <= arrays.keys()), None)
+    if pair is None and not labels_needed:
+        pair = next(((key, None) for key, _ in KEY_PAIRS if key in arrays), None)
     if pair is None:
-        raise DistillError(f"{file}: has keys {sorted(arrays)}, needs 'inputs' and 'labels'; {HOW_TO_SAVE}")
-    inputs, labels = (_tensor(file, key, arrays[key]) for key in pair)
+        needs = "'inputs' and 'labels'" if labels_needed else "'inputs'"
+        raise DistillError(f"{file}: has keys {sorted(arrays)}, needs {needs}; {HOW_TO_SAVE}")
+    inputs = _tensor(file, pair[0], arrays[pair[0]])
     if inputs.dtype.is_complex or inputs.ndim < 2:
         got = f"{inputs.dtype} {tuple(inputs.shape)}"
         raise DistillError(f"{file}: '{pair[0]}' must be real numbers shaped (N, ...), got {got}")
+    if pair[1] is None:
+        return inputs, None
+    labels = _tensor(file, pair[1], arrays[pair[1]])
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool or labels.ndim != 1:
         got = f"{labels.dtype} {tuple(labels.shape)}"
         raise DistillError(f"{file}: '{pair[1]}' must be integer class indices shaped (N,), got {got}; convert them")
     if len(inputs) != len(labels) or len(labels) == 0:
         raise DistillError(f"{file}: {len(inputs)} inputs but {len(labels)} labels; they must be equal and non-zero")
-    if labels.min() < 0:
-        i = (labels < 0).nonzero()[0].item()
-        found = f"found {labels[i].item()} at sample {i}"
-        raise DistillError(f"{file}: labels must be >= 0, {found}; map classes to 0..C-1")
-    return ArrayData(
-        inputs=inputs.float(),
-        labels=labels.long(),
-        classes=[str(i) for i in range(int(labels.max()) + 1)],
-        description=f"tensors:{file.resolve()} ({len(labels)} samples)",
-    )
+    return inputs, labels.long()
 
 
 def _read(file: Path) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Inputs are float32 (N, 3, 32, 32), scaled to [0, 1] and normalised per channel with the mean and std of the
 training images that CIFAR benchmarks use (below). The official test images follow the training images and are the
-data's fixed validation part (`ArrayData.val_indices`), as in the published KD tables.
+data's fixed test part (`ArrayData.test_indices`); validation is drawn from the training images (the published
+KD tables pick on the test set itself, which makes their figures optimistic).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def _load(name: str, layout: Layout, path: str) -> ArrayData:
         labels=torch.from_numpy(labels),
         classes=classes,
         description=f"{name}:{folder.resolve()} ({n_train} train + {n_test} test samples, normalised per channel)",
-        val_indices=torch.arange(n_train, n_train + n_test),
+        test_indices=torch.arange(n_train, n_train + n_test),
     )
 
 

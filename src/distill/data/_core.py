@@ -14,22 +14,25 @@ from distill.errors import ConfigError, DistillError
 from distill.registry import Registry
 
 DATASETS: Registry[Callable[..., ArrayData]] = Registry("data set")
+UNLABELLED = -100  # the label of a row without one; the losses' ignore_index
 
 
 @dataclass(frozen=True)
 class ArrayData:
     """A whole data set in memory. `description` names its source so caches keyed on it stay honest.
 
-    `val_indices` marks a fixed validation part, such as the official test set that CIFAR benchmarks validate on:
-    the rows of `inputs` that split() holds out instead of drawing a random share.
+    `test_indices` and `val_indices` mark fixed parts (CIFAR's official test set; the rows of a user's test or
+    validation file): split() holds those rows out instead of drawing random shares. A label of UNLABELLED
+    (-100) marks a row without a label: a transfer-set row that only the teacher's soft targets teach from.
     """
 
     inputs: Tensor  # (N, *input_shape) float32
-    labels: Tensor  # (N,) int64 in [0, num_classes)
+    labels: Tensor  # (N,) int64 in [0, num_classes), or UNLABELLED
     classes: list[str]
     description: str
     standardize: bool = False  # split() standardises each feature with train-split statistics
-    val_indices: Tensor | None = None  # (V,) int64 rows of the fixed validation part, or None for a random split
+    val_indices: Tensor | None = None  # (V,) int64 rows of a fixed validation part, or None for a random one
+    test_indices: Tensor | None = None  # (T,) int64 rows of a fixed test part, or None for a random one
 
     def __post_init__(self):
         # Checked once here so every loader (and a Python user building one by hand) gets the same guarantees.
@@ -47,25 +50,35 @@ class ArrayData:
             if len(bad):
                 at = f"first in sample {bad[0].item()}"
                 raise DistillError(f"{where}: inputs hold NaN or inf ({at}); fix or drop those")
-        outside = ((self.labels < 0) | (self.labels >= len(self.classes))).nonzero()
+        labelled = self.labels != UNLABELLED
+        outside = (labelled & ((self.labels < 0) | (self.labels >= len(self.classes)))).nonzero()
         if len(outside):
             i = outside[0].item()
             raise DistillError(
                 f"{where}: labels must lie in [0, {len(self.classes)}), found {self.labels[i].item()} at sample {i}"
             )
-        if self.val_indices is not None:
-            self._check_val_indices()
+        for name in ("val_indices", "test_indices"):
+            if getattr(self, name) is not None:
+                self._check_rows(name)
+                if (self.labels[getattr(self, name)] == UNLABELLED).any():
+                    raise DistillError(f"{where}: {name} holds rows without a label; validation and test need them")
+        if (
+            self.val_indices is not None
+            and self.test_indices is not None
+            and torch.isin(self.val_indices, self.test_indices).any()
+        ):
+            raise DistillError(f"{where}: val_indices and test_indices share rows; a row is in one part only")
 
-    def _check_val_indices(self):
-        where, n, rows = self.description, len(self.labels), self.val_indices
+    def _check_rows(self, name: str) -> None:
+        where, n, rows = self.description, len(self.labels), getattr(self, name)
         if rows.dtype != torch.int64 or rows.ndim != 1 or not 0 < len(rows) < n:
             got = f"{rows.dtype} {tuple(rows.shape)}"
-            raise DistillError(f"{where}: val_indices must be int64 shaped (V,) with 0 < V < {n}, got {got}")
+            raise DistillError(f"{where}: {name} must be int64 shaped (V,) with 0 < V < {n}, got {got}")
         low, high = rows.min().item(), rows.max().item()
         if low < 0 or high >= n:
-            raise DistillError(f"{where}: val_indices must lie in [0, {n}), found {low}..{high}")
+            raise DistillError(f"{where}: {name} must lie in [0, {n}), found {low}..{high}")
         if len(rows.unique()) != len(rows):
-            raise DistillError(f"{where}: val_indices holds repeated rows; list each validation row once")
+            raise DistillError(f"{where}: {name} holds repeated rows; list each row once")
 
     @property
     def num_classes(self) -> int:
@@ -99,79 +112,162 @@ class IndexedDataset(torch.utils.data.Dataset):
 
 @dataclass(frozen=True)
 class DataSplits:
-    """Train and validation parts of one ArrayData, plus what a model needs to know about them."""
+    """Train, validation and test parts of one ArrayData, plus what a model needs to know about them.
+
+    `train` holds every training row, its label UNLABELLED where a transfer set or a few-label study leaves
+    none: what a student learns from. `labelled` holds the training rows that keep their labels: what the
+    scratch baseline learns from. `teacher` holds every training row that the data labels, with its label: a
+    few-label study hides labels from the student's side only, the teacher standing for one trained elsewhere
+    on more labelled data. Validation picks (best epoch, tuning); test is what a run reports.
+    """
 
     train: IndexedDataset
+    labelled: IndexedDataset
+    teacher: IndexedDataset
     val: IndexedDataset
+    test: IndexedDataset
     classes: list[str]
     input_shape: tuple[int, ...]
     description: str
     stats: dict[str, list[float]] | None = None  # {"mean", "std"} per feature when standardised
-    augment: str = "none"  # the training augmentation's name in AUGMENTS; validation is never augmented
+    augment: str = "none"  # the training augmentation's name in AUGMENTS; validation and test are never augmented
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def num_samples(self) -> int:
+        return len(self.train) + len(self.val) + len(self.test)
 
-def load(name: str, *, path: str | None = None, label_column: str | None = None) -> ArrayData:
+
+def load(
+    name: str, *, path: str | None = None, label_column: str | None = None, unlabelled_path: str | None = None
+) -> ArrayData:
     """Load data set `name` from DATASETS. Options the loader does not take are errors, not silently ignored."""
     try:
         loader = DATASETS.get(name)
     except ConfigError as e:
         raise ConfigError(f"data.name: {e}") from None
     params = inspect.signature(loader).parameters
-    given = {key: value for key, value in {"path": path, "label_column": label_column}.items() if value is not None}
+    options = {"path": path, "label_column": label_column, "unlabelled_path": unlabelled_path}
+    given = {key: value for key, value in options.items() if value is not None}
     for key in given:
         if key not in params:
             takes = ", ".join(params) or "none"
-            raise DistillError(f"data set '{name}' does not take option '{key}' (it takes: {takes}); remove it")
+            raise DistillError(f"data set '{name}' does not take data.{key} (it takes: {takes}); remove it")
     for key, param in params.items():
         if param.default is inspect.Parameter.empty and key not in given:
             raise DistillError(f"data set '{name}' needs option '{key}'; set it")
     return loader(**given)
 
 
-def split(data: ArrayData, *, val_fraction: float, seed: int, augment: str = "none") -> DataSplits:
-    """Train and validation parts, standardised with train statistics only when the data asks for it.
+def split(
+    data: ArrayData,
+    *,
+    val_fraction: float,
+    seed: int,
+    test_fraction: float = 0.2,
+    augment: str = "none",
+    labelled_fraction: float | None = None,
+    labelled_per_class: int | None = None,
+) -> DataSplits:
+    """Train, validation and test parts, standardised with train statistics only when the data asks for it.
 
-    The validation part is `data.val_indices` when the data has a fixed one (`val_fraction` and `seed` are then
-    unused), else a seeded random `val_fraction` of the rows: the same seed gives the same split. `augment` names a
-    transform in AUGMENTS applied to training samples as they are read.
+    Only labelled rows are drawn into validation and test; unlabelled ones always train. The test part is
+    `data.test_indices` when the data has a fixed one, else a seeded `test_fraction` of the labelled rows; the
+    validation part is `data.val_indices`, else a seeded `val_fraction` of the labelled rows left. The same
+    seed gives the same split. `labelled_fraction` (a share) or `labelled_per_class` (a count per class) keeps
+    the labels of a seeded choice of training rows and hides the others', for few-label studies. `augment`
+    names a transform in AUGMENTS applied to training samples as they are read.
     """
     transform = augmentation(augment, data.input_shape, data.description)
-    if data.val_indices is None:
-        train_idx, val_idx = _random_split(len(data.labels), val_fraction, seed)
-        how = f"val_fraction={val_fraction} seed={seed}"
-    else:
-        val_idx = data.val_indices.sort().values
-        in_train = torch.ones(len(data.labels), dtype=torch.bool)
-        in_train[val_idx] = False
-        train_idx = in_train.nonzero().squeeze(1)
-        how = "fixed validation rows, val_fraction and seed unused"
+    train_idx, val_idx, test_idx = _parts(data, val_fraction, test_fraction, seed)
+    labels = data.labels.clone()
+    hidden = _hidden_labels(labels, train_idx, labelled_fraction, labelled_per_class, seed)
+    labels[hidden] = UNLABELLED
     inputs, stats = data.inputs, None
     if data.standardize:
         inputs, stats = _standardize(data.inputs, data.inputs[train_idx])
+    kept = train_idx[labels[train_idx] != UNLABELLED]
+    known = train_idx[data.labels[train_idx] != UNLABELLED]
+
+    def part(
+        rows: Tensor, transform: Callable[[Tensor], Tensor] | None = None, labels: Tensor = labels
+    ) -> IndexedDataset:
+        return IndexedDataset(inputs[rows], labels[rows], rows, transform)
+
+    sizes = f"{len(train_idx)} train ({len(kept)} labelled) / {len(val_idx)} val / {len(test_idx)} test"
     return DataSplits(
-        train=IndexedDataset(inputs[train_idx], data.labels[train_idx], train_idx, transform),
-        val=IndexedDataset(inputs[val_idx], data.labels[val_idx], val_idx),
+        train=part(train_idx, transform),
+        labelled=part(kept, transform),
+        teacher=part(known, transform, labels=data.labels),
+        val=part(val_idx),
+        test=part(test_idx),
         classes=list(data.classes),
         input_shape=data.input_shape,
-        description=f"{data.description}, {how} ({len(train_idx)} train / {len(val_idx)} val), augment={augment}",
+        description=f"{data.description}, {_how(data, val_fraction, test_fraction, seed)} ({sizes}), augment={augment}",
         stats=stats,
         augment=augment,
     )
 
 
-def _random_split(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """(train rows, val rows), each sorted, from a seeded permutation."""
-    if not 0 < val_fraction < 1:
-        raise DistillError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
-    n_val = round(n * val_fraction)
-    if not 0 < n_val < n:
-        raise DistillError(f"data.val_fraction={val_fraction} of {n} samples leaves a part empty; change it")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return order[n_val:].sort().values, order[:n_val].sort().values
+def _how(data: ArrayData, val_fraction: float, test_fraction: float, seed: int) -> str:
+    test = "fixed test rows" if data.test_indices is not None else f"test_fraction={test_fraction}"
+    val = "fixed validation rows" if data.val_indices is not None else f"val_fraction={val_fraction}"
+    return f"{test}, {val}, seed={seed}"
+
+
+def _parts(data: ArrayData, val_fraction: float, test_fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(train, val, test) rows, each sorted: the data's fixed parts, else seeded draws from the labelled rows."""
+    n = len(data.labels)
+    fixed = torch.zeros(n, dtype=torch.bool)
+    for rows in (data.val_indices, data.test_indices):
+        if rows is not None:
+            fixed[rows] = True
+    labelled = data.labels != UNLABELLED
+    pool = (labelled & ~fixed).nonzero().squeeze(1)
+    order = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))]
+    test, order = _take(
+        data.test_indices, order, round(test_fraction * int(labelled.sum())), f"data.test_fraction={test_fraction}"
+    )
+    val, order = _take(
+        data.val_indices,
+        order,
+        round(val_fraction * (int(labelled.sum()) - len(test))),
+        f"data.val_fraction={val_fraction}",
+    )
+    in_train = torch.ones(n, dtype=torch.bool)
+    in_train[test], in_train[val] = False, False
+    train = in_train.nonzero().squeeze(1)
+    if not (labelled[train]).any():
+        raise DistillError(f"{data.description}: the validation and test parts leave no labelled row to train on")
+    return train, val.sort().values, test.sort().values
+
+
+def _take(fixed: Tensor | None, order: Tensor, count: int, key: str) -> tuple[Tensor, Tensor]:
+    """The data's fixed rows for a part, or the next `count` rows of `order`; and the rows left."""
+    if fixed is not None:
+        return fixed, order
+    if not 0 < count < len(order):
+        raise DistillError(f"{key} leaves a part empty ({count} of {len(order)} labelled rows); change it")
+    return order[:count], order[count:]
+
+
+def _hidden_labels(labels: Tensor, train: Tensor, fraction: float | None, per_class: int | None, seed: int) -> Tensor:
+    """The training rows whose labels a few-label study hides: all labelled training rows but a seeded choice
+    (`fraction` of them, or `per_class` of each class). Its own generator: the split does not move with it."""
+    rows = train[labels[train] != UNLABELLED]
+    if fraction is None and per_class is None:
+        return rows[:0]
+    order = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + 1))]
+    if fraction is not None:
+        keep = order[: max(1, round(fraction * len(order)))]  # at least one: a part always keeps a label
+    else:
+        keep = torch.cat([order[labels[order] == c][:per_class] for c in labels[order].unique()])
+    hide = torch.ones(len(labels), dtype=torch.bool)
+    hide[keep] = False
+    return rows[hide[rows]]
 
 
 def _standardize(inputs: Tensor, train_inputs: Tensor) -> tuple[Tensor, dict[str, list[float]]]:

@@ -12,27 +12,40 @@ import numpy as np
 import torch
 
 from distill._io import existing
-from distill.data._core import DATASETS, ArrayData
+from distill.data._core import DATASETS, UNLABELLED, ArrayData
 from distill.errors import DistillError, first_line
 
 IMAGES_MAGIC = 0x00000803  # uint8, 3 dims (N, H, W)
 LABELS_MAGIC = 0x00000801  # uint8, 1 dim (N,)
+SIGNED_LABELS_MAGIC = 0x00000901  # int8, 1 dim (N,): -1 marks an image without a label
 
 
 @DATASETS.register("idx")
-def load_idx(path: str) -> ArrayData:
-    """`path` is a folder with one images and one labels file, or the images file itself."""
+def load_idx(path: str, unlabelled_path: str | None = None) -> ArrayData:
+    """`path` is a folder with one images and one labels file, or the images file itself. Labels stored as
+    signed bytes may be -1: an image without a label (a transfer-set row); `unlabelled_path`, an images file
+    alone, adds more of those."""
     images_file, labels_file = _find_pair(existing(path, "a folder of IDX files or an *images* IDX file"))
-    images = _read_idx(images_file, IMAGES_MAGIC)  # (N, H, W)
-    labels = _read_idx(labels_file, LABELS_MAGIC)  # (N,)
+    images = _read_idx(images_file, (IMAGES_MAGIC,))  # (N, H, W)
+    labels = _read_idx(labels_file, (LABELS_MAGIC, SIGNED_LABELS_MAGIC)).astype(np.int64)  # (N,)
     if len(images) != len(labels):
         counts = f"{len(images)} images but {labels_file} has {len(labels)} labels"
         raise DistillError(f"{images_file} has {counts}; use a matching pair")
+    if (labels < -1).any() or not (labels >= 0).any():
+        raise DistillError(f"{labels_file}: labels must be classes 0..C-1 (or -1 for no label), with some labelled")
+    described = f"idx:{images_file.resolve()} + {labels_file.resolve()} ({len(labels)} samples)"
+    if unlabelled_path is not None:
+        extra_file = existing(unlabelled_path, "an *images* IDX file")
+        extra = _read_idx(extra_file, (IMAGES_MAGIC,))
+        if extra.shape[1:] != images.shape[1:]:
+            raise DistillError(f"{extra_file}: its images are {extra.shape[1:]}, the data's {images.shape[1:]}")
+        images, labels = np.concatenate([images, extra]), np.concatenate([labels, np.full(len(extra), -1)])
+        described += f" + unlabelled {extra_file.resolve()} ({len(extra)} samples)"
     return ArrayData(
         inputs=torch.from_numpy(images).unsqueeze(1).float() / 255,  # (N, 1, H, W) in [0, 1]
-        labels=torch.from_numpy(labels).long(),
+        labels=torch.from_numpy(np.where(labels >= 0, labels, UNLABELLED)),
         classes=[str(i) for i in range(int(labels.max(initial=0)) + 1)],
-        description=f"idx:{images_file.resolve()} + {labels_file.resolve()} ({len(labels)} samples)",
+        description=described,
     )
 
 
@@ -56,20 +69,23 @@ def _only(folder: Path, kind: str) -> Path:
     return found[0]
 
 
-def _read_idx(file: Path, magic: int) -> np.ndarray:
-    """Parse the big-endian header (magic, then one uint32 per dim) and the uint8 payload that must fill it exactly."""
+def _read_idx(file: Path, magics: tuple[int, ...]) -> np.ndarray:
+    """Parse the big-endian header (magic, then one uint32 per dim) and the byte payload that must fill it exactly."""
     raw = _read_bytes(file)
-    kind = "images (idx3)" if magic == IMAGES_MAGIC else "labels (idx1)"
+    kind = "images (idx3)" if magics[0] == IMAGES_MAGIC else "labels (idx1)"
+    magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    header = 4 + 4 * (magic & 0xFF) if magic in magics else 0
+    if magic not in magics or len(raw) < header:
+        expected = " or ".join(f"0x{m:08x}" for m in magics)
+        raise DistillError(f"{file}: not an IDX {kind} file (expected magic {expected}); check the path")
     ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
-        raise DistillError(f"{file}: not an IDX {kind} file (expected magic 0x{magic:08x}); check the path")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     payload = len(raw) - header
     if payload != math.prod(dims):
         sizes = f"header says {dims} = {math.prod(dims)} bytes, the file holds {payload}"
         raise DistillError(f"{file}: {sizes}; it is truncated or corrupt, download it again")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()  # a copy, as torch wants it writable
+    dtype = np.int8 if magic == SIGNED_LABELS_MAGIC else np.uint8
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).copy()  # a copy, as torch wants it writable
 
 
 def _read_bytes(file: Path) -> bytes:

@@ -34,14 +34,23 @@ def soft_loss(
     return loss * temperature**2 if t2 else loss
 
 
-def hard_loss(logits: Tensor, labels: Tensor, *, label_smoothing: float = 0.0, ignore_index: int = -100) -> Tensor:
-    """Cross-entropy of (N, C) logits, mean over the labelled samples: those labelled `ignore_index` (a
-    transfer set's) take no part, and a batch without any label gives 0, not NaN. The count is divided on the
-    device: no host sync."""
+def hard_loss(
+    logits: Tensor,
+    labels: Tensor,
+    *,
+    label_smoothing: float = 0.0,
+    ignore_index: int = -100,
+    per_sample: bool = False,
+) -> Tensor:
+    """Cross-entropy of (N, C) logits over the labelled samples; those labelled `ignore_index` (a transfer set's)
+    take no part. Divided by the labelled count (the supervised mean; a batch without a label gives 0, not NaN),
+    or with `per_sample` by every sample, so that a mixed loss weighs each sample alike however few carry a
+    label. The division happens on the device: no host sync."""
     summed = F.cross_entropy(
         logits.float(), labels, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction="sum"
     )
-    return summed / (labels != ignore_index).sum().clamp(min=1)
+    count = len(labels) if per_sample else (labels != ignore_index).sum().clamp(min=1)
+    return summed / count
 
 
 def kd_loss(
@@ -58,12 +67,15 @@ def kd_loss(
 ) -> Tensor:
     """Knowledge distillation loss (Hinton et al., 2015, "Distilling the Knowledge in a Neural Network").
 
-        L = alpha * L_hard + (1 - alpha) * L_soft
-        L_hard = cross-entropy(student_logits, labels)          mean over labelled samples
-        L_soft = T^2 * KL(softmax(t/T) || softmax(s/T))         mean over all samples
+        L = 1/N sum_i [ alpha * CE_i * [i labelled] + (1 - alpha) * L_soft_i ]
+        CE_i      = cross-entropy(student_logits_i, labels_i)
+        L_soft_i  = T^2 * KL(softmax(t_i/T) || softmax(s_i/T))
 
     `alpha` weights the HARD loss: alpha=1 is plain cross-entropy, alpha=0 pure imitation. Samples whose
-    label is `ignore_index` contribute only the soft loss. Logits may be (B, C) or (B, S, C) for tokens.
+    label is `ignore_index` contribute only the soft loss, and every sample weighs alike: with all labelled,
+    this is alpha * (mean CE) + (1 - alpha) * (mean soft loss); in a transfer set where few rows carry labels,
+    those few do not outweigh the rest (a mean over the labelled ones alone would give each a weight of
+    N / labelled). Logits may be (B, C) or (B, S, C) for tokens.
     """
     if student_logits.shape != teacher_logits.shape:
         raise LossInputError(
@@ -78,7 +90,9 @@ def kd_loss(
     # alpha is a hyperparameter, not data: leaving out a part weighted 0 costs no host sync
     if alpha == 0.0:
         return soft_loss(student_logits, teacher_logits, temperature=temperature, soft=soft, t2=t2)
-    hard = hard_loss(student_logits, labels, label_smoothing=label_smoothing, ignore_index=ignore_index)
+    hard = hard_loss(
+        student_logits, labels, label_smoothing=label_smoothing, ignore_index=ignore_index, per_sample=True
+    )
     if alpha == 1.0:
         return hard
     soft_part = soft_loss(student_logits, teacher_logits, temperature=temperature, soft=soft, t2=t2)

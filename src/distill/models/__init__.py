@@ -52,16 +52,23 @@ def cnn(
     channels: Sequence[int] = (32, 64),
     hidden: int = 128,
     dropout: float = 0.0,
+    grid: int = 4,
 ) -> nn.Module:
-    """Conv3x3-BN-ReLU blocks (max-pool after each while the map is larger than 4x4), global average pool,
-    a hidden linear layer and a classifier. Input (B, C, H, W).
+    """Conv3x3-BN-ReLU blocks (max-pool after each while the map is larger than 4x4), average-pooled to a
+    `grid` x `grid` map (or the map's own size, if smaller) and flattened, a hidden linear layer and a
+    classifier. Input (B, C, H, W).
 
-    Tap paths: `block1` .. `blockN` (B, C, H, W), `pool` (B, C), `hidden` (B, hidden), `fc` (the logits).
+    The head keeps the image's layout: on small images (8x8 digits, 28x28 MNIST, 32x32 CIFAR) where a pixel's
+    position matters, pooling to one value per channel (grid 1, the usual global average pool) throws that
+    away and makes a weak teacher.
+
+    Tap paths: `block1` .. `blockN` (B, C, H, W), `pool` (B, C * g * g), `hidden` (B, hidden), `fc` (logits).
     """
     if len(input_shape) != 3:
         raise ConfigError(f"model 'cnn' needs image inputs (C, H, W), got per-sample shape {tuple(input_shape)}")
     _check_widths("channels", channels)
     _check_widths("hidden", [hidden])
+    _check_widths("grid", [grid])
     in_channels, size = input_shape[0], min(input_shape[1:])
     parts: dict[str, nn.Module] = {}
     for i, c in enumerate(channels, start=1):
@@ -71,9 +78,10 @@ def cnn(
             size //= 2
         parts[f"block{i}"] = nn.Sequential(*layers)
         in_channels = c
-    parts["pool"] = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    grid = min(grid, size)
+    parts["pool"] = nn.Sequential(nn.AdaptiveAvgPool2d(grid), nn.Flatten())
     parts["hidden"] = nn.Sequential(
-        nn.Linear(in_channels, hidden), nn.ReLU(), *([nn.Dropout(dropout)] if dropout else [])
+        nn.Linear(in_channels * grid * grid, hidden), nn.ReLU(), *([nn.Dropout(dropout)] if dropout else [])
     )
     parts["fc"] = nn.Linear(hidden, num_classes)
     return nn.Sequential(OrderedDict(parts))

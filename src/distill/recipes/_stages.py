@@ -4,29 +4,47 @@ scratch baseline."""
 from __future__ import annotations
 
 from torch import nn
+from torch.utils.data import DataLoader
 
 from distill.build import Experiment, build_net
 from distill.distiller import Supervised, supervised_options
 from distill.train import Checkpoints, TrainOptions, fit
 from distill.weights import load_weights, save_weights
 
+SHARED = ("teacher", "assistant")  # trained once, with the first seed; every other stage once per seed
+
 
 class Stages:
     """Trains the stages of one run in its folder: a stage NAME checkpoints into run_dir/NAME/ and, once done,
     writes each of its results as run_dir/RESULT.safetensors. A stage whose results all exist is not trained
-    again (their weights are loaded); one with a checkpoint continues from it on resume."""
+    again (their weights are loaded); one with a checkpoint continues from it on resume. With a `tag` (the
+    seeds after the first), every name but the SHARED ones becomes NAME-TAG."""
 
-    def __init__(self, exp: Experiment, *, resume: bool):
-        self.exp, self.resume = exp, resume
+    def __init__(self, exp: Experiment, *, resume: bool, tag: str = ""):
+        self.exp, self.resume, self.tag = exp, resume, tag
 
-    def train(self, name: str, module: nn.Module, model: nn.Module, options: TrainOptions) -> None:
+    def _name(self, name: str) -> str:
+        return name if not self.tag or name in SHARED else f"{name}-{self.tag}"
+
+    def train(
+        self, name: str, module: nn.Module, model: nn.Module, options: TrainOptions, loader: DataLoader | None = None
+    ) -> None:
         """Train `module`, which wraps `model`, as the stage `name`; its result is `model`, saved as NAME."""
-        self.run(name, module, {name: model}, options)
+        self.run(name, module, {name: model}, options, loader)
 
-    def run(self, name: str, module: nn.Module, results: dict[str, nn.Module], options: TrainOptions) -> None:
+    def run(
+        self,
+        name: str,
+        module: nn.Module,
+        results: dict[str, nn.Module],
+        options: TrainOptions,
+        loader: DataLoader | None = None,
+    ) -> None:
         """Train `module` as the stage `name` unless done; `results` are the models it trains, by the names
-        they are saved under (several when peers train together)."""
-        paths = {result: self.exp.run_dir / f"{result}.safetensors" for result in results}
+        they are saved under (several when peers train together). `loader` gives its batches: by default every
+        training row (a student's); `exp.labelled_loader` for what learns from labels alone."""
+        name = self._name(name)
+        paths = {result: self.exp.run_dir / f"{self._name(result)}.safetensors" for result in results}
         if all(path.exists() for path in paths.values()):
             for result, path in paths.items():
                 load_weights(results[result], path)
@@ -34,7 +52,8 @@ class Stages:
         checkpoints = Checkpoints(self.exp.run_dir / name / "checkpoints")
         self.exp.log("training %s for %d epochs", name, options.epochs)
         resume = self.resume and checkpoints.pointer("last") is not None
-        fit(module, self.exp.train_loader, self.exp.val_loader, options, run_dir=self.exp.run_dir / name, resume=resume)
+        loader = self.exp.train_loader if loader is None else loader
+        fit(module, loader, self.exp.val_loader, options, run_dir=self.exp.run_dir / name, resume=resume)
         if options.select == "best" and checkpoints.pointer("best") is not None:
             checkpoints.load("best", module)
         for result, path in paths.items():
@@ -42,7 +61,7 @@ class Stages:
 
     def save(self, name: str, model: nn.Module, **metadata: str) -> None:
         """Write a model the run reports on that no stage of that name trained (the last of several stages)."""
-        save_weights(model, self.exp.run_dir / f"{name}.safetensors", metadata=metadata)
+        save_weights(model, self.exp.run_dir / f"{self._name(name)}.safetensors", metadata=metadata)
 
 
 def train_teacher(stages: Stages, teacher: nn.Module) -> None:
@@ -51,7 +70,7 @@ def train_teacher(stages: Stages, teacher: nn.Module) -> None:
     if cfg.teacher.weights is not None:
         return
     options = supervised_options(cfg.train, cfg.teacher.epochs or cfg.train.epochs)
-    stages.train("teacher", Supervised(teacher), teacher, options)
+    stages.train("teacher", Supervised(teacher), teacher, options, stages.exp.teacher_loader)
 
 
 def keep_loaded_teacher(stages: Stages, teacher: nn.Module) -> None:
@@ -61,9 +80,10 @@ def keep_loaded_teacher(stages: Stages, teacher: nn.Module) -> None:
 
 
 def train_scratch(stages: Stages, *, epochs: int, label_smoothing: float = 0.0) -> nn.Module:
-    """The student alone: the same architecture, initial weights and number of epochs, on the labels only."""
+    """The student alone: the same architecture, initial weights, epochs and steps, on the labelled rows only
+    (a row whose label a few-label study hid is never seen)."""
     exp = stages.exp
     scratch = build_net(exp, "student", exp.cfg.student.weights)
     module = Supervised(scratch, label_smoothing=label_smoothing)
-    stages.train("scratch", module, scratch, supervised_options(exp.cfg.train, epochs))
+    stages.train("scratch", module, scratch, supervised_options(exp.cfg.train, epochs), exp.labelled_loader)
     return scratch

@@ -23,6 +23,7 @@ class BornAgainMethod(MethodGroup):
     architecture, is the last generation. No scratch run: the architecture alone is generation 0."""
 
     teacher_keys: ClassVar[tuple[str, ...]] = ("model", "args", "weights", "epochs")
+    several_seeds: ClassVar[bool] = False  # its generations are seeded seed + k already
 
     kind: Literal["born_again"] = "born_again"
     generations: StrictInt = Field(2, ge=1, le=20, description="generations after the teacher (generation 0)")
@@ -62,7 +63,7 @@ class BornAgain:
         )
         stages.save("student", generations[-1], stage="student")  # the last generation is the run's student
         keep_loaded_teacher(stages, self.teacher)
-        ensemble = ensemble_accuracy([self.teacher, *generations], self.exp.val_loader)
+        ensemble = ensemble_accuracy([self.teacher, *generations], self.exp.test_loader)
         models = {"teacher": self.teacher, **{f"gen{k}": net for k, net in enumerate(generations, start=1)}}
         names = [f"gen{k}" for k in range(1, len(generations) + 1)]
         return Trained({**models, "student": generations[-1]}, names, {"born_again": {"ensemble_accuracy": ensemble}})

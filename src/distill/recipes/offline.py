@@ -3,6 +3,7 @@ student, optionally through a teacher assistant (TAKD) and in several stages (Fi
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from distill.build import Experiment, build_net, build_terms, check_outputs_match, check_stage, copies
 from distill.cache import TeacherCache
 from distill.distiller import Distiller
+from distill.losses import LOSSES
 from distill.recipes import RECIPES, Trained
 from distill.recipes._stages import Stages, keep_loaded_teacher, train_scratch, train_teacher
 from distill.registry import did_you_mean
@@ -81,6 +83,14 @@ class OfflineMethod(MethodGroup):
     def check(self, cfg: Any) -> None:
         for i, stage in enumerate(self.stages or []):
             stage_options(cfg.train, stage, i)  # a bad override fails as the config is read, naming its key
+
+    def soft_temperature(self) -> float | None:
+        """The temperature of the first term of the last student stage that has one (its default if not set)."""
+        for term in self.student_stages(1)[-1].terms:
+            given = inspect.signature(LOSSES.get(term.loss)).parameters.get("temperature")
+            if "temperature" in term.options or given is not None:
+                return float(term.options.get("temperature", given.default if given else 0.0))
+        return None
 
     def student_stages(self, epochs: int) -> list[StageConfig]:
         """The stages that train the student: the listed ones, or one named 'student' of `terms`."""

@@ -22,6 +22,7 @@ class OnlineMethod(MethodGroup):
     """method.kind online: no teacher is trained first; every peer trains for train.epochs in one stage."""
 
     teacher_keys: ClassVar[tuple[str, ...]] = ("model", "args", "weights")
+    several_seeds: ClassVar[bool] = False  # its teacher trains with its students: seeds would make several teachers
 
     kind: Literal["online"] = "online"
     mutual: bool = Field(
