@@ -18,8 +18,9 @@ from typing import NoReturn
 from distill.config import load_config
 from distill.errors import DistillError, first_line
 from distill.pipeline import evaluate_run, run
-from distill.report import format_summary
+from distill.report import format_summary, format_tuning
 from distill.teacher_cache import make_cache
+from distill.tune import tune
 
 DEMO_CONFIG = resources.files("distill") / "demo.yaml"
 
@@ -69,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("config", help="YAML config file (with teacher.weights and teacher.cache)")
     _add_overrides(cache)
 
+    tune = commands.add_parser(
+        "tune", parents=[options], help="search the loss, temperature, alpha and lr on the validation split"
+    )
+    tune.add_argument("config", help="YAML config file (method.kind offline; its tune group is the search space)")
+    tune.add_argument("--trials", type=int, default=20, help="trials in all, counting those a killed search finished")
+    _add_overrides(tune)
+
     demo = commands.add_parser(
         "demo", parents=[options], help="teacher, scratch and distilled student on the bundled digits"
     )
@@ -114,6 +122,11 @@ def _main(args: argparse.Namespace) -> None:
             f"cached the teacher's outputs for {made['samples']} samples in {made['seconds']:.1f} s: "
             f"{made['bytes_per_sample']:.0f} bytes per sample, {made['bytes'] / 2**20:.1f} MB in {made['path']}"
         )
+        return
+    if args.command == "tune":
+        if args.trials < 1:
+            raise DistillError(f"--trials must be at least 1, got {args.trials}")
+        print(format_tuning(tune(load_config(args.config, args.overrides), args.trials)))
         return
     if args.command == "train":
         summary = run(load_config(args.config, args.overrides), resume=args.resume)

@@ -16,7 +16,16 @@ from distill._io import existing
 from distill.errors import ConfigError
 from distill.recipes import RECIPES, methods
 from distill.registry import did_you_mean
-from distill.schema import NAME, CacheConfig, DataConfig, Group, ModelConfig, TeacherConfig, describe_error
+from distill.schema import (
+    NAME,
+    CacheConfig,
+    DataConfig,
+    Group,
+    ModelConfig,
+    TeacherConfig,
+    TuneConfig,
+    describe_error,
+)
 from distill.train import TrainOptions
 
 Method = Annotated[Union[methods()], Field(discriminator="kind")]  # noqa: UP007  (a union built at run time)
@@ -38,6 +47,7 @@ class Config(Group):
     )
     train: TrainOptions = Field(default_factory=TrainOptions)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig, description="the search space of `distill tune`")
 
     @model_validator(mode="after")
     def _check_teacher(self) -> Config:

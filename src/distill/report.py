@@ -104,3 +104,27 @@ def format_diagnosis(diagnosis: dict[str, Any], *, self_distillation: bool = Fal
     lines += [f"  {why}: {cause['detail']}" for cause in diagnosis["causes"]]
     lines += [f"  try: {suggestion}" for suggestion in diagnosis["suggestions"]]
     return lines
+
+
+def format_tuning(summary: dict[str, Any]) -> str:
+    """The trials of `distill tune`, best first, and what to run next."""
+    alone = summary["scratch_val_accuracy"]
+    lines = [
+        f"{summary['name']}: {len(summary['trials'])} trials, validation accuracy (the student alone: {alone:.2%})",
+        f"{'trial':>5}  {'state':9}{'val acc':>9}  setting",
+    ]
+    for row in sorted(summary["trials"], key=lambda row: -1 if row["value"] is None else -row["value"]):
+        value = "-" if row["value"] is None else f"{row['value']:.2%}"
+        setting = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k not in TRIAL]
+        lines.append(f"{row['trial']:>5}  {row['state']:9}{value:>9}  {' '.join(setting)}")
+    best = summary["best"]
+    if best is None:
+        lines.append("no trial completed: each failed or was pruned")
+        return "\n".join(lines)
+    if not summary["beats_scratch"]:
+        lines.append("no setting beats the student alone on validation: distillation may not pay here")
+    lines.append(f"best: trial {best['trial']}; run it with: distill train {relative_paths(summary['best_yaml'])}")
+    return "\n".join(lines)
+
+
+TRIAL = ("trial", "state", "value")  # a trials row's columns besides its setting

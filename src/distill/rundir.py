@@ -18,8 +18,9 @@ REPLACEABLE = ".replaceable"  # marks a run made with overwrite (the demo's): th
 FREE_ON_RESUME = {"train.progress", "train.device", "train.tensorboard", "data.num_workers"}
 
 
-def prepare(cfg: Config, *, resume: bool, overwrite: bool) -> None:
-    """Make `cfg.run_dir` ready to train in, and write the resolved config there. We hold the folder's lock."""
+def prepare(cfg: Config, *, resume: bool, overwrite: bool, search: bool = False) -> None:
+    """Make `cfg.run_dir` ready to train in, and write the resolved config there. We hold the folder's lock.
+    A `search` (distill tune) resumes only with the same search space; a run, whatever its tune group."""
     run_dir, saved = cfg.run_dir, cfg.run_dir / "config.yaml"
     if run_dir.exists() and not run_dir.is_dir():
         raise DistillError(f"{run_dir} is a file; set out_dir or name to a folder")
@@ -30,7 +31,7 @@ def prepare(cfg: Config, *, resume: bool, overwrite: bool) -> None:
     if resume:
         if not is_run:
             raise DistillError(f"{run_dir} holds no run to resume; start it without --resume")
-        _check_same_run(read_saved(saved), cfg)
+        _check_same_run(read_saved(saved), cfg, search=search)
     elif is_run and _has_progress(run_dir):
         raise DistillError(
             f"{run_dir} already holds a run; pass --resume to continue it, or set another name (--set name=...)"
@@ -69,11 +70,12 @@ def _flat(cfg: Config) -> dict[str, Any]:
     return flat
 
 
-def _check_same_run(before: Config, now: Config) -> None:
+def _check_same_run(before: Config, now: Config, *, search: bool) -> None:
     """Resuming with other settings would silently mix two experiments into one result."""
     old, new = _flat(before), _flat(now)
     for key in sorted(old.keys() | new.keys()):
-        if key not in FREE_ON_RESUME and old.get(key) != new.get(key):
+        free = key in FREE_ON_RESUME or (key.startswith("tune.") and not search)
+        if not free and old.get(key) != new.get(key):
             raise DistillError(
                 f"--resume: {key} is {new.get(key)!r} but the run started with {old.get(key)!r}; "
                 "resume with the same config"

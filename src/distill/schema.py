@@ -107,6 +107,36 @@ class TermConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+Range = tuple[float, float]
+
+
+class TuneConfig(Group):
+    """The search space of `distill tune`: which losses, and the range of each setting (low, high)."""
+
+    losses: list[Literal["kd", "dkd", "dist"]] = Field(
+        default_factory=lambda: ["kd", "dkd", "dist"], min_length=1, description="the logit losses to choose from"
+    )
+    temperature: Range = Field((1.0, 8.0), description="the soft loss's temperature (log scale)")
+    alpha: Range = Field((0.0, 1.0), description="kd: the weight of the hard loss")
+    weight: Range = Field((0.1, 10.0), description="dkd and dist: their weight beside the cross-entropy (log scale)")
+    lr: Range | None = Field(None, description="the learning rate (log scale); null: train.lr / 3 to train.lr * 3")
+    seed: StrictInt = Field(0, ge=0, description="the sampler's seed")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> TuneConfig:
+        for key in ("temperature", "alpha", "weight", "lr"):
+            low, high = getattr(self, key) or (1.0, 2.0)
+            if not low < high:
+                raise ValueError(f"tune.{key}: the range [{low}, {high}] is empty or inverted; give [low, high]")
+            if key != "alpha" and low <= 0:
+                raise ValueError(f"tune.{key}: searched on a log scale, so its range must be > 0, got [{low}, {high}]")
+        if not 0 <= self.alpha[0] < self.alpha[1] <= 1:
+            raise ValueError(f"tune.alpha: must lie in [0, 1], got {list(self.alpha)}")
+        if len(set(self.losses)) != len(self.losses):
+            raise ValueError(f"tune.losses: each loss once, got {self.losses}")
+        return self
+
+
 class CacheConfig(Group):
     """How `distill cache` stores the teacher's outputs (in teacher.cache)."""
 
