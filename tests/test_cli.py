@@ -238,7 +238,7 @@ def test_csv_mistakes(tmp_path, capsys):
     assert_user_error(code, err, "t.csv", "column 'a'")
     csv.write_text(good + "NA,2,x\n")
     code, _, err = run_cli(capsys, *base, "--set", "data.label_column=kind")
-    assert_user_error(code, err, "t.csv", "column 'a' is numeric but has 'NA' at row 21")
+    assert_user_error(code, err, "t.csv, row 21 (line 22): column 'a' is numeric but has 'NA'")
 
 
 def test_a_csv_run_trains(tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import TINY_RUN, write_config
-from distill import Distiller, losses
+from distill import Distiller, DistillError, losses
 from distill.cli import main
 from distill.data import UNLABELLED, load, split
 from distill.recipes import _stages
@@ -128,6 +128,7 @@ def test_transfer_rows_from_files_in_each_format(tmp_path):
         ("data={name: digits, labelled_fraction: 0.5, labelled_per_class: 2}", "both set; keep one"),
         ("data.unlabelled_path=x.npz", "data set 'digits' does not take data.unlabelled_path"),
         ("seeds=[0, 0]", "seeds: give each seed once"),
+        ("data={name: csv, path: a.csv, train_path: a.csv}", "data.path and data.train_path both set"),
     ],
 )
 def test_bad_splits_are_one_line(tmp_path, capsys, override, message):
@@ -136,3 +137,41 @@ def test_bad_splits_are_one_line(tmp_path, capsys, override, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_explicit_train_val_and_test_files_are_the_parts(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 4)) * 3
+
+    def sample(n):
+        labels = np.arange(n) % 3
+        return (centers[labels] + rng.normal(size=(n, 4))).astype(np.float32), labels
+
+    for part, n in (("train", 90), ("val", 21), ("test", 30)):
+        x, y = sample(n)
+        np.savez(tmp_path / f"{part}.npz", inputs=x, labels=y)
+    data = load(
+        "tensors",
+        path=str(tmp_path / "train.npz"),
+        val_path=str(tmp_path / "val.npz"),
+        test_path=str(tmp_path / "test.npz"),
+    )
+    parts = split(data, val_fraction=0.5, test_fraction=0.5, seed=0)  # the files decide, not the fractions
+    assert (len(parts.train), len(parts.val), len(parts.test)) == (90, 21, 30)
+    assert parts.test.indices.tolist() == list(range(111, 141))
+    torch.testing.assert_close(parts.test.inputs, torch.from_numpy(np.load(tmp_path / "test.npz")["inputs"]))
+    text = TINY_RUN.replace(
+        "data: {{name: digits, val_fraction: 0.25, batch_size: 128}}",
+        "data: {{name: tensors, train_path: {t}, val_path: {v}, test_path: {s}, batch_size: 32}}",
+    )
+    files = {key: tmp_path / f"{part}.npz" for key, part in (("t", "train"), ("v", "val"), ("s", "test"))}
+    config = write_config(tmp_path / "c.yaml", text.format(out=tmp_path / "runs", **files))
+    assert main(["-q", "train", str(config)]) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert summary["test_samples"] == 30 and summary["val_samples"] == 21 and "test " in summary["data"]
+    # a validation or test file must label every row; a data set without files refuses them
+    np.savez(tmp_path / "bad.npz", inputs=np.zeros((3, 4), np.float32), labels=np.array([0, -1, 1]))
+    with pytest.raises(DistillError, match="every validation and test row needs one"):
+        load("tensors", path=str(tmp_path / "train.npz"), test_path=str(tmp_path / "bad.npz"))
+    with pytest.raises(DistillError, match="does not take data.test_path"):
+        load("digits", test_path=str(tmp_path / "test.npz"))

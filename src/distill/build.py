@@ -53,7 +53,14 @@ class Experiment:
 
 def build_experiment(cfg: Config) -> Experiment:
     d = cfg.data
-    loaded = data.load(d.name, path=d.path, label_column=d.label_column, unlabelled_path=d.unlabelled_path)
+    loaded = data.load(
+        d.name,
+        path=d.train_path or d.path,
+        label_column=d.label_column,
+        unlabelled_path=d.unlabelled_path,
+        val_path=d.val_path,
+        test_path=d.test_path,
+    )
     splits = data.split(
         loaded,
         val_fraction=d.val_fraction,

@@ -48,6 +48,9 @@ class DataConfig(Group):
     unlabelled_path: str | None = Field(
         None, description="tensors, idx, csv: a file of inputs without labels, which join training (soft loss only)"
     )
+    train_path: str | None = Field(None, description="tensors, idx, csv: the training file (instead of path)")
+    val_path: str | None = Field(None, description="tensors, idx, csv: a fixed validation file (no val_fraction)")
+    test_path: str | None = Field(None, description="tensors, idx, csv: a fixed test file (no test_fraction)")
     test_fraction: float = Field(
         0.2, gt=0, lt=1, description="share of the labelled rows held out for test (cifar: its official test set)"
     )
@@ -62,6 +65,12 @@ class DataConfig(Group):
     seed: StrictInt = Field(0, ge=0, description="seed of the train/validation/test split and the labelled choice")
     batch_size: StrictInt = Field(64, ge=1, le=1_000_000)
     num_workers: StrictInt = Field(0, ge=0, le=256)
+
+    @model_validator(mode="after")
+    def _one_training_file(self) -> DataConfig:
+        if self.path is not None and self.train_path is not None:
+            raise ValueError("data.path and data.train_path both set; give the training file once")
+        return self
 
     @model_validator(mode="after")
     def _one_labelled_choice(self) -> DataConfig:

@@ -140,6 +140,10 @@ def half(content: bytes) -> bytes:
     return content[: len(content) // 2]
 
 
+def first_lines(content: bytes) -> bytes:
+    return b"".join(content.splitlines(keepends=True)[:3])
+
+
 def emptied(content: bytes) -> bytes:
     return b""
 
@@ -599,7 +603,10 @@ CASES = [
     Case("eval-empty-folder", "eval {tmp}", ("not a run directory",)),
     Case("eval-a-file", "eval {run}/summary.json", ("summary.json", "not a run directory")),
     Case("eval-runs-parent", "eval {runs}", ("not a run directory",)),
-    Case("eval-config-cut-in-half", EVAL, ("config.yaml: no", "damaged"), copied_run(in_file("config.yaml", half))),
+    Case("eval-config-invalid-yaml", EVAL, ("config.yaml: invalid YAML",), copied_run(in_file("config.yaml", half))),
+    Case(
+        "eval-config-cut-short", EVAL, ("config.yaml: no", "damaged"), copied_run(in_file("config.yaml", first_lines))
+    ),
     Case("eval-config-empty", EVAL, ("config.yaml: the file is empty",), copied_run(in_file("config.yaml", emptied))),
     Case(
         "eval-config-unknown-key",

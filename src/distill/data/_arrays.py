@@ -11,7 +11,7 @@ from sklearn.datasets import load_digits as sklearn_digits
 from torch import Tensor
 
 from distill._io import existing
-from distill.data._core import DATASETS, UNLABELLED, ArrayData
+from distill.data._core import DATASETS, UNLABELLED, ArrayData, stack
 from distill.errors import DistillError, first_line
 
 KEY_PAIRS = (("inputs", "labels"), ("x", "y"))
@@ -31,32 +31,47 @@ def load_digits() -> ArrayData:
 
 
 @DATASETS.register("tensors")
-def load_tensors(path: str, unlabelled_path: str | None = None) -> ArrayData:
+def load_tensors(
+    path: str, unlabelled_path: str | None = None, val_path: str | None = None, test_path: str | None = None
+) -> ArrayData:
     """Inputs and integer labels from a .npz or .pt file; classes are 0..max label. A label of -1 marks a row
-    without one (a transfer-set row); `unlabelled_path`, a file with 'inputs' alone, adds more of those."""
-    file = existing(path, "a .npz or .pt file")
-    inputs, labels = _arrays(file, labels_needed=True)
-    if (labels < -1).any():
-        i = (labels < -1).nonzero()[0].item()
-        found = f"found {labels[i].item()} at sample {i}"
-        raise DistillError(f"{file}: labels must be >= 0 (or -1 for no label), {found}; map classes to 0..C-1")
-    if not (labels >= 0).any():
-        raise DistillError(f"{file}: every label is -1; a data set needs labelled rows to validate and test on")
-    described = f"tensors:{file.resolve()} ({len(labels)} samples)"
-    if unlabelled_path is not None:
-        extra_file = existing(unlabelled_path, "a .npz or .pt file with 'inputs'")
-        extra, _ = _arrays(extra_file, labels_needed=False)
-        if extra.shape[1:] != inputs.shape[1:]:
-            got = f"{tuple(extra.shape[1:])}, the data's {tuple(inputs.shape[1:])}"
-            raise DistillError(f"{extra_file}: its inputs are shaped {got}; they must match")
-        inputs, labels = torch.cat([inputs, extra]), torch.cat([labels, torch.full((len(extra),), -1)])
-        described += f" + unlabelled {extra_file.resolve()} ({len(extra)} samples)"
+    without one (a transfer-set row); `unlabelled_path`, a file with 'inputs' alone, adds more of those.
+    `val_path` and `test_path`, files of the same kind, make the fixed validation and test parts."""
+    parts, described = {}, []
+    for part, given in (("train", path), ("val", val_path), ("test", test_path), ("unlabelled", unlabelled_path)):
+        if given is None:
+            continue
+        file = existing(given, "a .npz or .pt file" + (" with 'inputs'" if part == "unlabelled" else ""))
+        inputs, labels = _arrays(file, labels_needed=part != "unlabelled")
+        if part == "unlabelled":  # its inputs alone join training; labels it may hold are not used
+            labels = torch.full((len(inputs),), -1)
+        else:
+            _check_labels(file, labels, unlabelled_allowed=part == "train")
+        if parts and inputs.shape[1:] != parts["train"][0].shape[1:]:
+            got = f"{tuple(inputs.shape[1:])}, the training file's {tuple(parts['train'][0].shape[1:])}"
+            raise DistillError(f"{file}: its inputs are shaped {got}; they must match")
+        parts[part] = (inputs.float(), labels)
+        described.append(f"{'' if part == 'train' else part + ' '}{file.resolve()} ({len(labels)} samples)")
+    inputs, labels, val_rows, test_rows = stack(parts)
     return ArrayData(
-        inputs=inputs.float(),
+        inputs=inputs,
         labels=torch.where(labels >= 0, labels, UNLABELLED).long(),
         classes=[str(i) for i in range(int(labels.max()) + 1)],
-        description=described,
+        description="tensors:" + " + ".join(described),
+        val_indices=val_rows,
+        test_indices=test_rows,
     )
+
+
+def _check_labels(file: Path, labels: Tensor, *, unlabelled_allowed: bool) -> None:
+    lowest = -1 if unlabelled_allowed else 0
+    if (labels < lowest).any():
+        i = (labels < lowest).nonzero()[0].item()
+        found = f"found {labels[i].item()} at sample {i}"
+        allowed = "(or -1 for no label)" if unlabelled_allowed else "(every validation and test row needs one)"
+        raise DistillError(f"{file}: labels must be >= 0 {allowed}, {found}; map classes to 0..C-1")
+    if not (labels >= 0).any():
+        raise DistillError(f"{file}: every label is -1; a data set needs labelled rows to validate and test on")
 
 
 def _arrays(file: Path, *, labels_needed: bool) -> tuple[Tensor, Tensor | None]:

@@ -142,15 +142,29 @@ class DataSplits:
 
 
 def load(
-    name: str, *, path: str | None = None, label_column: str | None = None, unlabelled_path: str | None = None
+    name: str,
+    *,
+    path: str | None = None,
+    label_column: str | None = None,
+    unlabelled_path: str | None = None,
+    val_path: str | None = None,
+    test_path: str | None = None,
 ) -> ArrayData:
-    """Load data set `name` from DATASETS. Options the loader does not take are errors, not silently ignored."""
+    """Load data set `name` from DATASETS. Options the loader does not take are errors, not silently ignored.
+    `val_path` and `test_path` are files of the same kind as `path` that make the fixed validation and test
+    parts."""
     try:
         loader = DATASETS.get(name)
     except ConfigError as e:
         raise ConfigError(f"data.name: {e}") from None
     params = inspect.signature(loader).parameters
-    options = {"path": path, "label_column": label_column, "unlabelled_path": unlabelled_path}
+    options = {
+        "path": path,
+        "label_column": label_column,
+        "unlabelled_path": unlabelled_path,
+        "val_path": val_path,
+        "test_path": test_path,
+    }
     given = {key: value for key, value in options.items() if value is not None}
     for key in given:
         if key not in params:
@@ -160,6 +174,20 @@ def load(
         if param.default is inspect.Parameter.empty and key not in given:
             raise DistillError(f"data set '{name}' needs option '{key}'; set it")
     return loader(**given)
+
+
+def stack(parts: dict[str, tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """(inputs, labels, val_indices, test_indices) of the parts of a data set read from separate files, keyed
+    "train", "val", "test" and "unlabelled", stacked in that order."""
+    order = [key for key in ("train", "val", "test", "unlabelled") if key in parts]
+    starts = dict(zip(order, torch.tensor([0] + [len(parts[k][1]) for k in order]).cumsum(0).tolist(), strict=False))
+
+    def rows(key: str) -> Tensor | None:
+        return torch.arange(starts[key], starts[key] + len(parts[key][1])) if key in parts else None
+
+    inputs = torch.cat([parts[key][0] for key in order])
+    labels = torch.cat([parts[key][1] for key in order])
+    return inputs, labels, rows("val"), rows("test")
 
 
 def split(

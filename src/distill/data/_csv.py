@@ -15,53 +15,78 @@ from distill.registry import did_you_mean
 
 
 @DATASETS.register("csv")
-def load_csv(path: str, label_column: str, unlabelled_path: str | None = None) -> ArrayData:
+def load_csv(
+    path: str,
+    label_column: str,
+    unlabelled_path: str | None = None,
+    val_path: str | None = None,
+    test_path: str | None = None,
+) -> ArrayData:
     """Features are standardised later by split(), with train-split statistics, so none leak from validation.
 
     An empty label cell marks a row without a label (a transfer-set row); `unlabelled_path`, a CSV with the
-    same feature columns (its label column absent or empty), adds more of those."""
+    same feature columns (its label column absent or empty), adds more of those. `val_path` and `test_path`,
+    CSVs with the same columns, make the fixed validation and test parts. Columns are matched by name."""
     file = existing(path, "a CSV file with a header row")
     header, rows, lines = _read(file)
     if label_column not in header:
         close = did_you_mean(label_column, header)
         raise DistillError(f"{file}: no label column '{label_column}'{close}; columns are: {', '.join(header)}")
-    described = f"csv:{file.resolve()} label={label_column} ({len(rows)} samples)"
-    if unlabelled_path is not None:
-        extra_file = existing(unlabelled_path, "a CSV file with the same columns")
-        extra = _unlabelled_rows(extra_file, header, label_column)
-        rows, lines = rows + extra, lines + [-1] * len(extra)  # their lines are in the other file
-        described += f" + unlabelled {extra_file.resolve()} ({len(extra)} samples)"
+    places = [(file, line) for line in lines]
+    described, sizes = [f"{file.resolve()} ({len(rows)} samples)"], {}
+    for part, given in (("val", val_path), ("test", test_path), ("unlabelled", unlabelled_path)):
+        if given is None:
+            continue
+        other = existing(given, "a CSV file with the same columns")
+        more, more_lines = _rows_like(other, header, label_column, labelled=part != "unlabelled")
+        rows, places, sizes[part] = rows + more, places + [(other, line) for line in more_lines], len(more)
+        described.append(f"{part} {other.resolve()} ({len(more)} samples)")
     columns = {name: [row[j] for row in rows] for j, name in enumerate(header)}
     for name, values in columns.items():
         if name != label_column and "" in values:
-            where = _where(values.index(""), lines)
-            raise DistillError(f"{file}: column '{name}' is empty at {where}; fill or drop those rows")
-    features = [_encode(file, name, values, lines) for name, values in columns.items() if name != label_column]
+            raise DistillError(f"{_where(values.index(''), places)}: column '{name}' is empty; fill or drop that row")
+    features = [_encode(name, values, places) for name, values in columns.items() if name != label_column]
     if not features:
         raise DistillError(f"{file}: no feature columns besides the label '{label_column}'; add some")
     if all(value == "" for value in columns[label_column]):
         raise DistillError(f"{file}: column '{label_column}' is empty in every row; label some rows")
     labels, classes = _encode_labels(columns[label_column])
+    start = len(lines)
+    fixed = {}
+    for part in ("val", "test"):
+        if part in sizes:
+            fixed[part] = torch.arange(start, start + sizes[part])
+            start += sizes[part]
     return ArrayData(
         inputs=torch.from_numpy(np.concatenate(features, axis=1).astype(np.float32)),  # (N, F)
         labels=torch.from_numpy(labels),
         classes=classes,
-        description=described,
+        description=f"csv:{' + '.join(described)} label={label_column}",
         standardize=True,
+        val_indices=fixed.get("val"),
+        test_indices=fixed.get("test"),
     )
 
 
-def _unlabelled_rows(file: Path, header: list[str], label_column: str) -> list[list[str]]:
-    """The rows of a CSV of unlabelled samples, in `header`'s column order with an empty label."""
-    extra_header, rows, _ = _read(file)
-    features = [name for name in header if name != label_column]
-    missing = [name for name in features if name not in extra_header]
+def _rows_like(
+    file: Path, header: list[str], label_column: str, *, labelled: bool
+) -> tuple[list[list[str]], list[int]]:
+    """The rows of another CSV in `header`'s column order, and their lines. Validation and test rows need a label;
+    unlabelled rows have none (a label column is optional there, and must be empty)."""
+    other_header, rows, lines = _read(file)
+    needed = header if labelled else [name for name in header if name != label_column]
+    missing = [name for name in needed if name not in other_header]
     if missing:
-        raise DistillError(f"{file}: has no column '{missing[0]}'; it needs the labelled file's feature columns")
-    at = {name: j for j, name in enumerate(extra_header)}
-    if label_column in at and any(row[at[label_column]] for row in rows):
-        raise DistillError(f"{file}: column '{label_column}' holds labels; unlabelled rows leave it empty or out")
-    return [[row[at[name]] if name != label_column else "" for name in header] for row in rows]
+        raise DistillError(f"{file}: has no column '{missing[0]}'; it needs the same columns as data.path")
+    at = {name: j for j, name in enumerate(other_header)}
+    if label_column in at:
+        cells = [row[at[label_column]] for row in rows]
+        if labelled and "" in cells:
+            line = lines[cells.index("")]
+            raise DistillError(f"{file}: line {line} has no label; every validation and test row needs one")
+        if not labelled and any(cells):
+            raise DistillError(f"{file}: column '{label_column}' holds labels; unlabelled rows leave it empty or out")
+    return [[row[at[name]] if name in needed else "" for name in header] for row in rows], lines
 
 
 def _read(file: Path) -> tuple[list[str], list[list[str]], list[int]]:
@@ -93,7 +118,7 @@ def _read(file: Path) -> tuple[list[str], list[list[str]], list[int]]:
     return header, rows, lines
 
 
-def _encode(file: Path, name: str, values: list[str], lines: list[int]) -> np.ndarray:
+def _encode(name: str, values: list[str], places: list[tuple[Path, int]]) -> np.ndarray:
     """(N, 1) floats for a numeric column, else (N, K) one-hot over the sorted categories."""
     try:
         numbers = np.array([float(v) for v in values])
@@ -102,7 +127,7 @@ def _encode(file: Path, name: str, values: list[str], lines: list[int]) -> np.nd
         if len(not_numbers) < len(values) / 2:  # a numeric column with markers such as NA or ? for missing values
             first = not_numbers[0]
             raise DistillError(
-                f"{file}: column '{name}' is numeric but has '{values[first]}' at {_where(first, lines)}; "
+                f"{_where(first, places)}: column '{name}' is numeric but has '{values[first]}'; "
                 "fill or drop those rows"
             ) from None
         position = {category: i for i, category in enumerate(sorted(set(values)))}
@@ -111,8 +136,7 @@ def _encode(file: Path, name: str, values: list[str], lines: list[int]) -> np.nd
         return onehot
     bad = np.flatnonzero(~np.isfinite(numbers))
     if len(bad):
-        where = _where(bad[0], lines)
-        raise DistillError(f"{file}: column '{name}' has '{values[bad[0]]}' at {where}; fill or drop those rows")
+        raise DistillError(f"{_where(bad[0], places)}: column '{name}' has '{values[bad[0]]}'; fill or drop that row")
     return numbers[:, None]
 
 
@@ -139,7 +163,8 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _where(row: int, lines: list[int]) -> str:
-    if lines[row] < 0:
-        return f"unlabelled row {row + 1 - lines.index(-1)} (data.unlabelled_path)"
-    return f"row {row + 1} (line {lines[row]})"
+def _where(row: int, places: list[tuple[Path, int]]) -> str:
+    """Where a row came from: 'FILE, row R (line L)'."""
+    file, line = places[row]
+    first = next(i for i, (f, _) in enumerate(places) if f == file)
+    return f"{file}, row {row - first + 1} (line {line})"

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from distill._io import existing
-from distill.data._core import DATASETS, UNLABELLED, ArrayData
+from distill.data._core import DATASETS, UNLABELLED, ArrayData, stack
 from distill.errors import DistillError, first_line
 
 IMAGES_MAGIC = 0x00000803  # uint8, 3 dims (N, H, W)
@@ -21,32 +22,51 @@ SIGNED_LABELS_MAGIC = 0x00000901  # int8, 1 dim (N,): -1 marks an image without 
 
 
 @DATASETS.register("idx")
-def load_idx(path: str, unlabelled_path: str | None = None) -> ArrayData:
+def load_idx(
+    path: str, unlabelled_path: str | None = None, val_path: str | None = None, test_path: str | None = None
+) -> ArrayData:
     """`path` is a folder with one images and one labels file, or the images file itself. Labels stored as
     signed bytes may be -1: an image without a label (a transfer-set row); `unlabelled_path`, an images file
-    alone, adds more of those."""
-    images_file, labels_file = _find_pair(existing(path, "a folder of IDX files or an *images* IDX file"))
-    images = _read_idx(images_file, (IMAGES_MAGIC,))  # (N, H, W)
-    labels = _read_idx(labels_file, (LABELS_MAGIC, SIGNED_LABELS_MAGIC)).astype(np.int64)  # (N,)
+    alone, adds more of those. `val_path` and `test_path`, pairs like `path`, make the fixed validation and
+    test parts."""
+    parts, described = {}, []
+    for part, given in (("train", path), ("val", val_path), ("test", test_path)):
+        if given is not None:
+            images_file, labels_file = _find_pair(existing(given, "a folder of IDX files or an *images* IDX file"))
+            parts[part] = _labelled_images(images_file, labels_file, unlabelled_allowed=part == "train")
+            name = "" if part == "train" else f"{part} "
+            described.append(f"{name}{images_file.resolve()} + {labels_file.resolve()} ({len(parts[part][1])} samples)")
+    if unlabelled_path is not None:
+        extra_file = existing(unlabelled_path, "an *images* IDX file")
+        extra = torch.from_numpy(_read_idx(extra_file, (IMAGES_MAGIC,)))
+        parts["unlabelled"] = (extra, torch.full((len(extra),), -1))
+        described.append(f"unlabelled {extra_file.resolve()} ({len(extra)} samples)")
+    shapes = {part: tuple(images.shape[1:]) for part, (images, _) in parts.items()}
+    if len(set(shapes.values())) > 1:
+        raise DistillError(f"the IDX files' images differ in size: {shapes}; every part needs the same size")
+    images, labels, val_rows, test_rows = stack(parts)
+    return ArrayData(
+        inputs=images.unsqueeze(1).float() / 255,  # (N, 1, H, W) in [0, 1]
+        labels=torch.where(labels >= 0, labels, UNLABELLED),
+        classes=[str(i) for i in range(int(labels.max()) + 1)],
+        description="idx:" + " + ".join(described),
+        val_indices=val_rows,
+        test_indices=test_rows,
+    )
+
+
+def _labelled_images(images_file: Path, labels_file: Path, *, unlabelled_allowed: bool) -> tuple[Tensor, Tensor]:
+    """(images (N, H, W) uint8, labels (N,) int64, -1 for none) of one images and labels pair."""
+    images = _read_idx(images_file, (IMAGES_MAGIC,))
+    labels = _read_idx(labels_file, (LABELS_MAGIC, SIGNED_LABELS_MAGIC)).astype(np.int64)
     if len(images) != len(labels):
         counts = f"{len(images)} images but {labels_file} has {len(labels)} labels"
         raise DistillError(f"{images_file} has {counts}; use a matching pair")
-    if (labels < -1).any() or not (labels >= 0).any():
-        raise DistillError(f"{labels_file}: labels must be classes 0..C-1 (or -1 for no label), with some labelled")
-    described = f"idx:{images_file.resolve()} + {labels_file.resolve()} ({len(labels)} samples)"
-    if unlabelled_path is not None:
-        extra_file = existing(unlabelled_path, "an *images* IDX file")
-        extra = _read_idx(extra_file, (IMAGES_MAGIC,))
-        if extra.shape[1:] != images.shape[1:]:
-            raise DistillError(f"{extra_file}: its images are {extra.shape[1:]}, the data's {images.shape[1:]}")
-        images, labels = np.concatenate([images, extra]), np.concatenate([labels, np.full(len(extra), -1)])
-        described += f" + unlabelled {extra_file.resolve()} ({len(extra)} samples)"
-    return ArrayData(
-        inputs=torch.from_numpy(images).unsqueeze(1).float() / 255,  # (N, 1, H, W) in [0, 1]
-        labels=torch.from_numpy(np.where(labels >= 0, labels, UNLABELLED)),
-        classes=[str(i) for i in range(int(labels.max(initial=0)) + 1)],
-        description=described,
-    )
+    lowest = -1 if unlabelled_allowed else 0
+    if (labels < lowest).any() or not (labels >= 0).any():
+        allowed = "(or -1 for no label)" if unlabelled_allowed else "(every validation and test image needs one)"
+        raise DistillError(f"{labels_file}: labels must be classes 0..C-1 {allowed}, with some labelled")
+    return torch.from_numpy(images), torch.from_numpy(labels)
 
 
 def _find_pair(path: Path) -> tuple[Path, Path]:
