@@ -175,3 +175,13 @@ def test_explicit_train_val_and_test_files_are_the_parts(tmp_path, capsys):
         load("tensors", path=str(tmp_path / "train.npz"), test_path=str(tmp_path / "bad.npz"))
     with pytest.raises(DistillError, match="does not take data.test_path"):
         load("digits", test_path=str(tmp_path / "test.npz"))
+
+
+def test_a_data_set_without_any_label_is_refused(tmp_path):
+    np.savez(tmp_path / "d.npz", inputs=np.zeros((8, 3), np.float32), labels=np.full(8, -1))
+    with pytest.raises(DistillError, match="every label is -1; a data set needs labelled rows"):
+        load("tensors", path=str(tmp_path / "d.npz"))
+    with open(tmp_path / "t.csv", "w") as f:
+        f.write("a,kind\n" + "".join(f"{i},\n" for i in range(8)))
+    with pytest.raises(DistillError, match="column 'kind' is empty in every row"):
+        load("csv", path=str(tmp_path / "t.csv"), label_column="kind")
