@@ -108,7 +108,8 @@ def tune(cfg: Config, trials: int) -> dict[str, Any]:
     exp = build_experiment(cfg)
     recipe = RECIPES.get("offline")(exp)  # everything built and checked before a file is written
     with FolderLock(cfg.run_dir):
-        rundir.prepare(cfg, resume=(cfg.run_dir / STUDY).exists(), overwrite=False, search=True)
+        # a search always continues what it finds of itself: the teacher, scratch, the study
+        rundir.prepare(cfg, resume=(cfg.run_dir / "config.yaml").exists(), overwrite=False, search=True)
         stages = Stages(exp, resume=True)
         if not recipe.cached:
             train_teacher(stages, recipe.teacher)
