@@ -45,7 +45,8 @@ def test_the_seven_classic_pairs_ship():
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_each_pair_trains_a_few_steps(config, cifar100, tmp_path, monkeypatch):
     # CPU latency of ResNet50 at batch 256 is measured by benchmarks, not here
-    monkeypatch.setattr(run_summary, "speed", lambda net, shape: {"latency_ms": 1.0, "throughput": 1.0})
+    fixed = {"latency_ms": 1.0, "latency_p95_ms": 1.0, "throughput": 1.0, "peak_memory_bytes": 1}
+    monkeypatch.setattr(run_summary, "costs", lambda net, shape: fixed)
     short = [
         "train.epochs=1",
         "teacher.epochs=1",

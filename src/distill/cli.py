@@ -13,12 +13,14 @@ import os
 import sys
 import traceback
 from importlib import resources
+from pathlib import Path
 from typing import NoReturn
 
 from distill.config import load_config
 from distill.errors import DistillError, first_line
+from distill.export import FILES, evaluate_exported, export
 from distill.pipeline import evaluate_run, run
-from distill.report import format_summary, format_tuning
+from distill.report import format_export, format_exported_accuracy, format_summary, format_tuning
 from distill.teacher_cache import make_cache
 from distill.tune import tune
 
@@ -82,8 +84,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_overrides(demo)
 
-    evaluate = commands.add_parser("eval", parents=[options], help="re-measure the models of a finished run")
-    evaluate.add_argument("run_dir", help="a run directory made by `distill train` or `distill demo`")
+    evaluate = commands.add_parser(
+        "eval", parents=[options], help="re-measure the models of a finished run, or the accuracy of an exported file"
+    )
+    evaluate.add_argument(
+        "run_dir", metavar="RUN_DIR|FILE", help="a run directory, or a .onnx, .pt2 or .pt file `distill export` wrote"
+    )
+
+    export = commands.add_parser(
+        "export", parents=[options], help="the student out of PyTorch, checked against it on the test inputs"
+    )
+    export.add_argument("run_dir", help="a run directory made by `distill train` or `distill demo`")
+    export.add_argument("--format", dest="fmt", choices=list(FILES), default="onnx", help="default: onnx")
+    export.add_argument(
+        "--atol", type=float, default=1e-4, help="largest logit difference from PyTorch accepted (default 1e-4)"
+    )
+    export.add_argument(
+        "--int8", action="store_true", help="also quantise to int8 with ONNX Runtime (dynamic; static for conv nets)"
+    )
     return parser
 
 
@@ -114,7 +132,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def _main(args: argparse.Namespace) -> None:
-    if args.quiet and args.command != "eval":
+    if args.quiet and args.command not in ("eval", "export"):
         args.overrides.append("train.progress=false")  # quiet means no progress bar either
     if args.command == "cache":
         made = make_cache(load_config(args.config, args.overrides))
@@ -127,6 +145,12 @@ def _main(args: argparse.Namespace) -> None:
         if args.trials < 1:
             raise DistillError(f"--trials must be at least 1, got {args.trials}")
         print(format_tuning(tune(load_config(args.config, args.overrides), args.trials)))
+        return
+    if args.command == "export":
+        print(format_export(export(args.run_dir, fmt=args.fmt, atol=args.atol, int8=args.int8)))
+        return
+    if args.command == "eval" and Path(args.run_dir).is_file():
+        print(format_exported_accuracy(evaluate_exported(args.run_dir)))
         return
     if args.command == "train":
         summary = run(load_config(args.config, args.overrides), resume=args.resume)

@@ -1,35 +1,101 @@
-"""What a model costs: parameters, bytes on disk, CPU latency and throughput."""
+"""What a model costs to run on a CPU: latency at batch 1 (median and 95th percentile), throughput at a large
+batch, and peak inference memory.
+
+Timed with `torch.utils.benchmark` on a fixed number of threads after a warm-up, the same way for a PyTorch
+module and for any other callable (an ONNX Runtime session), so their figures compare side by side.
+"""
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
-import time
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.utils.benchmark import Timer
+
+THREADS = 1  # one thread: what a phone or a small server gives one request, and the steadiest to time
+BATCH = 256  # the large batch of the throughput figure
+_LATENCY_BUDGET_S = 0.5  # how long the batch-1 calls may take in all (at least 20 calls, at most 200)
+
+
+def cpu_name() -> str:
+    """The CPU's model name as the OS reports it (Linux: /proc/cpuinfo), else what `platform` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def where_measured(threads: int = THREADS) -> str:
+    """One line saying on what the timings were taken."""
+    return f"{cpu_name()}, {threads} thread{'s' if threads > 1 else ''}, torch {torch.__version__}"
+
+
+def timing(
+    run: Callable[[Tensor], object], input_shape: Sequence[int], *, threads: int = THREADS, batch: int = BATCH
+) -> dict[str, float]:
+    """Median and p95 latency of `run` on one random sample (ms), and its throughput on `batch` (samples/s).
+
+    Each batch-1 call is timed alone, so the p95 is of single calls, not of averaged blocks."""
+    one, many = torch.randn(1, *input_shape), torch.randn(batch, *input_shape)
+    single = Timer("run(x)", globals={"run": run, "x": one}, num_threads=threads)
+    first = single.timeit(5).median  # warm-up, and the estimate that sizes the count
+    calls = int(min(max(_LATENCY_BUDGET_S / max(first, 1e-9), 20), 200))
+    times = [single.timeit(1).median for _ in range(calls)]
+    batched = Timer("run(x)", globals={"run": run, "x": many}, num_threads=threads)
+    batched.timeit(2)
+    per_batch = batched.blocked_autorange(min_run_time=0.2).median
+    return {
+        "latency_ms": statistics.median(times) * 1e3,
+        "latency_p95_ms": statistics.quantiles(times, n=20)[-1] * 1e3,
+        "throughput": batch / per_batch,
+    }
 
 
 @torch.inference_mode()
-def _median_seconds(model: nn.Module, inputs: torch.Tensor, *, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
+def peak_memory(model: nn.Module, input_shape: Sequence[int], *, batch: int = 1) -> int:
+    """Bytes held at the peak of one forward pass at `batch`: weights, input and the most activations alive at
+    once, from the profiler's record of every allocation and free."""
+    inputs = torch.randn(batch, *input_shape)
+    with _stderr_silenced(), torch.autograd.profiler.profile(use_kineto=False, profile_memory=True) as profiled:
         model(inputs)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(inputs)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    live = peak = 0
+    for event in sorted(profiled.function_events, key=lambda event: event.time_range.start):
+        live += event.self_cpu_memory_usage  # + what an op allocated, - what was freed
+        peak = max(peak, live)
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    return weights + inputs.numel() * inputs.element_size() + peak
 
 
-def speed(model: nn.Module, input_shape: Sequence[int], *, repeats: int = 50, batch: int = 256) -> dict[str, float]:
-    """Median CPU latency at batch 1 (ms) and throughput at `batch` (samples/s), in float32.
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 sent to /dev/null: the profiler's C++ side logs every start and stop there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
-    Puts `model` in eval mode on the CPU (as deployment would) and leaves it there.
-    """
+
+def costs(model: nn.Module, input_shape: Sequence[int], *, threads: int = THREADS) -> dict[str, float]:
+    """`timing` and `peak_memory` (at batch 1) of a PyTorch module, in eval mode on the CPU, as deployed; the
+    module is left there."""
     model = model.eval().cpu()
-    one = torch.randn(1, *input_shape)
-    many = torch.randn(batch, *input_shape)
-    latency = _median_seconds(model, one, repeats=repeats, warmup=5)
-    batch_time = _median_seconds(model, many, repeats=max(repeats // 5, 3), warmup=2)
-    return {"latency_ms": latency * 1e3, "throughput": batch / batch_time}
+
+    @torch.inference_mode()
+    def run(inputs: Tensor) -> object:
+        return model(inputs)
+
+    return {**timing(run, input_shape, threads=threads), "peak_memory_bytes": peak_memory(model, input_shape)}

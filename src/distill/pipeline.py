@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from distill import rundir
 from distill._io import write_json
@@ -83,19 +86,43 @@ def _summarize(exp: Experiment, recipe: type[Recipe], runs: list[Trained]) -> di
     return {**summary, **runs[0].extra}
 
 
-def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
-    """Re-measure the models a finished run saved (the first seed's), on its test and validation splits."""
+@dataclass
+class SavedRun:
+    """A run read back from its folder: its experiment rebuilt from the saved config (the data split as it
+    was), and the models it saved, by name, in the order the summary lists them."""
+
+    path: Path
+    exp: Experiment
+    recipe: type[Recipe]
+    fields: dict[str, str]  # model name -> its config group ("scratch" -> "student")
+    names: list[str]
+    seeds: list[int]
+
+    def net(self, name: str) -> nn.Module:
+        """Model `name` (or NAME-seedS of a later seed) with its saved weights."""
+        return build_net(self.exp, self.fields[name.split("-seed")[0]], self.path / f"{name}.safetensors")
+
+
+def open_run(run_dir: str | Path) -> SavedRun:
+    """The run in `run_dir`, with at least a student saved (and the teacher, when the config has one)."""
     run_dir = Path(run_dir)
     saved = run_dir / "config.yaml"
     if not saved.exists():
         raise DistillError(f"{run_dir} is not a run directory (no config.yaml); give the folder `distill train` made")
     cfg = read_saved(saved)
+    seeds = cfg.run_seeds
     where = run_dir.resolve()  # the run may have moved since it was made: read it where it is now
     cfg = cfg.model_copy(update={"out_dir": os.path.relpath(where.parent), "name": where.name, "seeds": None})
-    exp = build_experiment(cfg)
-    fields = recipe_of(cfg).fields(cfg)
+    recipe = recipe_of(cfg)
+    fields = recipe.fields(cfg)
     names = rundir.saved_models(run_dir, list(fields))
     if "student" not in names or (cfg.teacher is not None and "teacher" not in names):
         raise DistillError(f"{run_dir} has no finished teacher and student yet; finish it with --resume")
-    nets = {name: build_net(exp, fields[name], run_dir / f"{name}.safetensors") for name in names}
-    return _summarize(exp, recipe_of(cfg), [Trained(nets, [])])
+    return SavedRun(run_dir, build_experiment(cfg), recipe, fields, names, seeds)
+
+
+def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
+    """Re-measure the models a finished run saved (the first seed's), on its test and validation splits."""
+    run = open_run(run_dir)
+    nets = {name: run.net(name) for name in run.names}
+    return _summarize(run.exp, run.recipe, [Trained(nets, [])])

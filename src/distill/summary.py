@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from distill.build import Experiment, model_spec
-from distill.measure import speed
+from distill.measure import costs, where_measured
 from distill.models import count_params, user_code
 from distill.taps import logits_of
 from distill.train import resolve_device
@@ -52,8 +52,9 @@ def outputs_of(exp: Experiment, runs: list[dict[str, nn.Module]]) -> dict[str, l
 def describe(exp: Experiment, runs: list[dict[str, nn.Module]], outputs: dict[str, list[Outputs]]) -> dict[str, Any]:
     """One row per model: test accuracy (`accuracy`) and validation accuracy (`val_accuracy`), agreement with
     the teacher on test (None without a teacher), each the mean over `seeds` (with `accuracy_std` and
-    `accuracies` when there are several), and params, bytes on disk and CPU speed. `models` lists the rows in
-    the order given. Test rows were never seen by training or selection."""
+    `accuracies` when there are several), and params, bytes on disk, peak inference memory and CPU speed (on
+    `measured_on`). `models` lists the rows in the order given. Test rows were never seen by training or
+    selection."""
     test_labels, val_labels = exp.splits.test.labels, exp.splits.val.labels
     teacher = outputs["teacher"][0].test.argmax(-1) if "teacher" in outputs else None
     splits = exp.splits
@@ -81,10 +82,11 @@ def describe(exp: Experiment, runs: list[dict[str, nn.Module]], outputs: dict[st
             **({"accuracy_std": statistics.stdev(tests), "accuracies": tests} if len(tests) > 1 else {}),
             "params": count_params(net),
             "size_bytes": (exp.run_dir / f"{name}.safetensors").stat().st_size,
-            **speed(net, exp.splits.input_shape),
+            **costs(net, exp.splits.input_shape),
         }
     student = summary["student"]
-    keys = ("params", "size_bytes", "latency_ms", "throughput")
+    keys = ("params", "size_bytes", "peak_memory_bytes", "latency_ms", "latency_p95_ms", "throughput")
+    summary["measured_on"] = where_measured()
     summary["ratios"] = {k: student[k] / summary["teacher"][k] for k in keys} if teacher is not None else None
     return summary
 

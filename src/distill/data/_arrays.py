@@ -27,6 +27,7 @@ def load_digits() -> ArrayData:
         labels=torch.from_numpy(digits.target).long(),
         classes=[str(i) for i in range(10)],
         description=f"digits:sklearn.datasets.load_digits ({len(digits.target)} samples)",
+        preprocessing="8x8 grey pixels of 0..16, divided by 16, shaped (1, 8, 8)",
     )
 
 

@@ -99,6 +99,8 @@ def _load(name: str, layout: Layout, path: str) -> ArrayData:
         labels=torch.from_numpy(labels),
         classes=classes,
         description=f"{name}:{folder.resolve()} ({n_train} train + {n_test} test samples, normalised per channel)",
+        preprocessing=f"RGB pixels of 0..255 shaped (3, 32, 32), divided by 255, then per channel (x - mean) / std "
+        f"with mean {layout.mean} and std {layout.std}",
         test_indices=torch.arange(n_train, n_train + n_test),
     )
 

@@ -31,6 +31,7 @@ class ArrayData:
     classes: list[str]
     description: str
     standardize: bool = False  # split() standardises each feature with train-split statistics
+    preprocessing: str = "inputs as stored"  # what the loader did to the raw values: an exported model needs it too
     val_indices: Tensor | None = None  # (V,) int64 rows of a fixed validation part, or None for a random one
     test_indices: Tensor | None = None  # (T,) int64 rows of a fixed test part, or None for a random one
 

@@ -63,6 +63,7 @@ def load_csv(
         classes=classes,
         description=f"csv:{' + '.join(described)} label={label_column}",
         standardize=True,
+        preprocessing="the feature columns in file order, a text column one-hot over its sorted categories",
         val_indices=fixed.get("val"),
         test_indices=fixed.get("test"),
     )

@@ -50,6 +50,7 @@ def load_idx(
         labels=torch.where(labels >= 0, labels, UNLABELLED),
         classes=[str(i) for i in range(int(labels.max()) + 1)],
         description="idx:" + " + ".join(described),
+        preprocessing="grey pixels of 0..255, divided by 255, shaped (1, H, W)",
         val_indices=val_rows,
         test_indices=test_rows,
     )

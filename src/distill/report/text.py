@@ -1,4 +1,5 @@
-"""The compression table: teacher, scratch and distilled student side by side, with ratios."""
+"""The terminal's tables: teacher, scratch and distilled student side by side with ratios, the diagnosis in words,
+the trials of a search."""
 
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"test acc and agree: the test split ({test} samples), never seen in training or selection; "
         f"val acc: the validation split ({val} samples) that picks"
     )
+    if summary.get("measured_on"):
+        lines.append(f"latency and samples/s: measured on {summary['measured_on']}")
     if summary["labelled_samples"] < summary["train_samples"]:
         lines.append(
             f"labels: the student alone learned from the {summary['labelled_samples']} labelled training rows; the "
@@ -125,6 +128,44 @@ def format_tuning(summary: dict[str, Any]) -> str:
         lines.append("no setting beats the student alone on validation: distillation may not pay here")
     lines.append(f"best: trial {best['trial']}; run it with: distill train {relative_paths(summary['best_yaml'])}")
     return "\n".join(lines)
+
+
+EXPORTED = {  # export.json's rows, in the order shown, with their labels
+    "pytorch": "PyTorch",
+    "onnx": "ONNX Runtime fp32",
+    "int8": "ONNX Runtime int8",
+    "int8-static": "ONNX Runtime int8 static",
+    "torchscript": "TorchScript",
+    "torch-export": "torch.export",
+}
+
+
+def format_export(results: dict[str, Any]) -> str:
+    """What `distill export` wrote: each file's test accuracy, size and CPU speed beside the PyTorch student's."""
+    lines = [
+        f"{'':26}{'file':>24}{'test acc':>10}{'size':>11}{'latency b=1':>13}{'p95':>10}{'samples/s b=256':>17}"
+        f"{'max |diff|':>12}"
+    ]
+    for key, label in EXPORTED.items():
+        if (row := results.get(key)) is None:
+            continue
+        change = f" ({row['accuracy_change'] * 100:+.2f})" if "accuracy_change" in row else ""
+        diff = f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "-"
+        file = row.get("file", "student.safetensors")
+        lines.append(
+            f"{label:26}{file:>24}{row['accuracy']:>10.2%}{_size(row['size_bytes']):>11}{row['latency_ms']:>10.3f} ms"
+            f"{row['latency_p95_ms']:>7.3f} ms{row['throughput']:>17,.0f}{diff:>12}{change}"
+        )
+    lines.append(f"in {relative_paths(str(results['folder'].resolve()))}; timed on {results['measured_on']}")
+    lines.append("check a file with: distill eval FILE")
+    return "\n".join(lines)
+
+
+def format_exported_accuracy(result: dict[str, Any]) -> str:
+    return (
+        f"{result['file']}: {result['accuracy']:.2%} test accuracy on the {result['test_samples']} test samples of "
+        f"run {result['run']} ({relative_paths(result['data'])})"
+    )
 
 
 TRIAL = ("trial", "state", "value")  # a trials row's columns besides its setting

@@ -1,0 +1,11 @@
+"""What a run tells a person: the terminal's tables (`text`) and the report a browser opens (`make_report`)."""
+
+from distill.report.text import (
+    format_diagnosis,
+    format_export,
+    format_exported_accuracy,
+    format_summary,
+    format_tuning,
+)
+
+__all__ = ["format_diagnosis", "format_export", "format_exported_accuracy", "format_summary", "format_tuning"]
