@@ -108,6 +108,8 @@ def test_demo_prints_its_table(tmp_path, capsys):
     )
     assert code == 0
     assert "student (distilled)" in out and "student alone" in out and "student / teacher" in out
+    assert out.strip().splitlines()[-1].startswith(f"report: wrote {tmp_path / 'demo' / 'report.html'}")
+    assert (tmp_path / "demo" / "report.html").exists()
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert {"teacher", "student", "scratch"} <= set(summary)
 

@@ -8,6 +8,7 @@ traceback under --debug or DISTILL_DEBUG=1; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -21,6 +22,7 @@ from distill.errors import DistillError, first_line
 from distill.export import FILES, evaluate_exported, export
 from distill.pipeline import evaluate_run, run
 from distill.report import format_export, format_exported_accuracy, format_summary, format_tuning
+from distill.report.document import make_report
 from distill.teacher_cache import make_cache
 from distill.tune import tune
 
@@ -91,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
         "run_dir", metavar="RUN_DIR|FILE", help="a run directory, or a .onnx, .pt2 or .pt file `distill export` wrote"
     )
 
+    report = commands.add_parser(
+        "report", parents=[options], help="report.html and report.md of a finished run: curves, calibration, payoff"
+    )
+    report.add_argument("run_dir", help="a run directory made by `distill train` or `distill demo`")
+
     export = commands.add_parser(
         "export", parents=[options], help="the student out of PyTorch, checked against it on the test inputs"
     )
@@ -146,6 +153,9 @@ def _main(args: argparse.Namespace) -> None:
             raise DistillError(f"--trials must be at least 1, got {args.trials}")
         print(format_tuning(tune(load_config(args.config, args.overrides), args.trials)))
         return
+    if args.command == "report":
+        print(_wrote(make_report(args.run_dir)))
+        return
     if args.command == "export":
         print(format_export(export(args.run_dir, fmt=args.fmt, atol=args.atol, int8=args.int8)))
         return
@@ -158,9 +168,23 @@ def _main(args: argparse.Namespace) -> None:
         with resources.as_file(DEMO_CONFIG) as path:
             cfg = load_config(path, args.overrides)
         summary = run(cfg, overwrite=True)
+        print(format_summary(summary))
+        print(_demo_report(cfg.run_dir))
+        return
     else:
         summary = evaluate_run(args.run_dir)
     print(format_summary(summary))
+
+
+def _wrote(paths: dict[str, Path]) -> str:
+    return f"wrote {paths['html']} (open it in a browser) and {paths['markdown']} with its plots in {paths['figures']}"
+
+
+def _demo_report(run_dir: Path) -> str:
+    """The demo's last line: where its report is, or how to get one."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return f"report: pip install 'distill[report]', then distill report {run_dir}"
+    return "report: " + _wrote(make_report(run_dir))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ name, its config and that config's sha256), so `distill eval FILE` re-reads the 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -88,6 +89,10 @@ def _quiet(name: str) -> Iterator[None]:
 # --- writing and loading each format ---------------------------------------------------------------------------
 
 
+def onnx_available() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime", "onnxscript"))
+
+
 def _onnx_modules():
     try:
         import onnx
@@ -100,7 +105,8 @@ def _onnx_modules():
     return onnx, onnxruntime
 
 
-def _write_onnx(model: nn.Module, sample: Tensor, path: Path, meta: dict[str, str]) -> None:
+def write_onnx(model: nn.Module, sample: Tensor, path: Path, meta: dict[str, str]) -> None:
+    """`model` as ONNX with a dynamic batch axis, input "input", output "logits", and `meta` as metadata."""
     onnx, _ = _onnx_modules()
     batch = torch.export.Dim("batch")
     try:
@@ -141,7 +147,7 @@ def _write_torch_export(model: nn.Module, sample: Tensor, path: Path, meta: dict
 
 
 WRITERS: dict[str, Callable[[nn.Module, Tensor, Path, dict[str, str]], None]] = {
-    "onnx": _write_onnx,
+    "onnx": write_onnx,
     "torchscript": _write_torchscript,
     "torch-export": _write_torch_export,
 }

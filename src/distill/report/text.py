@@ -15,7 +15,8 @@ LABELS = {
 }
 
 
-def _label(name: str) -> str:
+def label(name: str) -> str:
+    """How a table names model `name`."""
     if name.startswith("gen"):
         return f"generation {name.removeprefix('gen')}"
     if name.startswith("peer"):
@@ -23,7 +24,8 @@ def _label(name: str) -> str:
     return LABELS.get(name, name)
 
 
-def _size(n_bytes: float) -> str:
+def human_bytes(n_bytes: float) -> str:
+    """'512 B', '9.8 KB', '1.2 MB'."""
     if n_bytes < 1024:
         return f"{n_bytes:.0f} B"
     for unit in ("KB", "MB", "GB"):
@@ -52,8 +54,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         row = summary[name]
         agreement = "-" if row["agreement"] is None else f"{row['agreement']:.1%}"  # no teacher to agree with
         lines.append(
-            f"{_label(name):22}{_accuracy(row):>{width}}{row['val_accuracy']:>9.2%}{agreement:>8}{row['params']:>12,}"
-            f"{_size(row['size_bytes']):>11}{row['latency_ms']:>10.3f} ms{row['throughput']:>17,.0f}"
+            f"{label(name):22}{_accuracy(row):>{width}}{row['val_accuracy']:>9.2%}{agreement:>8}{row['params']:>12,}"
+            f"{human_bytes(row['size_bytes']):>11}{row['latency_ms']:>10.3f} ms{row['throughput']:>17,.0f}"
         )
     if r := summary["ratios"]:
         lines.append(
@@ -72,7 +74,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"student from those and the teacher's outputs on all {summary['train_samples']}; the teacher (trained "
             f"here) from the {summary['teacher_samples']} rows the data labels"
         )
-    seeded = [_label(name) for name in summary["models"] if summary[name]["seeds"] > 1]
+    seeded = [label(name) for name in summary["models"] if summary[name]["seeds"] > 1]
     if seeded:
         seeds = summary[summary["models"][-1]]["seeds"]
         lines.append(f"{' and '.join(seeded)}: mean of {seeds} seeds (± standard deviation); other rows: one model")
@@ -146,14 +148,14 @@ def format_export(results: dict[str, Any]) -> str:
         f"{'':26}{'file':>24}{'test acc':>10}{'size':>11}{'latency b=1':>13}{'p95':>10}{'samples/s b=256':>17}"
         f"{'max |diff|':>12}"
     ]
-    for key, label in EXPORTED.items():
+    for key, runtime in EXPORTED.items():
         if (row := results.get(key)) is None:
             continue
         change = f" ({row['accuracy_change'] * 100:+.2f})" if "accuracy_change" in row else ""
         diff = f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "-"
-        file = row.get("file", "student.safetensors")
+        file, size = row.get("file", "student.safetensors"), human_bytes(row["size_bytes"])
         lines.append(
-            f"{label:26}{file:>24}{row['accuracy']:>10.2%}{_size(row['size_bytes']):>11}{row['latency_ms']:>10.3f} ms"
+            f"{runtime:26}{file:>24}{row['accuracy']:>10.2%}{size:>11}{row['latency_ms']:>10.3f} ms"
             f"{row['latency_p95_ms']:>7.3f} ms{row['throughput']:>17,.0f}{diff:>12}{change}"
         )
     lines.append(f"in {relative_paths(str(results['folder'].resolve()))}; timed on {results['measured_on']}")

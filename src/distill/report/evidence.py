@@ -1,0 +1,245 @@
+"""What a report shows, measured from what a run saved: its curves, each model's test predictions, its costs.
+
+Nothing trains here: the saved weights are loaded, run once over the test split, and timed.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from distill.errors import DistillError
+from distill.export import Deployable, load_exported, metadata, onnx_available, outputs, write_onnx
+from distill.measure import costs, timing, where_measured
+from distill.models import count_params
+from distill.pipeline import SavedRun, open_run
+from distill.summary import ROLES
+
+BINS = 10  # confidence bins of the calibration error and the reliability diagram
+TOP5_FROM = 11  # classes from which top-5 accuracy is shown
+
+
+@dataclass
+class Curve:
+    """One stage's epoch records from its metrics.jsonl: each logged quantity by epoch."""
+
+    stage: str
+    epochs: list[int]
+    values: dict[str, list[float | None]]  # "train/kd", "val/accuracy", ...
+
+
+@dataclass
+class Predictions:
+    """One model's test-split measurements, the mean over its seeds where it has several."""
+
+    name: str
+    seeds: int
+    accuracy: float
+    top5: float | None
+    agreement: float | None  # with the teacher's top-1
+    kl_to_teacher: float | None  # KL(teacher || model) at T = 1, nats per sample
+    ece: float
+    reliability: list[dict[str, float]]  # per confidence bin, pooled over seeds: confidence, accuracy, count
+    per_class: list[float]
+
+
+@dataclass
+class Cost:
+    """What one model costs to run in one runtime, and its test accuracy there."""
+
+    name: str
+    runtime: str  # "PyTorch", "ONNX Runtime fp32", "ONNX Runtime int8", ...
+    accuracy: float
+    params: int
+    size_bytes: int
+    peak_memory_bytes: int | None  # None where the runtime exposes no allocation record (ONNX Runtime)
+    latency_ms: float
+    latency_p95_ms: float
+    throughput: float
+    baseline: str = field(default="")  # the teacher row its ratios divide by
+
+
+@dataclass
+class Evidence:
+    name: str
+    summary: dict[str, Any]
+    curves: list[Curve]
+    predictions: list[Predictions]
+    costs: list[Cost]
+    classes: list[str]
+    measured_on: str
+    notes: list[str]
+
+
+def gather(run_dir: str | Path) -> Evidence:
+    """Everything a report of the run in `run_dir` shows. A missing summary means an unfinished run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "summary.json").exists() and (run_dir / "config.yaml").exists():
+        raise DistillError(
+            f"{run_dir} has no summary.json: the run is not finished; finish it with distill train --resume"
+        )
+    run = open_run(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    curves = [curve for stage in _stages(run_dir) if (curve := _curve(run_dir / stage)) is not None]
+    if not curves:
+        raise DistillError(f"{run_dir} holds no STAGE/metrics.jsonl; make them with distill train (not distill cache)")
+    logits = _test_logits(run)
+    labels = run.exp.splits.test.labels
+    predictions = [predictions_of(name, seeds, logits.get("teacher"), labels) for name, seeds in logits.items()]
+    shipped = {name: (seeds[0].argmax(-1) == labels).float().mean().item() for name, seeds in logits.items()}
+    rows, notes = _costs(run, shipped)
+    return Evidence(
+        run.exp.cfg.name, summary, curves, predictions, rows, run.exp.splits.classes, where_measured(), notes
+    )
+
+
+# --- curves ----------------------------------------------------------------------------------------------------
+
+
+def _stages(run_dir: Path) -> list[str]:
+    """The first seed's stage folders: the summary's roles first, in their order, then the others."""
+    found = sorted(p.parent.name for p in run_dir.glob("*/metrics.jsonl") if "-seed" not in p.parent.name)
+    return sorted(found, key=lambda stage: ROLES.index(stage) if stage in ROLES else len(ROLES))
+
+
+def _curve(stage_dir: Path) -> Curve | None:
+    records = []
+    for line in (stage_dir / "metrics.jsonl").read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line of a killed run
+        if "lr" not in record:  # the per-epoch records; per-step ones carry the learning rate
+            records.append(record)
+    if not records:
+        return None
+    keys = dict.fromkeys(k for record in records for k in record if "/" in k)
+    return Curve(stage_dir.name, [r["epoch"] for r in records], {k: [r.get(k) for r in records] for k in keys})
+
+
+# --- predictions -----------------------------------------------------------------------------------------------
+
+
+def _test_logits(run: SavedRun) -> dict[str, list[Tensor]]:
+    """Each saved model's test logits, one per seed for the seeded rows (scratch, student)."""
+    test = run.exp.splits.test.inputs
+    found = {}
+    for name in run.names:
+        seeded = [name] + [
+            f"{name}-seed{s}" for s in run.seeds[1:] if (run.path / f"{name}-seed{s}.safetensors").exists()
+        ]
+        with torch.inference_mode():
+            found[name] = [outputs(Deployable(run.net(each)).eval(), test) for each in seeded]
+    return found
+
+
+def predictions_of(name: str, seeds: list[Tensor], teacher: list[Tensor] | None, labels: Tensor) -> Predictions:
+    """What model `name`'s test `seeds` logits (one per seed) show against the `labels` and the teacher's."""
+    reference = teacher[0] if teacher is not None and name != "teacher" else None
+    num_classes = seeds[0].shape[-1]
+
+    def mean(values: list[float]) -> float:
+        return statistics.fmean(values)
+
+    top5 = None
+    if num_classes >= TOP5_FROM:
+        top5 = mean([(lg.topk(5, dim=-1).indices == labels[:, None]).any(-1).float().mean().item() for lg in seeds])
+    agreement = kl = None
+    if reference is not None:
+        agreement = mean([(lg.argmax(-1) == reference.argmax(-1)).float().mean().item() for lg in seeds])
+        kl = mean([_kl(reference, lg) for lg in seeds])
+    probabilities = torch.cat([lg.softmax(-1) for lg in seeds])
+    pooled_labels = labels.repeat(len(seeds))
+    bins = _reliability(probabilities, pooled_labels)
+    per_class = torch.stack([_per_class(lg.argmax(-1), labels, num_classes) for lg in seeds]).nanmean(0)
+    return Predictions(
+        name=name,
+        seeds=len(seeds),
+        accuracy=mean([(lg.argmax(-1) == labels).float().mean().item() for lg in seeds]),
+        top5=top5,
+        agreement=agreement,
+        kl_to_teacher=kl,
+        ece=sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins) / len(pooled_labels),
+        reliability=bins,
+        per_class=per_class.tolist(),
+    )
+
+
+def _kl(teacher: Tensor, student: Tensor) -> float:
+    log_p, log_q = teacher.log_softmax(-1), student.log_softmax(-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean().item()
+
+
+def _reliability(probabilities: Tensor, labels: Tensor) -> list[dict[str, float]]:
+    """Top-1 confidence against accuracy in BINS equal-width bins (empty bins left out)."""
+    confidence, predicted = probabilities.max(-1)
+    correct = (predicted == labels).float()
+    which = (confidence * BINS).long().clamp(max=BINS - 1)
+    bins = []
+    for b in range(BINS):
+        inside = which == b
+        if inside.any():
+            bins.append(
+                {
+                    "low": b / BINS,
+                    "confidence": confidence[inside].mean().item(),
+                    "accuracy": correct[inside].mean().item(),
+                    "count": int(inside.sum()),
+                }
+            )
+    return bins
+
+
+def _per_class(predicted: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Accuracy per class (NaN for a class without test samples)."""
+    hits = torch.zeros(num_classes).index_add_(0, labels, (predicted == labels).float())
+    counts = torch.zeros(num_classes).index_add_(0, labels, torch.ones(len(labels)))
+    return hits / counts
+
+
+# --- costs -----------------------------------------------------------------------------------------------------
+
+
+def _costs(run: SavedRun, accuracy: dict[str, float]) -> tuple[list[Cost], list[str]]:
+    """Each model of the first seed (the files that ship) in PyTorch, with its test `accuracy`; the teacher and
+    student in ONNX Runtime fp32 too (exported here, to a temporary folder), and each int8 file `distill export
+    --int8` left; all timed in this one process."""
+    shape = run.exp.splits.input_shape
+    nets = {name: Deployable(run.net(name)).eval() for name in run.names}
+    rows = []
+    for name, net in nets.items():
+        measured = costs(net, shape)
+        size = (run.path / f"{name}.safetensors").stat().st_size
+        rows.append(Cost(name, "PyTorch", accuracy[name], count_params(net), size, **measured, baseline="teacher"))
+    if not onnx_available():
+        return rows, ["ONNX Runtime rows: not measured, onnxruntime is not installed (pip install 'distill[export]')"]
+    test = run.exp.splits.test
+    notes = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in ("teacher", "student"):
+            if name not in nets:
+                continue
+            path = Path(scratch) / f"{name}.onnx"
+            write_onnx(nets[name], test.inputs[:2], path, metadata(run))
+            rows.append(_onnx_row(name, "ONNX Runtime fp32", path, test, shape, count_params(nets[name])))
+    for way, runtime in (("int8", "ONNX Runtime int8"), ("int8-static", "ONNX Runtime int8 static")):
+        path = run.path / "export" / f"student.{way}.onnx"
+        if path.exists():
+            rows.append(_onnx_row("student", runtime, path, test, shape, count_params(nets["student"])))
+    if not any(row.runtime.endswith(("int8", "static")) for row in rows):
+        notes.append(f"int8 rows: none yet; make them with distill export {run.path} --int8")
+    return rows, notes
+
+
+def _onnx_row(name: str, runtime: str, path: Path, test, shape: tuple[int, ...], params: int) -> Cost:
+    run, _ = load_exported(path, "onnx")
+    accuracy = (outputs(run, test.inputs).argmax(-1) == test.labels).float().mean().item()
+    measured = timing(run, shape)
+    return Cost(name, runtime, accuracy, params, path.stat().st_size, None, **measured, baseline="teacher fp32")
