@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory) -> Path:
     assert main(["train", str(config), "--set", "scratch=true", "--set", "seeds=[0, 1]", "-q"]) == 0
     run_dir = folder / "runs" / "tiny"
     assert main(["export", str(run_dir), "--int8", "-q"]) == 0
-    assert main(["report", str(run_dir)]) == 0
+    assert main(["report", str(run_dir), "-q"]) == 0
     return run_dir
 
 

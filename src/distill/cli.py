@@ -139,7 +139,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def _main(args: argparse.Namespace) -> None:
-    if args.quiet and args.command not in ("eval", "export"):
+    if args.quiet and "overrides" in vars(args):  # a command that trains
         args.overrides.append("train.progress=false")  # quiet means no progress bar either
     if args.command == "cache":
         made = make_cache(load_config(args.config, args.overrides))

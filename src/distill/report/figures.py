@@ -84,13 +84,16 @@ def per_class_change(student: Predictions, scratch: Predictions, classes: list[s
 
 def accuracy_vs_latency(rows: list[Cost]) -> bytes:
     """Every model of the run in every runtime measured: test accuracy against median batch-1 latency."""
-    figure, (axes,) = _figure(6.5, 4)
-    markers = {"PyTorch": "o", "ONNX Runtime fp32": "s"}
+    figure, (axes,) = _figure(7, 4.2)
+    markers = dict(zip(dict.fromkeys(row.runtime for row in rows), "os^vDP", strict=False))
     for row in rows:
         axes.scatter(row.latency_ms, row.accuracy * 100, s=60, color=COLOURS.get(row.name, OTHER),
-                     marker=markers.get(row.runtime, "^"), edgecolor="black", linewidth=0.5)  # fmt: skip
-        axes.annotate(f"{label(row.name)} ({row.runtime})", (row.latency_ms, row.accuracy * 100), fontsize="x-small",
-                      xytext=(5, 3), textcoords="offset points")  # fmt: skip
+                     marker=markers[row.runtime], edgecolor="black", linewidth=0.5)  # fmt: skip
+        axes.annotate(label(row.name), (row.latency_ms, row.accuracy * 100), fontsize="x-small", xytext=(6, 2),
+                      textcoords="offset points")  # fmt: skip
+    for runtime, marker in markers.items():  # the legend tells runtimes apart; colours and labels, models
+        axes.scatter([], [], marker=marker, color="white", edgecolor="black", label=runtime)
+    axes.legend(fontsize="small", loc="lower right")
     axes.set_xscale("log")
     axes.set(title="accuracy against latency", xlabel="median latency at batch 1 (ms, log scale)",
              ylabel="test accuracy (%)")  # fmt: skip
