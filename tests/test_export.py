@@ -194,7 +194,7 @@ def test_a_folder_that_is_no_run_and_a_file_that_is_no_export(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "notes.txt")]) == 2  # not there at all
     (tmp_path / "notes.txt").write_text("hello")
     assert main(["eval", str(tmp_path / "notes.txt")]) == 2
-    assert "not an exported model" in capsys.readouterr().err
+    assert "nor an exported model" in capsys.readouterr().err
     for name in ("model.onnx", "model.pt2", "model.pt"):
         (tmp_path / name).write_bytes(b"\x00 not a model")
         assert main(["eval", str(tmp_path / name)]) == 2

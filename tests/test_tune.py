@@ -20,6 +20,14 @@ def study(run_dir):
     return optuna.load_study(study_name="distill", storage=f"sqlite:///{run_dir / 'study.db'}")
 
 
+def _trials_so_far(run_dir):
+    """The study's trials, or none while its file or its record is still being made."""
+    try:
+        return study(run_dir).trials if (run_dir / "study.db").exists() else []
+    except KeyError:  # the database exists, the study's row not yet
+        return []
+
+
 def test_a_search_killed_in_its_second_trial_resumes_without_rerunning_the_first(tmp_path):
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     command = [sys.executable, "-m", "distill", "-q", "tune", str(config), "--trials", "3", "--set", "train.epochs=6"]
@@ -27,7 +35,7 @@ def test_a_search_killed_in_its_second_trial_resumes_without_rerunning_the_first
     search = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait for the second trial to be under way
-        trials = study(run_dir).trials if (run_dir / "study.db").exists() else []
+        trials = _trials_so_far(run_dir)
         if len(trials) == 2 and trials[1].state.name == "RUNNING":
             break
         assert search.poll() is None, search.stderr.read()

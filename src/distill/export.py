@@ -161,7 +161,10 @@ def format_of(path: Path) -> str:
         return "torch-export"
     if path.suffix == ".pt":
         return "torchscript"
-    raise DistillError(f"{path}: not an exported model (.onnx, .pt2 or .pt); give a file `distill export` wrote")
+    raise DistillError(
+        f"{path}: not a run directory nor an exported model (.onnx, .pt2 or .pt); give the folder `distill train` "
+        "made or a file `distill export` wrote"
+    )
 
 
 def load_exported(path: Path, fmt: str | None = None) -> tuple[Callable[[Tensor], Tensor], dict[str, str]]:

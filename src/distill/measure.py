@@ -21,7 +21,7 @@ from torch.utils.benchmark import Timer
 
 THREADS = 1  # one thread: what a phone or a small server gives one request, and the steadiest to time
 BATCH = 256  # the large batch of the throughput figure
-_LATENCY_BUDGET_S = 0.5  # how long the batch-1 calls may take in all (at least 20 calls, at most 200)
+_BUDGET_S = 0.1  # about how long each figure's timed calls may take in all
 
 
 def cpu_name() -> str:
@@ -45,19 +45,21 @@ def timing(
     """Median and p95 latency of `run` on one random sample (ms), and its throughput on `batch` (samples/s).
 
     Each batch-1 call is timed alone, so the p95 is of single calls, not of averaged blocks."""
-    one, many = torch.randn(1, *input_shape), torch.randn(batch, *input_shape)
-    single = Timer("run(x)", globals={"run": run, "x": one}, num_threads=threads)
-    first = single.timeit(5).median  # warm-up, and the estimate that sizes the count
-    calls = int(min(max(_LATENCY_BUDGET_S / max(first, 1e-9), 20), 200))
-    times = [single.timeit(1).median for _ in range(calls)]
-    batched = Timer("run(x)", globals={"run": run, "x": many}, num_threads=threads)
-    batched.timeit(2)
-    per_batch = batched.blocked_autorange(min_run_time=0.2).median
+    single = _calls(run, torch.randn(1, *input_shape), threads, fewest=20, most=200)
+    batched = _calls(run, torch.randn(batch, *input_shape), threads, fewest=3, most=20)
     return {
-        "latency_ms": statistics.median(times) * 1e3,
-        "latency_p95_ms": statistics.quantiles(times, n=20)[-1] * 1e3,
-        "throughput": batch / per_batch,
+        "latency_ms": statistics.median(single) * 1e3,
+        "latency_p95_ms": statistics.quantiles(single, n=20)[-1] * 1e3,
+        "throughput": batch / statistics.median(batched),
     }
+
+
+def _calls(run: Callable[[Tensor], object], inputs: Tensor, threads: int, *, fewest: int, most: int) -> list[float]:
+    """Seconds of single calls of `run(inputs)` after a warm-up: as many as fit the budget, within bounds."""
+    timer = Timer("run(x)", globals={"run": run, "x": inputs}, num_threads=threads)
+    estimate = timer.timeit(3).median  # the warm-up, and the estimate that sizes the count
+    count = int(min(max(_BUDGET_S / max(estimate, 1e-9), fewest), most))
+    return [timer.timeit(1).median for _ in range(count)]
 
 
 @torch.inference_mode()

@@ -16,6 +16,7 @@ import json
 import re
 import shlex
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,6 +233,13 @@ def other_teacher(tmp: Path, world: World) -> None:
 
 def pickled(obj: object) -> Setup:
     return lambda tmp, world: torch.save(obj, tmp / "w.pt")
+
+
+def foreign_onnx(tmp: Path, world: World) -> None:
+    """An ONNX file some other tool wrote: a valid model without our metadata."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's own notes on exporting
+        torch.onnx.export(torch.nn.Linear(64, 10).eval(), (torch.randn(1, 64),), tmp / "other.onnx", verbose=False)
 
 
 def resume_from_pointer(text: str) -> Setup:
@@ -598,6 +606,33 @@ CASES = [
         ("student/checkpoints/last.json is corrupt",),
         resume_from_pointer('{"ep'),
     ),
+    # --- report, export, eval of an exported file ---
+    Case("report-not-a-run", "report {tmp}", ("no config.yaml",)),
+    Case(
+        "report-unfinished",
+        "report {tmp}/runs/tiny",
+        ("no summary.json", "distill train"),
+        copied_run(deleted("summary.json")),
+    ),
+    Case(
+        "report-no-student",
+        "report {tmp}/runs/tiny",
+        ("no finished", "--resume"),
+        copied_run(deleted("student.safetensors")),
+    ),
+    Case("export-not-a-run", "export {tmp}", ("no config.yaml",)),
+    Case(
+        "export-no-student",
+        "export {tmp}/runs/tiny",
+        ("no finished", "--resume"),
+        copied_run(deleted("student.safetensors")),
+    ),
+    Case("export-int8-torchscript", "export {run} --format torchscript --int8", ("--int8", "--format onnx")),
+    Case("export-atol-zero", "export {run} --atol 0", ("--atol must be above 0",)),
+    Case("eval-not-an-export", "eval {tmp}/model.txt", ("model.txt", "nor an exported model"), write("model.txt", "x")),
+    Case("eval-damaged-onnx", "eval {tmp}/m.onnx", ("m.onnx", "cannot be read as onnx"), write("m.onnx", b"\x00 junk")),
+    Case("eval-damaged-pt2", "eval {tmp}/m.pt2", ("m.pt2", "cannot be read as torch-export"), write("m.pt2", b"junk")),
+    Case("eval-onnx-of-another-tool", "eval {tmp}/other.onnx", ("other.onnx", "no distill metadata"), foreign_onnx),
     # --- eval ---
     Case("eval-missing", "eval {tmp}/nowhere", ("nowhere", "not a run directory")),
     Case("eval-empty-folder", "eval {tmp}", ("not a run directory",)),
@@ -741,7 +776,7 @@ PARAMS = [pytest.param(case, id=case.id) for case in CASES]
 def test_the_table_is_large_and_its_names_unique():
     names = [param.id for param in PARAMS]
     assert len(CASES) >= 60 and len(set(names)) == len(names)
-    assert {case.argv.split()[0] for case in CASES} == {"train", "cache", "eval", "demo"}
+    assert {case.argv.split()[0] for case in CASES} == {"train", "cache", "eval", "demo", "report", "export"}
 
 
 @pytest.mark.parametrize("case", PARAMS)
@@ -768,7 +803,9 @@ def test_malformed_input_is_one_line_and_changes_nothing(case: Case, world: Worl
         (["trian", "c.yaml"], "invalid choice: 'trian'"),
         (["train"], "the following arguments are required: config"),
         (["train", "c.yaml", "--bogus"], "unrecognized arguments: --bogus"),
-        (["eval"], "the following arguments are required: run_dir"),
+        (["eval"], "the following arguments are required: RUN_DIR|FILE"),
+        (["export", "runs/x", "--format", "tflite"], "invalid choice: 'tflite'"),
+        (["report"], "the following arguments are required: run_dir"),
         ([], "the following arguments are required: command"),
     ],
 )
