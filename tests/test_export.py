@@ -66,7 +66,8 @@ def test_onnx_file_carries_what_a_user_needs(runs):
     assert json.loads(meta["input_shape"]) == ["batch", 1, 8, 8]
     assert "divided by 16" in meta["preprocessing"]
     assert meta["run"] == "mlp"
-    assert meta["config_sha256"] == hashlib.sha256(meta["config"].encode()).hexdigest()
+    assert meta["config_sha256"] == hashlib.sha256((runs["mlp"] / "config.yaml").read_bytes()).hexdigest()
+    assert meta["config"] == (runs["mlp"] / "config.yaml").read_text()  # the run's, wherever export ran
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.dim_value  # symbolic: any batch size
     student = open_run(runs["mlp"]).net("student")  # the student alone: no adapter or head weights shipped
@@ -160,6 +161,37 @@ def test_an_operator_onnx_lacks_is_named_with_a_format_that_works(tmp_path, monk
     assert len(err.splitlines()) == 1 and "aten.cummax" in err and "--format torch-export" in err
     assert not (run_dir / "export" / "student.onnx").exists()
     assert main(["export", str(run_dir), "--format", "torch-export", "-q"]) == 0  # the format it pointed at works
+
+
+FIXED_BATCH = """\
+from torch import nn
+
+
+class Flat(nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        return self.head(x.reshape(len(x), 64))  # a trace records len(x) as a constant
+
+
+def flat(input_shape, num_classes):
+    return Flat(input_shape, num_classes)
+"""
+
+
+def test_a_trace_that_fixed_the_batch_size_fails_parity_and_is_kept_aside(tmp_path, monkeypatch, capsys):
+    (tmp_path / "fixed_batch.py").write_text(FIXED_BATCH)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_dir = _train(tmp_path, "{model: 'fixed_batch:flat'}", "flat")
+    capsys.readouterr()
+    assert main(["export", str(run_dir), "--format", "torchscript"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fails on a batch of another size" in err
+    assert (run_dir / "export" / "student.torchscript.pt.failed").exists()
+    assert main(["export", str(run_dir)]) == 2  # the ONNX exporter fixes it too
+    assert "fails on a batch of another size" in capsys.readouterr().err
 
 
 def test_without_onnxruntime_the_extra_to_install_is_named(runs, monkeypatch, capsys):

@@ -36,7 +36,7 @@ def _text(html: str) -> str:
 def test_the_html_holds_every_figure_and_loads_nothing_from_outside(run_dir):
     html = (run_dir / "report.html").read_text()
     text = _text(html)
-    for heading in ("Diagnosis", "Teacher, student alone and distilled student", "The payoff", "Training"):
+    for heading in ("Diagnosis", "The models on the test split", "The payoff", "Training"):
         assert heading in text
     assert text.index("Diagnosis") < text.index("The payoff")  # the verdict first
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -129,3 +129,36 @@ def test_without_matplotlib_the_extra_is_named_and_the_old_report_kept(run_dir, 
     assert main(["report", str(run_dir)]) == 2
     assert "pip install 'distill[report]'" in capsys.readouterr().err
     assert (run_dir / "report.html").read_bytes() == before
+
+
+# --- every way of distilling -----------------------------------------------------------------------------------
+
+KINDS = {
+    "online": "{kind: online, temperature: 3.0}",
+    "self_distill": "{kind: self_distill, taps: [hidden1]}",
+    "born_again": "{kind: born_again, generations: 2, temperature: 2.0}",
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_report_of_every_way_of_distilling(kind, tmp_path):
+    text = TINY_RUN.format(out=tmp_path / "runs").replace(
+        "method: {kind: offline, terms: [{loss: kd, temperature: 2.0, alpha: 0.5}]}", f"method: {KINDS[kind]}"
+    )
+    if kind == "self_distill":
+        text = text.replace("teacher: {model: mlp, args: {hidden: [32]}}\n", "")
+    if kind == "born_again":  # generations of the teacher's architecture, no student alone
+        text = text.replace("student: {model: mlp, args: {hidden: [8]}}", "student: {model: mlp, args: {hidden: [32]}}")
+        text += "scratch: false\n"
+    config = write_config(tmp_path / "c.yaml", text)
+    assert main(["train", str(config), "-q"]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    assert main(["report", str(run_dir), "-q"]) == 0
+    markdown = (run_dir / "report.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and "| PyTorch |" in line]
+    names = [_cells(line)[0] for line in rows]
+    assert len(names) == len(set(names)) * (1 + (kind != "self_distill"))  # the ratio table repeats each model
+    assert ("Each against the teacher" in markdown) == (kind != "self_distill")
+    if kind == "born_again":
+        assert "generation 2" not in names  # the last generation is the student, shown once
+        assert "ensemble of the teacher and every generation" in markdown

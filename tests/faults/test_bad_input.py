@@ -631,6 +631,7 @@ CASES = [
     Case("export-atol-zero", "export {run} --atol 0", ("--atol must be above 0",)),
     Case("eval-not-an-export", "eval {tmp}/model.txt", ("model.txt", "nor an exported model"), write("model.txt", "x")),
     Case("eval-damaged-onnx", "eval {tmp}/m.onnx", ("m.onnx", "cannot be read as onnx"), write("m.onnx", b"\x00 junk")),
+    Case("eval-empty-onnx", "eval {tmp}/m.onnx", ("m.onnx", "cannot be read as onnx"), write("m.onnx", b"")),
     Case("eval-damaged-pt2", "eval {tmp}/m.pt2", ("m.pt2", "cannot be read as torch-export"), write("m.pt2", b"junk")),
     Case("eval-onnx-of-another-tool", "eval {tmp}/other.onnx", ("other.onnx", "no distill metadata"), foreign_onnx),
     # --- eval ---

@@ -1,4 +1,5 @@
-"""What a run tells a person: the terminal's tables (`text`) and the report a browser opens (`make_report`)."""
+"""What a run tells a person: the terminal's tables (`text`), and the report a browser opens
+(`distill.report.document.make_report`)."""
 
 from distill.report.text import (
     format_diagnosis,

@@ -63,10 +63,17 @@ def make_report(run_dir: str | Path) -> dict[str, Path]:
 def _blocks(evidence: Evidence) -> list[Block]:
     summary = evidence.summary
     blocks: list[Block] = [Paragraph(relative_paths(summary["data"]))]
+    blocks.append(Heading("Diagnosis"))
     if diagnosis := summary.get("diagnosis"):
         verdict, *reasons = format_diagnosis(diagnosis, self_distillation=summary.get("teacher") is None)
-        blocks += [Heading("Diagnosis"), Paragraph(verdict.removeprefix("diagnosis: "))]
+        blocks += [Paragraph(verdict.removeprefix("diagnosis: "))]
         blocks += [Paragraph(reason.strip()) for reason in reasons]
+    else:
+        blocks.append(Paragraph("None: the run trained no student alone (scratch: false) to hold the distilled one "
+                                "against; set scratch: true for a verdict."))  # fmt: skip
+    if born_again := summary.get("born_again"):
+        blocks.append(Paragraph(f"Born-again: the ensemble of the teacher and every generation has "
+                                f"{born_again['ensemble_accuracy']:.2%} test accuracy."))  # fmt: skip
     return [*blocks, *_models(evidence), *_payoff(evidence), *_training(evidence)]
 
 
@@ -84,7 +91,7 @@ def _models(evidence: Evidence) -> list[Block]:
         )  # fmt: skip
     test = evidence.summary["test_samples"]
     blocks: list[Block] = [
-        Heading("Teacher, student alone and distilled student"),
+        Heading("The models on the test split"),
         Table(header, rows),
         Paragraph(
             f"On the test split ({test} samples), never seen in training or selection; seeded rows are the mean of "
@@ -105,11 +112,16 @@ def _models(evidence: Evidence) -> list[Block]:
 def _payoff(evidence: Evidence) -> list[Block]:
     header = ["model", "runtime", "test accuracy", "params", "size", "peak memory", "latency b=1", "p95", "samples/s"]
     ratios = ["model", "runtime", "params", "size", "peak memory", "latency b=1", "p95", "samples/s"]
+    against: list[Block] = []
+    if any(row.name == "teacher" for row in evidence.costs):  # self-distillation has none to divide by
+        against = [
+            Paragraph("Each against the teacher in the same runtime:", note=True),
+            Table(ratios, [_ratio_row(row, _baseline(row, evidence.costs)) for row in evidence.costs]),
+        ]
     return [
         Heading("The payoff"),
         Table(header, [_cost_row(row) for row in evidence.costs]),
-        Paragraph("Each against the teacher in the same runtime:", note=True),
-        Table(ratios, [_ratio_row(row, _baseline(row, evidence.costs)) for row in evidence.costs]),
+        *against,
         Paragraph(
             "The models of the first seed, the files that ship (the table above averages seeds). "
             f"Measured on {evidence.measured_on}, in one process, after a warm-up, with torch.utils.benchmark. "

@@ -5,18 +5,31 @@ Nothing trains here: the saved weights are loaded, run once over the test split,
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import statistics
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from safetensors.torch import load_file
+from torch import Tensor, nn
 
+from distill.data import IndexedDataset
 from distill.errors import DistillError
-from distill.export import Deployable, load_exported, metadata, onnx_available, outputs, write_onnx
+from distill.export import (
+    SHIP_BUDGET_S,
+    Deployable,
+    accuracy_of,
+    load_exported,
+    metadata,
+    onnx_available,
+    outputs,
+    write_onnx,
+)
 from distill.measure import costs, timing, where_measured
 from distill.models import count_params
 from distill.pipeline import SavedRun, open_run
@@ -63,7 +76,6 @@ class Cost:
     latency_ms: float
     latency_p95_ms: float
     throughput: float
-    baseline: str = field(default="")  # the teacher row its ratios divide by
 
 
 @dataclass
@@ -90,11 +102,12 @@ def gather(run_dir: str | Path) -> Evidence:
     curves = [curve for stage in _stages(run_dir) if (curve := _curve(run_dir / stage)) is not None]
     if not curves:
         raise DistillError(f"{run_dir} holds no STAGE/metrics.jsonl; make them with distill train (not distill cache)")
-    logits = _test_logits(run)
+    nets = _distinct_models(run)
+    logits = _test_logits(run, nets)
     labels = run.exp.splits.test.labels
     predictions = [predictions_of(name, seeds, logits.get("teacher"), labels) for name, seeds in logits.items()]
-    shipped = {name: (seeds[0].argmax(-1) == labels).float().mean().item() for name, seeds in logits.items()}
-    rows, notes = _costs(run, shipped)
+    shipped = {name: accuracy_of(seeds[0], labels) for name, seeds in logits.items()}
+    rows, notes = _costs(run, nets, shipped)
     return Evidence(
         run.exp.cfg.name, summary, curves, predictions, rows, run.exp.splits.classes, where_measured(), notes
     )
@@ -104,9 +117,15 @@ def gather(run_dir: str | Path) -> Evidence:
 
 
 def _stages(run_dir: Path) -> list[str]:
-    """The first seed's stage folders: the summary's roles first, in their order, then the others."""
-    found = sorted(p.parent.name for p in run_dir.glob("*/metrics.jsonl") if "-seed" not in p.parent.name)
-    return sorted(found, key=lambda stage: ROLES.index(stage) if stage in ROLES else len(ROLES))
+    """The first seed's stage folders: the summary's roles first, in their order, then the others (gen2
+    before gen10)."""
+    found = [p.parent.name for p in run_dir.glob("*/metrics.jsonl") if "-seed" not in p.parent.name]
+
+    def order(stage: str) -> tuple:
+        role = ROLES.index(stage) if stage in ROLES else len(ROLES)
+        return role, [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", stage)]
+
+    return sorted(found, key=order)
 
 
 def _curve(stage_dir: Path) -> Curve | None:
@@ -127,16 +146,33 @@ def _curve(stage_dir: Path) -> Curve | None:
 # --- predictions -----------------------------------------------------------------------------------------------
 
 
-def _test_logits(run: SavedRun) -> dict[str, list[Tensor]]:
-    """Each saved model's test logits, one per seed for the seeded rows (scratch, student)."""
+def _distinct_models(run: SavedRun) -> dict[str, nn.Module]:
+    """The run's saved models (first seed), each once: a born-again run's student is its last generation,
+    saved under both names, and shown as the student."""
+    digests: dict[str, str] = {}
+    for name in sorted(run.names, key=lambda name: name != "student"):
+        digests.setdefault(_weights_digest(run.path / f"{name}.safetensors"), name)
+    kept = set(digests.values())
+    return {name: Deployable(run.net(name)).eval() for name in run.names if name in kept}
+
+
+def _weights_digest(path: Path) -> str:
+    """sha256 of a weights file's tensors, by name (its header's metadata, such as the stage, left out)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(load_file(path).items()):
+        digest.update(name.encode())
+        digest.update(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _test_logits(run: SavedRun, nets: dict[str, nn.Module]) -> dict[str, list[Tensor]]:
+    """Each model's test logits, one per seed for the seeded rows (scratch, student)."""
     test = run.exp.splits.test.inputs
     found = {}
-    for name in run.names:
-        seeded = [name] + [
-            f"{name}-seed{s}" for s in run.seeds[1:] if (run.path / f"{name}-seed{s}.safetensors").exists()
-        ]
+    for name, net in nets.items():
+        later = [f"{name}-seed{s}" for s in run.seeds[1:] if (run.path / f"{name}-seed{s}.safetensors").exists()]
         with torch.inference_mode():
-            found[name] = [outputs(Deployable(run.net(each)).eval(), test) for each in seeded]
+            found[name] = [outputs(net, test)] + [outputs(Deployable(run.net(each)).eval(), test) for each in later]
     return found
 
 
@@ -145,16 +181,15 @@ def predictions_of(name: str, seeds: list[Tensor], teacher: list[Tensor] | None,
     reference = teacher[0] if teacher is not None and name != "teacher" else None
     num_classes = seeds[0].shape[-1]
 
-    def mean(values: list[float]) -> float:
-        return statistics.fmean(values)
-
     top5 = None
     if num_classes >= TOP5_FROM:
-        top5 = mean([(lg.topk(5, dim=-1).indices == labels[:, None]).any(-1).float().mean().item() for lg in seeds])
+        top5 = statistics.fmean(
+            [(lg.topk(5, dim=-1).indices == labels[:, None]).any(-1).float().mean().item() for lg in seeds]
+        )
     agreement = kl = None
     if reference is not None:
-        agreement = mean([(lg.argmax(-1) == reference.argmax(-1)).float().mean().item() for lg in seeds])
-        kl = mean([_kl(reference, lg) for lg in seeds])
+        agreement = statistics.fmean([accuracy_of(lg, reference.argmax(-1)) for lg in seeds])
+        kl = statistics.fmean([_kl(reference, lg) for lg in seeds])
     probabilities = torch.cat([lg.softmax(-1) for lg in seeds])
     pooled_labels = labels.repeat(len(seeds))
     bins = _reliability(probabilities, pooled_labels)
@@ -162,7 +197,7 @@ def predictions_of(name: str, seeds: list[Tensor], teacher: list[Tensor] | None,
     return Predictions(
         name=name,
         seeds=len(seeds),
-        accuracy=mean([(lg.argmax(-1) == labels).float().mean().item() for lg in seeds]),
+        accuracy=statistics.fmean([accuracy_of(lg, labels) for lg in seeds]),
         top5=top5,
         agreement=agreement,
         kl_to_teacher=kl,
@@ -207,27 +242,28 @@ def _per_class(predicted: Tensor, labels: Tensor, num_classes: int) -> Tensor:
 # --- costs -----------------------------------------------------------------------------------------------------
 
 
-def _costs(run: SavedRun, accuracy: dict[str, float]) -> tuple[list[Cost], list[str]]:
+def _costs(run: SavedRun, nets: dict[str, nn.Module], accuracy: dict[str, float]) -> tuple[list[Cost], list[str]]:
     """Each model of the first seed (the files that ship) in PyTorch, with its test `accuracy`; the teacher and
     student in ONNX Runtime fp32 too (exported here, to a temporary folder), and each int8 file `distill export
     --int8` left; all timed in this one process."""
     shape = run.exp.splits.input_shape
-    nets = {name: Deployable(run.net(name)).eval() for name in run.names}
     rows = []
     for name, net in nets.items():
-        measured = costs(net, shape)
+        measured = costs(net, shape, budget_s=SHIP_BUDGET_S)
         size = (run.path / f"{name}.safetensors").stat().st_size
-        rows.append(Cost(name, "PyTorch", accuracy[name], count_params(net), size, **measured, baseline="teacher"))
+        rows.append(Cost(name, "PyTorch", accuracy[name], count_params(net), size, **measured))
     if not onnx_available():
         return rows, ["ONNX Runtime rows: not measured, onnxruntime is not installed (pip install 'distill[export]')"]
     test = run.exp.splits.test
     notes = []
     with tempfile.TemporaryDirectory() as scratch:
-        for name in ("teacher", "student"):
-            if name not in nets:
-                continue
+        for name in [name for name in ("teacher", "student") if name in nets]:
             path = Path(scratch) / f"{name}.onnx"
-            write_onnx(nets[name], test.inputs[:2], path, metadata(run))
+            try:
+                write_onnx(nets[name], test.inputs[:2], path, metadata(run), what=name)
+            except DistillError as e:  # an operator ONNX lacks: the PyTorch rows still say what they say
+                notes.append(f"ONNX Runtime row of the {name}: not measured; {e}")
+                continue
             rows.append(_onnx_row(name, "ONNX Runtime fp32", path, test, shape, count_params(nets[name])))
     for way, runtime in (("int8", "ONNX Runtime int8"), ("int8-static", "ONNX Runtime int8 static")):
         path = run.path / "export" / f"student.{way}.onnx"
@@ -238,8 +274,8 @@ def _costs(run: SavedRun, accuracy: dict[str, float]) -> tuple[list[Cost], list[
     return rows, notes
 
 
-def _onnx_row(name: str, runtime: str, path: Path, test, shape: tuple[int, ...], params: int) -> Cost:
-    run, _ = load_exported(path, "onnx")
-    accuracy = (outputs(run, test.inputs).argmax(-1) == test.labels).float().mean().item()
-    measured = timing(run, shape)
-    return Cost(name, runtime, accuracy, params, path.stat().st_size, None, **measured, baseline="teacher fp32")
+def _onnx_row(name: str, runtime: str, path: Path, test: IndexedDataset, shape: tuple[int, ...], params: int) -> Cost:
+    predict, _ = load_exported(path, "onnx")
+    accuracy = accuracy_of(outputs(predict, test.inputs), test.labels)
+    measured = timing(predict, shape, budget_s=SHIP_BUDGET_S)
+    return Cost(name, runtime, accuracy, params, path.stat().st_size, None, **measured)

@@ -7,6 +7,7 @@ import math
 from typing import TYPE_CHECKING
 
 from distill.errors import DistillError
+from distill.report.evidence import BINS
 from distill.report.text import label
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def curves(curve: Curve) -> bytes:
         points = [(e, v) for e, v in zip(curve.epochs, values, strict=True) if v is not None]
         if not points:
             continue
-        axes = accuracies if name in ("accuracy", "agreement", "teacher_accuracy") else losses
+        axes = accuracies if name.endswith(("accuracy", "agreement")) else losses  # also val/peer1/accuracy
         style = "-" if split == "train" else "--"
         axes.plot(*zip(*points, strict=True), style, marker="." if len(points) < 30 else None, label=key)
     losses.set(title=f"{label(curve.stage)}: loss terms", xlabel="epoch")
@@ -58,7 +59,7 @@ def reliability(predictions: list[Predictions]) -> bytes:
     figure, panels = _figure(3.1 * len(predictions), 3.1, panels=len(predictions))
     for axes, model in zip(panels, predictions, strict=True):
         lows = [b["low"] for b in model.reliability]
-        axes.bar(lows, [b["accuracy"] for b in model.reliability], width=0.1, align="edge",
+        axes.bar(lows, [b["accuracy"] for b in model.reliability], width=1 / BINS, align="edge",
                  color=COLOURS.get(model.name, OTHER), alpha=0.8, edgecolor="white", label="accuracy")  # fmt: skip
         axes.plot([0, 1], [0, 1], ":", color="black", label="calibrated")
         axes.set(title=f"{label(model.name)}\nECE {model.ece:.3f}", xlabel="confidence", xlim=(0, 1), ylim=(0, 1))
@@ -73,7 +74,7 @@ def per_class_change(student: Predictions, scratch: Predictions, classes: list[s
     change = [(s - b) * 100 for s, b in zip(student.per_class, scratch.per_class, strict=True)]
     figure, (axes,) = _figure(min(max(7, 0.35 * len(classes)), 14), 3)
     shown = [0.0 if math.isnan(c) else c for c in change]  # a class without test samples: no bar
-    axes.bar(range(len(classes)), shown, color=["#548235" if c >= 0 else "#c00000" for c in shown])
+    axes.bar(range(len(classes)), shown, color=[OTHER if c >= 0 else "#c00000" for c in shown])
     axes.axhline(0, color="black", linewidth=0.8)
     if len(classes) <= 40:
         axes.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 12 else 0, fontsize="small")
