@@ -17,16 +17,19 @@ from importlib import resources
 from pathlib import Path
 from typing import NoReturn
 
-from distill.config import load_config
+from distill.config import load_config, read_yaml
 from distill.errors import DistillError, first_line
 from distill.export import FILES, evaluate_exported, export
+from distill.lm.config import is_lm, load_lm_config
+from distill.lm.run import run as run_lm
 from distill.pipeline import evaluate_run, run
-from distill.report import format_export, format_exported_accuracy, format_summary, format_tuning
+from distill.report import format_export, format_exported_accuracy, format_lm_summary, format_summary, format_tuning
 from distill.report.document import make_report
 from distill.teacher_cache import make_cache
 from distill.tune import tune
 
 DEMO_CONFIG = resources.files("distill") / "demo.yaml"
+LM_DEMO_CONFIG = resources.files("distill") / "lm" / "demo.yaml"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,8 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_overrides(tune)
 
     demo = commands.add_parser(
-        "demo", parents=[options], help="teacher, scratch and distilled student on the bundled digits"
+        "demo", parents=[options], help="teacher, scratch and distilled student on the bundled digits (or --task lm)"
     )
+    demo.add_argument(
+        "--task", choices=["classify", "lm"], default="classify",
+        help="classify: an MLP student on 8x8 digits; lm: a character GPT on the standard library's source",
+    )  # fmt: skip
     _add_overrides(demo)
 
     evaluate = commands.add_parser(
@@ -161,6 +168,14 @@ def _main(args: argparse.Namespace) -> None:
         return
     if args.command == "eval" and Path(args.run_dir).is_file():
         print(format_exported_accuracy(evaluate_exported(args.run_dir)))
+        return
+    if args.command == "train" and is_lm(read_yaml(args.config)):
+        print(format_lm_summary(run_lm(load_lm_config(args.config, args.overrides), resume=args.resume)))
+        return
+    if args.command == "demo" and args.task == "lm":
+        with resources.as_file(LM_DEMO_CONFIG) as path:
+            cfg = load_lm_config(path, args.overrides)
+        print(format_lm_summary(run_lm(cfg, overwrite=True)))
         return
     if args.command == "train":
         summary = run(load_config(args.config, args.overrides), resume=args.resume)

@@ -4,6 +4,7 @@ refused when a resume would mix two experiments."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,17 @@ REPLACEABLE = ".replaceable"  # marks a run made with overwrite (the demo's): th
 FREE_ON_RESUME = {"train.progress", "train.device", "train.tensorboard", "data.num_workers"}
 
 
-def prepare(cfg: Config, *, resume: bool, overwrite: bool, search: bool = False) -> None:
+def prepare(
+    cfg: Config | Any,
+    *,
+    resume: bool,
+    overwrite: bool,
+    search: bool = False,
+    read: Callable[[Path], Any] = read_saved,
+) -> None:
     """Make `cfg.run_dir` ready to train in, and write the resolved config there. We hold the folder's lock.
-    A `search` (distill tune) resumes only with the same search space; a run, whatever its tune group."""
+    A `search` (distill tune) resumes only with the same search space; a run, whatever its tune group. `read`
+    reads a saved config of `cfg`'s kind (a language-model run's is another schema)."""
     run_dir, saved = cfg.run_dir, cfg.run_dir / "config.yaml"
     if run_dir.exists() and not run_dir.is_dir():
         raise DistillError(f"{run_dir} is a file; set out_dir or name to a folder")
@@ -31,7 +40,7 @@ def prepare(cfg: Config, *, resume: bool, overwrite: bool, search: bool = False)
     if resume:
         if not is_run:
             raise DistillError(f"{run_dir} holds no run to resume; start it without --resume")
-        _check_same_run(read_saved(saved), cfg, search=search)
+        _check_same_run(read(saved), cfg, search=search)
     elif is_run and _has_progress(run_dir):
         raise DistillError(
             f"{run_dir} already holds a run; pass --resume to continue it, or set another name (--set name=...)"

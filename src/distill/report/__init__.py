@@ -5,8 +5,16 @@ from distill.report.text import (
     format_diagnosis,
     format_export,
     format_exported_accuracy,
+    format_lm_summary,
     format_summary,
     format_tuning,
 )
 
-__all__ = ["format_diagnosis", "format_export", "format_exported_accuracy", "format_summary", "format_tuning"]
+__all__ = [
+    "format_diagnosis",
+    "format_export",
+    "format_exported_accuracy",
+    "format_lm_summary",
+    "format_summary",
+    "format_tuning",
+]

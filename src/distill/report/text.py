@@ -132,6 +132,45 @@ def format_tuning(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_lm_summary(summary: dict[str, Any]) -> str:
+    """The table of a language-model run: perplexity of each model on validation and test, size and speed."""
+    seeded = any(summary[name]["seeds"] > 1 for name in summary["models"])
+    width = 18 if seeded else 10
+    lines = [
+        f"{summary['name']}: {relative_paths(summary['data'])}",
+        f"{'':22}{'val ppl':>9}{'test ppl':>{width}}{'params':>12}{'tokens/s':>12}",
+    ]
+    for name in summary["models"]:
+        row = summary[name]
+        test = f"{row['test_perplexity']:.3f}"
+        if row["seeds"] > 1:
+            test += f" ±{row['test_perplexity_std']:.3f}"
+        lines.append(
+            f"{label(name):22}{row['val_perplexity']:>9.3f}{test:>{width}}{row['params']:>12,}"
+            f"{row['tokens_per_second']:>12,.0f}"
+        )
+    teacher, student = summary["teacher"], summary["student"]
+    lines.append(
+        f"{'student / teacher':22}{'':>{9 + width}}{student['params'] / teacher['params']:>11.3f}x"
+        f"{student['tokens_per_second'] / teacher['tokens_per_second']:>11.2f}x"
+    )
+    lines.append(
+        f"test ppl: the test part ({summary['test_tokens']} tokens), never seen in training or selection; "
+        f"tokens/s: a batch of 8 full sequences on {summary['measured_on']}"
+    )
+    if seeded:
+        lines.append(f"student rows: mean of {len(summary['seeds'])} seeds (± standard deviation); teacher: one model")
+    if diagnosis := summary.get("diagnosis"):
+        low, high = diagnosis["interval"]
+        lines.append(
+            f"diagnosis: {VERDICTS[diagnosis['verdict']].format(what='distillation')}, by "
+            f"{diagnosis['margin']:+.4f} nats per token on test (95% interval {low:+.4f} to {high:+.4f}; "
+            f"{diagnosis['method']})"
+        )
+        lines += [f"  why: {cause}" for cause in diagnosis["causes"]]
+    return "\n".join(lines)
+
+
 EXPORTED = {  # export.json's rows, in the order shown, with their labels
     "pytorch": "PyTorch",
     "onnx": "ONNX Runtime fp32",

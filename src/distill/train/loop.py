@@ -80,7 +80,8 @@ def _is_better(value: float, best: dict[str, Any] | None, mode: str) -> bool:
 
 @torch.no_grad()
 def evaluate(module: nn.Module, loader: Iterable[Batch], device: torch.device, precision: str = "fp32") -> dict:
-    """Every scalar the module returns, averaged over samples, under `val/`. One host sync at the end."""
+    """Every scalar the module returns, averaged over samples (over tokens, for a module that reports the
+    `tokens` its values are means over), under `val/`. One host sync at the end."""
     module.eval()
     sums: dict[str, Tensor] = {}
     count = 0
@@ -88,10 +89,12 @@ def evaluate(module: nn.Module, loader: Iterable[Batch], device: torch.device, p
         batch = _to_device(batch, device)
         with _autocast(device, precision):
             out = module(batch)
-        n = _batch_size(batch)
+        n = out.pop(TOKENS, None)
+        n = _batch_size(batch) if n is None else n
         for key, value in out.items():
             sums[key] = sums.get(key, 0.0) + value.detach().float() * n
         count += n
+    count = float(count)
     if count == 0:
         raise DistillError("the validation data is empty: no batch to evaluate on")
     return {f"val/{key}": value.item() / count for key, value in sums.items()}
@@ -147,18 +150,27 @@ def _train_epoch(
     window, totals, seen = _Window(device), {}, 0
     n_batches, k = len(loader), options.grad_accum
     skipping, skipped, bad = options.nonfinite == "skip", 0, False
+    step_tokens = None
     for i, batch in enumerate(loader):
         batch = _to_device(batch, device)
         with _autocast(device, options.precision):
             out = module(batch)
+        tokens = out.pop(TOKENS, None)
         group = min(k, n_batches - (i // k) * k)  # the epoch's last group may hold fewer batches
         if skipping and not torch.isfinite(out["loss"].detach()).item():
             bad = True
         elif not bad:
-            (out["loss"] / group).backward()
+            if tokens is None:
+                (out["loss"] / group).backward()
+            else:  # a mean over tokens: the step's gradient is the mean over all its batches' tokens
+                (out["loss"] * tokens).backward()
+                step_tokens = tokens if step_tokens is None else step_tokens + tokens
             window.add(out, step + 1)
         if (i + 1) % k and i + 1 < n_batches:
             continue
+        if step_tokens is not None:
+            optimizers.divide_grads(step_tokens.clamp_min(1))
+            step_tokens = None
         if skipping and (bad or not optimizers.grads_finite()):
             optimizers.skip()
             skipped, bad = skipped + 1, False
@@ -184,6 +196,9 @@ def _train_epoch(
     return step, {**means, "train/skipped_steps": skipped} if skipping else means
 
 
+TOKENS = "tokens"  # what a module reports when its values are means over tokens, not over samples
+
+
 def _check_weights(params: list[nn.Parameter], epoch: int) -> None:
     """Once an epoch, before a checkpoint: never save NaN weights as the last good ones."""
     if not torch.stack([p.detach().isfinite().all() for p in params]).all().item():
@@ -200,7 +215,7 @@ def setup(module: nn.Module, batch: Batch) -> list[str]:
     optimized and resumed. Returns the names of what the module reports; its mode is restored."""
     was_training = module.training
     module.eval()
-    names = list(module(batch))
+    names = [name for name in module(batch) if name != TOKENS]
     module.train(was_training)
     return names
 

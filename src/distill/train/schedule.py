@@ -78,6 +78,11 @@ class Optimizers:
             self.schedulers[name].step()
             optimizer.zero_grad(set_to_none=True)
 
+    def divide_grads(self, divisor: Tensor) -> None:
+        for param in self.all_params():
+            if param.grad is not None:
+                param.grad.div_(divisor)
+
     def grads_finite(self) -> bool:
         """Whether every gradient is finite (one host sync)."""
         grads = [p.grad for p in self.all_params() if p.grad is not None]

@@ -1,0 +1,108 @@
+"""The config of a language-model run (`task: lm`): the same shape as an image run's, with text data and
+token-level distillation.
+
+    task: lm
+    name: shakespeare
+    data: {path: input.txt, tokenizer: char, context: 128, val_fraction: 0.05, test_fraction: 0.05}
+    teacher: {model: gpt, args: {layers: 4, width: 128}, epochs: 3}
+    student: {model: gpt, args: {layers: 2, width: 32}}
+    method: {kind: token, divergence: reverse_kl, temperature: 1.0, alpha: 0.0, fused: true}
+    train: {epochs: 3, optimizer: adamw, lr: 0.003}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, StrictInt, ValidationError, model_validator
+
+from distill.config import apply_override, read_yaml
+from distill.errors import ConfigError
+from distill.losses.token import Divergence
+from distill.schema import NAME, Group, ModelConfig, describe_error
+from distill.train import TrainOptions
+
+
+class TextDataConfig(Group):
+    path: str = Field(description="a text file (.txt: one stream) or JSONL of prompt/completion lines (.jsonl)")
+    tokenizer: str = Field("char", description="char (fitted on the file), or a Hugging Face tokenizer's folder")
+    context: StrictInt = Field(128, ge=2, le=1_000_000, description="tokens per sequence")
+    val_fraction: float = Field(0.05, gt=0, lt=1)
+    test_fraction: float = Field(0.05, gt=0, lt=1)
+    seed: StrictInt = Field(0, ge=0, description="JSONL: the shuffle into parts")
+    batch_size: StrictInt = Field(32, ge=1, le=1_000_000)
+
+
+class LMTeacherConfig(ModelConfig):
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="precision of the teacher's forward")
+    epochs: StrictInt | None = Field(None, ge=1, le=100_000, description="epochs when trained here (no weights)")
+
+
+class TokenMethod(Group):
+    """method.kind token: off-policy distillation on the data set's text, every counted token."""
+
+    kind: Literal["token"] = "token"
+    divergence: Divergence = "forward_kl"
+    temperature: float = Field(1.0, gt=0, le=1000, description="of the loss only; never a sampling temperature")
+    alpha: float = Field(0.0, ge=0, le=1, description="weight of the next-token cross-entropy (the hard loss)")
+    beta: float = Field(0.5, ge=0, le=1, description="jsd: 0 is forward KL, 1 reverse KL")
+    skew: float = Field(0.1, gt=0, le=1, description="skew_forward_kl / skew_reverse_kl: the mixture's weight")
+    fused: bool = Field(True, description="compute from hidden states chunk by chunk: no tokens x vocab logits")
+    chunk_size: StrictInt | None = Field(None, ge=1, description="tokens per chunk of the fused form (default: auto)")
+    shared_vocab: bool = Field(
+        False, description="distill over the ids both output layers have when their sizes differ (padded vocabs)"
+    )
+
+
+class LMConfig(Group):
+    task: Literal["lm"]
+    name: str = Field(pattern=NAME, description="run name: results go to out_dir/name")
+    out_dir: str = "runs"
+    scratch: bool = Field(True, description="also train the student alone, same budget, to show what KD added")
+    data: TextDataConfig
+    teacher: LMTeacherConfig
+    student: ModelConfig
+    method: TokenMethod = Field(default_factory=TokenMethod)
+    seeds: list[StrictInt] | None = Field(None, min_length=1, max_length=100)
+    train: TrainOptions = Field(default_factory=lambda: TrainOptions(monitor="val/loss"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _monitor_the_loss(cls, raw: Any) -> Any:
+        """A language model has no accuracy to pick epochs by: its validation loss, unless the config says."""
+        if isinstance(raw, dict) and isinstance(raw.get("train"), dict) and "monitor" not in raw["train"]:
+            return {**raw, "train": {**raw["train"], "monitor": "val/loss"}}
+        return raw
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    @property
+    def run_seeds(self) -> list[int]:
+        return self.seeds or [self.train.seed]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def is_lm(raw: dict[str, Any]) -> bool:
+    return raw.get("task") == "lm"
+
+
+def validate_lm(raw: dict[str, Any], source: str) -> LMConfig:
+    try:
+        return LMConfig.model_validate(raw)
+    except ValidationError as e:
+        errors = sorted(e.errors(), key=lambda error: error["type"] != "extra_forbidden")
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {describe_error(errors[0], LMConfig)}{more}") from None
+
+
+def load_lm_config(path: str | Path, overrides: list[str] = ()) -> LMConfig:
+    raw = read_yaml(path)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return validate_lm(raw, str(path))

@@ -1,0 +1,204 @@
+"""Text for language models: tokenizers, and data sets of token sequences split into train, validation and test.
+
+Two formats, told by the file's suffix:
+
+    plain text (.txt, any other)  one stream of tokens cut into sequences of `context` tokens; the loss on
+                                  every next token. The split is contiguous: the last shares of the text are
+                                  validation and test, so no held-out passage was seen in training.
+    JSONL (.jsonl)                one {"prompt": ..., "completion": ...} per line, one sequence each; the
+                                  loss on the completion only (prompt and padding labelled -100). Lines are
+                                  shuffled (seeded) into the parts.
+
+A batch is {"input": (B, S) token ids, "label": (B, S) ids or -100, "index": (B,)}; the losses shift labels
+by one (position t predicts token t+1).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from distill._io import existing
+from distill.errors import DistillError
+
+IGNORE = -100  # the label of a token the loss does not count
+
+
+class Tokenizer(Protocol):
+    name: str
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def vocab(self) -> dict[str, int]: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def pad_id(self) -> int: ...
+
+
+class CharTokenizer:
+    """One token per character of a fixed alphabet; a character outside it is refused with its position."""
+
+    name = "char"
+
+    def __init__(self, alphabet: str):
+        self.alphabet = "".join(sorted(set(alphabet)))
+        self._ids = {c: i for i, c in enumerate(self.alphabet)}
+
+    @classmethod
+    def fit(cls, text: str) -> CharTokenizer:
+        return cls(text)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self._ids[c] for c in text]
+        except KeyError as e:
+            raise DistillError(
+                f"character {e.args[0]!r} is not in the tokenizer's alphabet; fit it on this text"
+            ) from None
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.alphabet[i] for i in ids)
+
+    def vocab(self) -> dict[str, int]:
+        return dict(self._ids)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.alphabet)
+
+    @property
+    def pad_id(self) -> int:
+        return 0  # padding is never counted (label -100), so any id serves
+
+
+class TokenSequences(Dataset):
+    """(N, S) token ids and (N, S) labels; sample i is {"input", "label", "index"}."""
+
+    def __init__(self, ids: Tensor, labels: Tensor):
+        self.ids, self.labels = ids, labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {"input": self.ids[i], "label": self.labels[i], "index": torch.tensor(i)}
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the loss counts (after the shift)."""
+        return int((self.labels[:, 1:] != IGNORE).sum())
+
+
+@dataclass
+class TextSplits:
+    train: TokenSequences
+    val: TokenSequences
+    test: TokenSequences
+    description: str
+
+
+STDLIB = "stdlib:"  # data.path "stdlib:argparse,csv": the source of those standard-library modules, concatenated
+
+
+def read_text(path: str | Path) -> str:
+    """The file's text; for `stdlib:NAMES`, the source of those standard-library modules, which every Python
+    installation has (the LM demo's text: no download)."""
+    if str(path).startswith(STDLIB):
+        return _stdlib_source(str(path).removeprefix(STDLIB).split(","))
+    file = existing(path, "a text or JSONL file", kind="file")
+    text = file.read_text(encoding="utf-8")
+    if not text.strip():
+        raise DistillError(f"{file}: the file is empty; give it some text")
+    return text
+
+
+def _stdlib_source(names: list[str]) -> str:
+    texts = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            raise DistillError(f"data.path: '{name}' is not a standard-library module with Python source")
+        texts.append(Path(spec.origin).read_text(encoding="utf-8"))
+    return "\n".join(texts)
+
+
+def text_splits(
+    path: str | Path, tokenizer: Tokenizer, *, context: int, val_fraction: float, test_fraction: float, seed: int
+) -> TextSplits:
+    """The file at `path` as sequences of at most `context` tokens, in train, validation and test parts."""
+    if str(path).endswith(".jsonl"):
+        return _jsonl_splits(Path(path), tokenizer, context, val_fraction, test_fraction, seed)
+    text = read_text(path)
+    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    rows = len(ids) // context
+    needed = 3 * context
+    if rows < 3:
+        raise DistillError(f"{path}: {len(ids)} tokens make fewer than 3 sequences of {context} (need {needed}); "
+                           "give more text or lower data.context")  # fmt: skip
+    sequences = ids[: rows * context].view(rows, context)
+    n_test, n_val = max(1, round(rows * test_fraction)), max(1, round(rows * val_fraction))
+    n_train = rows - n_val - n_test
+    if n_train < 1:
+        raise DistillError(f"{path}: {rows} sequences leave none for training; lower the val and test fractions")
+    parts = sequences[:n_train], sequences[n_train : n_train + n_val], sequences[n_train + n_val :]
+    train, val, test = (TokenSequences(part, part.clone()) for part in parts)
+    description = (
+        f"{path} ({len(ids)} {tokenizer.name} tokens): {n_train} train / {n_val} val / {n_test} test sequences of "
+        f"{context}, contiguous"
+    )
+    return TextSplits(train, val, test, description)
+
+
+def _jsonl_splits(
+    path: Path, tokenizer: Tokenizer, context: int, val_fraction: float, test_fraction: float, seed: int
+) -> TextSplits:
+    ids, labels = [], []
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        prompt, completion = _fields(path, number, line)
+        prompt_ids, completion_ids = tokenizer.encode(prompt), tokenizer.encode(completion)
+        length = len(prompt_ids) + len(completion_ids)
+        if length > context:
+            raise DistillError(f"{path}:{number}: {length} tokens, longer than the model's context {context}; "
+                               "shorten the line or raise data.context")  # fmt: skip
+        pad = context - length
+        ids.append(prompt_ids + completion_ids + [tokenizer.pad_id] * pad)
+        labels.append([IGNORE] * len(prompt_ids) + completion_ids + [IGNORE] * pad)
+    ids, labels = torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))
+    n_test, n_val = max(1, round(len(ids) * test_fraction)), max(1, round(len(ids) * val_fraction))
+    if len(ids) - n_val - n_test < 1:
+        raise DistillError(f"{path}: {len(ids)} lines leave none for training; add lines or lower the fractions")
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    parts = [TokenSequences(ids[rows], labels[rows]) for rows in (train, val, test)]
+    description = (
+        f"{path} ({len(ids)} prompt/completion lines, {tokenizer.name} tokens, padded to {context}): "
+        f"{len(train)} train / {len(val)} val / {len(test)} test, seed={seed}"
+    )
+    return TextSplits(*parts, description)
+
+
+def _fields(path: Path, number: int, line: str) -> tuple[str, str]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DistillError(f"{path}:{number}: not valid JSON ({e.msg}); one JSON object per line") from None
+    if not isinstance(record, dict):
+        raise DistillError(f"{path}:{number}: a JSON object with 'prompt' and 'completion' expected")
+    for key in ("prompt", "completion"):
+        if not isinstance(record.get(key), str):
+            raise DistillError(f"{path}:{number}: no '{key}' string; each line needs 'prompt' and 'completion'")
+    return record["prompt"], record["completion"]

@@ -1,0 +1,224 @@
+"""Language models: our GPT, text and JSONL data, the vocabulary check, accumulation in the loop, and a whole
+`task: lm` run from the command line on tiny models built here (no downloads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from conftest import write_config
+from distill.cli import main
+from distill.errors import DistillError
+from distill.lm.data import IGNORE, CharTokenizer, TokenSequences, text_splits
+from distill.lm.models import check_vocabularies
+from distill.lm.modules import NextToken, TokenDistiller
+from distill.losses.token import TokenKD
+from distill.models.gpt import GPT
+from distill.train import TrainOptions, fit
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 40
+
+
+def test_gpt_hidden_states_and_head_give_its_logits_and_it_is_causal():
+    torch.manual_seed(0)
+    model = GPT(11, context=16, layers=2, heads=2, width=8).eval()
+    ids = torch.randint(11, (2, 10))
+    logits = model(ids)
+    assert logits.shape == (2, 10, 11)
+    torch.testing.assert_close(model.head(model.hidden(ids)), logits)
+    changed = ids.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 11
+    torch.testing.assert_close(model(changed)[:, :6], logits[:, :6])  # the future does not leak back
+    with pytest.raises(ValueError, match="longer than the model's context 16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_text_is_cut_into_sequences_and_split_contiguously(tmp_path):
+    (tmp_path / "t.txt").write_text(TEXT)
+    tokenizer = CharTokenizer.fit(TEXT)
+    splits = text_splits(tmp_path / "t.txt", tokenizer, context=32, val_fraction=0.1, test_fraction=0.1, seed=0)
+    rows = len(TEXT) // 32
+    assert len(splits.train) + len(splits.val) + len(splits.test) == rows
+    assert tokenizer.decode(splits.test.ids[-1].tolist()) == TEXT[(rows - 1) * 32 : rows * 32]  # the text's end
+    assert splits.train.tokens == len(splits.train) * 31
+
+
+def test_jsonl_counts_the_completion_only(tmp_path):
+    lines = [{"prompt": "2+2=", "completion": "4"}, {"prompt": "say hi: ", "completion": "hi there"}] * 5
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    tokenizer = CharTokenizer.fit("".join(line["prompt"] + line["completion"] for line in lines))
+    splits = text_splits(tmp_path / "qa.jsonl", tokenizer, context=20, val_fraction=0.2, test_fraction=0.2, seed=0)
+    for part in (splits.train, splits.val, splits.test):
+        for ids, labels in zip(part.ids, part.labels, strict=True):
+            counted = tokenizer.decode(ids[labels != IGNORE].tolist())
+            assert counted in ("4", "hi there")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"prompt": "a", "completion": "b"}\n{"prompt": "a"}\n', "qa.jsonl:2: no 'completion'"),
+        ('{"prompt": "a", "completion": "b"}\nnot json\n', "qa.jsonl:2: not valid JSON"),
+        ('{"prompt": "a", "completion": "' + "b" * 40 + '"}\n', "qa.jsonl:1: 41 tokens, longer than the model's"),
+        ("", "the file is empty"),
+    ],
+)
+def test_bad_text_data_is_one_line_naming_the_line(tmp_path, content, expected, capsys):
+    (tmp_path / "qa.jsonl").write_text(content)
+    config = write_config(tmp_path / "lm.yaml", LM_RUN.format(out=tmp_path / "runs", data=tmp_path / "qa.jsonl"))
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_vocabulary_check():
+    one = CharTokenizer("abc")
+    assert check_vocabularies(one, CharTokenizer("abc"), 3, 3, shared=False) == 3
+    with pytest.raises(DistillError, match="tokenizers differ"):
+        check_vocabularies(one, CharTokenizer("abd"), 3, 3, shared=False)
+    with pytest.raises(DistillError, match="padded vocabularies. Set method.shared_vocab"):
+        check_vocabularies(one, one, 3, 8, shared=False)
+    assert check_vocabularies(one, one, 3, 8, shared=True) == 3  # the ids both output layers have
+    with pytest.raises(DistillError, match="smaller than the tokenizer"):
+        check_vocabularies(CharTokenizer("abcd"), CharTokenizer("abcd"), 3, 8, shared=True)
+
+
+# --- accumulation in the training loop -------------------------------------------------------------------------
+
+
+def _uneven_sequences() -> TokenSequences:
+    """Four sequences counting 15, 3, 9 and 1 tokens: batches of two differ in their count."""
+    torch.manual_seed(0)
+    ids = torch.randint(7, (4, 16))
+    labels = ids.clone()
+    for row, kept in enumerate((15, 3, 9, 1)):
+        labels[row, : 16 - kept] = IGNORE
+    return TokenSequences(ids, labels)
+
+
+@pytest.mark.parametrize("distilled", [False, True])
+def test_accumulating_two_batches_takes_the_step_of_their_union(distilled):
+    data = _uneven_sequences()
+
+    def one_step(batch_size: int, accumulate: int) -> torch.Tensor:
+        torch.manual_seed(1)
+        student = GPT(7, context=16, layers=1, heads=1, width=8)
+        if distilled:
+            torch.manual_seed(2)
+            teacher = GPT(7, context=16, layers=1, heads=1, width=12)
+            module = TokenDistiller(student, teacher, TokenKD("reverse_kl", alpha=0.3), vocab=7, fused=True)
+        else:
+            module = NextToken(student)
+        options = TrainOptions(
+            epochs=1, optimizer="sgd", momentum=0.0, weight_decay=0.0, lr=1.0, grad_accum=accumulate,
+            schedule="constant", progress=False, monitor="val/loss",
+        )  # fmt: skip
+        fit(module, DataLoader(data, batch_size=batch_size), DataLoader(data, batch_size=4), options)
+        return student.blocks[0].mlp[0].weight.detach().clone()
+
+    whole, accumulated = one_step(4, 1), one_step(2, 2)
+    torch.testing.assert_close(accumulated, whole, rtol=1e-5, atol=1e-6)
+
+
+# --- a whole run -----------------------------------------------------------------------------------------------
+
+LM_RUN = """\
+task: lm
+name: tiny-lm
+out_dir: {out}
+data: {{path: {data}, context: 32, val_fraction: 0.1, test_fraction: 0.1, batch_size: 8}}
+teacher: {{model: gpt, args: {{layers: 1, heads: 2, width: 16}}, epochs: 2}}
+student: {{model: gpt, args: {{layers: 1, heads: 1, width: 8}}}}
+method: {{kind: token, divergence: reverse_kl}}
+train: {{epochs: 1, optimizer: adamw, lr: 0.01, progress: false}}
+"""
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "t.txt"
+    path.write_text(TEXT * 3)
+    return path
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_run_reports_perplexity_speed_and_a_verdict(tmp_path, text_file, fused, capsys):
+    config = write_config(tmp_path / "lm.yaml", LM_RUN.format(out=tmp_path / "runs", data=text_file))
+    assert main(["train", str(config), "--set", f"method.fused={str(fused).lower()}", "--set", "seeds=[0, 1]"]) == 0
+    out = capsys.readouterr().out
+    assert "test ppl" in out and "student (distilled)" in out and "diagnosis:" in out
+    summary = json.loads((tmp_path / "runs" / "tiny-lm" / "summary.json").read_text())
+    for name in ("teacher", "scratch", "student"):
+        row = summary[name]
+        assert 1 < row["test_perplexity"] < 40 and row["tokens_per_second"] > 0  # 27 characters: chance is 27
+    assert summary["student"]["seeds"] == 2 and len(summary["student"]["test_perplexities"]) == 2
+    assert summary["student"]["params"] < summary["teacher"]["params"]
+    assert summary["diagnosis"]["verdict"] in ("helped", "no_difference", "negative_transfer")
+    metrics = (tmp_path / "runs" / "tiny-lm" / "student" / "metrics.jsonl").read_text()
+    assert "train/kd" in metrics and "val/loss" in metrics
+    assert main(["train", str(config)]) == 2  # a finished run is not overwritten
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_an_lm_config_key_misspelt_is_one_line(tmp_path, text_file, capsys):
+    config = write_config(tmp_path / "lm.yaml", LM_RUN.format(out=tmp_path / "runs", data=text_file))
+    assert main(["train", str(config), "--set", "method.divergense=tv"]) == 2
+    assert "method.divergense: unknown key" in capsys.readouterr().err
+    assert main(["train", str(config), "--set", "method.divergence=kl"]) == 2
+    assert "method.divergence" in capsys.readouterr().err
+
+
+# --- Hugging Face models from a local folder --------------------------------------------------------------------
+
+
+GPT_TEACHER = "teacher: {model: gpt, args: {layers: 1, heads: 2, width: 16}, epochs: 2}"
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory) -> Path:
+    """A GPT-2 of one layer and a character tokenizer for TEXT, saved as a Hugging Face folder; its output layer
+    padded by 5 ids past the tokenizer (as model families pad their vocabularies)."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    alphabet = sorted(set(TEXT))
+    tokenizer = Tokenizer(models.WordLevel({c: i for i, c in enumerate(alphabet)}, unk_token=alphabet[0]))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    folder = tmp_path_factory.mktemp("hf")
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer).save_pretrained(folder)
+    config = transformers.GPT2Config(vocab_size=len(alphabet) + 5, n_positions=64, n_embd=16, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_hugging_face_teacher_with_a_padded_vocabulary(tmp_path, text_file, hf_folder, capsys):
+    text = LM_RUN.format(out=tmp_path / "runs", data=text_file).replace(
+        "teacher: {model: gpt, args: {layers: 1, heads: 2, width: 16}, epochs: 2}",
+        f"teacher: {{model: 'hf:{hf_folder}'}}",
+    )
+    config = write_config(tmp_path / "lm.yaml", text)
+    assert main(["train", str(config), "--set", "scratch=false"]) == 2
+    err = capsys.readouterr().err
+    assert "padded vocabularies" in err and "method.shared_vocab: true" in err
+    assert main(["train", str(config), "--set", "scratch=false", "--set", "method.shared_vocab=true", "-q"]) == 0
+    summary = json.loads((tmp_path / "runs" / "tiny-lm" / "summary.json").read_text())
+    assert summary["teacher"]["test_perplexity"] > 0
+
+
+def test_a_teacher_whose_tokenizer_maps_tokens_elsewhere_is_refused(tmp_path, text_file, hf_folder, capsys):
+    other = TEXT.replace("q", "")  # an alphabet without 'q': every later character gets another id
+    path = tmp_path / "other.txt"
+    path.write_text(other * 3)
+    text = LM_RUN.format(out=tmp_path / "runs", data=path).replace(
+        "teacher: {model: gpt, args: {layers: 1, heads: 2, width: 16}, epochs: 2}",
+        f"teacher: {{model: 'hf:{hf_folder}'}}",
+    )
+    config = write_config(tmp_path / "lm.yaml", text)
+    assert main(["train", str(config), "--set", "method.shared_vocab=true"]) == 2
+    assert "tokenizers differ" in capsys.readouterr().err
