@@ -19,6 +19,7 @@ from distill.lm.modules import NextToken, TokenDistiller
 from distill.losses.token import TokenKD
 from distill.models.gpt import GPT
 from distill.train import TrainOptions, fit
+from distill.weights import load_weights
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 
@@ -222,3 +223,43 @@ def test_a_teacher_whose_tokenizer_maps_tokens_elsewhere_is_refused(tmp_path, te
     config = write_config(tmp_path / "lm.yaml", text)
     assert main(["train", str(config), "--set", "method.shared_vocab=true"]) == 2
     assert "tokenizers differ" in capsys.readouterr().err
+
+
+# --- hidden states, attention maps, LoRA ------------------------------------------------------------------------
+
+
+def test_gpt_attention_maps_are_causal_distributions_and_leave_the_output_unchanged():
+    torch.manual_seed(0)
+    model = GPT(11, context=16, layers=2, heads=2, width=8).eval()
+    ids = torch.randint(11, (2, 9))
+    hidden, maps = model.hidden_and_attention(ids)
+    assert maps.shape == (2, 2, 9, 9)
+    torch.testing.assert_close(maps.sum(-1), torch.ones(2, 2, 9))
+    assert maps.triu(1).abs().sum() == 0
+    torch.testing.assert_close(hidden, model.hidden(ids), rtol=1e-5, atol=1e-6)  # explicit = fused kernel
+    assert model.blocks[-1].attention.weights is None  # not kept after the call
+
+
+def test_hidden_and_attention_terms_train_an_adapter_that_is_not_saved(tmp_path, text_file):
+    config = write_config(tmp_path / "lm.yaml", LM_RUN.format(out=tmp_path / "runs", data=text_file))
+    options = ["--set", "method.hidden_weight=0.5", "--set", "method.attention_weight=0.5", "--set", "scratch=false"]
+    assert main(["train", str(config), *options, "-q"]) == 0
+    metrics = (tmp_path / "runs" / "tiny-lm" / "student" / "metrics.jsonl").read_text()
+    assert "train/hidden" in metrics and "train/attention" in metrics
+    from safetensors.torch import load_file
+
+    saved = tmp_path / "runs" / "tiny-lm" / "student.safetensors"
+    student = GPT(CharTokenizer.fit(TEXT).vocab_size, context=32, layers=1, heads=1, width=8)
+    assert set(load_file(saved)) <= set(student.state_dict())  # the student's own weights, no adapter
+    load_weights(student, saved)
+
+
+def test_a_lora_student_trains_its_adapters_only(tmp_path, text_file):
+    pytest.importorskip("peft")
+    config = write_config(tmp_path / "lm.yaml", LM_RUN.format(out=tmp_path / "runs", data=text_file))
+    lora = "student.lora={r: 2, targets: [qkv, out]}"
+    assert main(["train", str(config), "--set", lora, "--set", "scratch=false", "-q"]) == 0
+    summary = json.loads((tmp_path / "runs" / "tiny-lm" / "summary.json").read_text())
+    student = summary["student"]
+    assert 0 < student["trainable_params"] < student["params"] / 2
+    assert main(["train", str(config), "--set", "student.lora={r: 2, targets: [nowhere]}", "--set", "name=x"]) == 2

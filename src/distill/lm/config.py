@@ -40,6 +40,17 @@ class LMTeacherConfig(ModelConfig):
     epochs: StrictInt | None = Field(None, ge=1, le=100_000, description="epochs when trained here (no weights)")
 
 
+class LoraConfig(Group):
+    r: StrictInt = Field(8, ge=1, le=4096, description="rank of each low-rank update")
+    alpha: float = Field(16.0, gt=0, description="scale of the update: alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: list[str] = Field(min_length=1, description="names of the Linear layers to adapt, e.g. [qkv, out]")
+
+
+class LMStudentConfig(ModelConfig):
+    lora: LoraConfig | None = Field(None, description="train low-rank adapters only (needs peft: distill[hf])")
+
+
 class TokenMethod(Group):
     """method.kind token: off-policy distillation on the data set's text, every counted token."""
 
@@ -51,6 +62,15 @@ class TokenMethod(Group):
     skew: float = Field(0.1, gt=0, le=1, description="skew_forward_kl / skew_reverse_kl: the mixture's weight")
     fused: bool = Field(True, description="compute from hidden states chunk by chunk: no tokens x vocab logits")
     chunk_size: StrictInt | None = Field(None, ge=1, description="tokens per chunk of the fused form (default: auto)")
+    hidden_weight: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="factor of the final hidden states' MSE (mapped across widths)",
+    )
+    attention_weight: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="factor of the KL between last-layer attention maps (MiniLM)"
+    )
     shared_vocab: bool = Field(
         False, description="distill over the ids both output layers have when their sizes differ (padded vocabs)"
     )
@@ -63,7 +83,7 @@ class LMConfig(Group):
     scratch: bool = Field(True, description="also train the student alone, same budget, to show what KD added")
     data: TextDataConfig
     teacher: LMTeacherConfig
-    student: ModelConfig
+    student: LMStudentConfig
     method: TokenMethod = Field(default_factory=TokenMethod)
     seeds: list[StrictInt] | None = Field(None, min_length=1, max_length=100)
     train: TrainOptions = Field(default_factory=lambda: TrainOptions(monitor="val/loss"))

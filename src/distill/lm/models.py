@@ -10,12 +10,12 @@ with `method.shared_vocab: true`, distilled over the ids both have.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from distill.errors import ConfigError, DistillError
+from distill.errors import ConfigError, DistillError, first_line
+from distill.lm.config import LoraConfig
 from distill.lm.data import CharTokenizer, Tokenizer
 from distill.models.gpt import GPT
 from distill.schema import ModelConfig
@@ -85,6 +85,13 @@ class HFCausalLM(nn.Module):
     def hidden(self, ids: Tensor) -> Tensor:
         return self.model(input_ids=ids, output_hidden_states=True).hidden_states[-1]  # after the final norm
 
+    def hidden_and_attention(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.model(input_ids=ids, output_hidden_states=True, output_attentions=True)
+        if not out.attentions or out.attentions[-1] is None:
+            raise DistillError("this Hugging Face model returns no attention weights with its attention kernel; "
+                               "load it with args: {attn_implementation: eager}")  # fmt: skip
+        return out.hidden_states[-1], out.attentions[-1]
+
     def forward(self, ids: Tensor) -> Tensor:
         return self.model(input_ids=ids).logits
 
@@ -110,6 +117,19 @@ def build_lm(spec: ModelConfig, vocab_size: int, context: int, *, field: str, dt
     if model.context < context:
         raise ConfigError(f"data.context {context} is longer than {field}'s context {model.context}; lower it")
     return model
+
+
+def with_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
+    """`model` with low-rank adapters on the Linear layers named in `lora.targets`; only those train."""
+    try:
+        import peft
+    except ImportError:
+        raise DistillError("student.lora needs the peft package: pip install 'distill[hf]'") from None
+    settings = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.targets)
+    try:
+        return peft.get_peft_model(model, settings)
+    except ValueError as e:  # a target that names no layer
+        raise ConfigError(f"student.lora.targets: {first_line(e)}") from None
 
 
 def check_vocabularies(
@@ -145,10 +165,7 @@ def check_vocabularies(
     return min(student_size, teacher_size)
 
 
-def parameters(model: nn.Module) -> int:
-    """Distinct parameters (a tied output layer counted once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
-def describe(model: nn.Module) -> dict[str, Any]:
-    return {"params": parameters(model), "context": model.context}
+def parameters(model: nn.Module, *, trainable: bool = False) -> int:
+    """Distinct parameters (a tied output layer counted once); with `trainable`, those that train."""
+    distinct = {id(p): p for p in model.parameters()}.values()
+    return sum(p.numel() for p in distinct if p.requires_grad or not trainable)

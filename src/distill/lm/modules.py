@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.lm.data import IGNORE
+from distill.losses.attention import attention_kl_loss
 from distill.losses.fused import fused_token_distillation_loss
 from distill.losses.token import TokenKD, shift_for_next_token, token_distillation_loss
+from distill.taps import make_adapter
 
 
 def next_token_loss(logits: Tensor, ids_labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -36,16 +38,27 @@ class NextToken(nn.Module):
 
 
 class TokenDistiller(nn.Module):
-    """Student + frozen teacher + a `TokenKD`. The teacher is held apart (not a submodule): its weights stay out
-    of the optimizer and the checkpoints. `vocab` ids are compared (fewer than the output layers hold when
-    `method.shared_vocab` lets padded vocabularies meet)."""
+    """Student + frozen teacher + a `TokenKD`, and optionally two more terms: `hidden_weight` times the MSE
+    between the student's final hidden states, mapped to the teacher's width by a linear adapter, and the
+    teacher's; `attention_weight` times the KL between their last layers' head-averaged attention maps
+    (MiniLM). Both over the positions whose next token counts.
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, loss: TokenKD, *, vocab: int, fused: bool,
-                 chunk_size: int | None = None):  # fmt: skip
+    The teacher is held apart (not a submodule): its weights stay out of the optimizer and the checkpoints;
+    the adapter trains with the student and is not saved with it. `vocab` ids are compared (fewer than the
+    output layers hold when `method.shared_vocab` lets padded vocabularies meet)."""
+
+    def __init__(
+        self, student: nn.Module, teacher: nn.Module, loss: TokenKD, *, vocab: int, fused: bool,
+        chunk_size: int | None = None, hidden_weight: float = 0.0, attention_weight: float = 0.0,
+    ):  # fmt: skip
         super().__init__()
         self.student, self.loss = student, loss
         self._teacher = (teacher.eval().requires_grad_(False),)
         self.vocab, self.fused, self.chunk_size = vocab, fused, chunk_size
+        self.hidden_weight, self.attention_weight = hidden_weight, attention_weight
+        if hidden_weight:
+            widths = torch.Size([1, student.head.weight.shape[1]]), torch.Size([1, teacher.head.weight.shape[1]])
+            self.adapter = make_adapter("auto", *widths, "method.hidden_weight")
 
     @property
     def teacher(self) -> nn.Module:
@@ -54,23 +67,38 @@ class TokenDistiller(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         ids, labels = batch["input"], batch["label"]
         self.teacher.to(ids.device)
+        student_hidden, student_maps = self._inner(self.student, ids)
+        with torch.no_grad():
+            teacher_hidden, teacher_maps = self._inner(self.teacher, ids)
+        student_head, teacher_head = self.student.head, self.teacher.head
         if self.fused:
-            with torch.no_grad():
-                teacher_hidden = self.teacher.hidden(ids)
-            student_head, teacher_head = self.student.head, self.teacher.head
             out = fused_token_distillation_loss(
-                self.student.hidden(ids), student_head.weight[: self.vocab], teacher_hidden,
-                teacher_head.weight[: self.vocab], labels, student_bias=_first(student_head.bias, self.vocab),
+                student_hidden, student_head.weight[: self.vocab], teacher_hidden, teacher_head.weight[: self.vocab],
+                labels, student_bias=_first(student_head.bias, self.vocab),
                 teacher_bias=_first(teacher_head.bias, self.vocab), alpha=self.loss.alpha,
                 chunk_size=self.chunk_size, **self.loss.settings,
             )  # fmt: skip
         else:
-            with torch.no_grad():
-                teacher_logits = self.teacher(ids)[..., : self.vocab].float()
-            student_logits = self.student(ids)[..., : self.vocab]
+            student_logits = student_head(student_hidden)[..., : self.vocab]
+            teacher_logits = teacher_head(teacher_hidden)[..., : self.vocab].float()
             out = token_distillation_loss(student_logits, teacher_logits, labels, alpha=self.loss.alpha,
                                           **self.loss.settings)  # fmt: skip
-        return {"loss": out.loss, "kd": out.soft, "ce": out.hard, "tokens": out.tokens}
+        parts, loss = {"kd": out.soft, "ce": out.hard}, out.loss
+        counted = labels[:, 1:] != IGNORE  # (B, S-1): positions whose next token the loss counts
+        if self.hidden_weight:
+            difference = self.adapter(student_hidden[:, :-1][counted]) - teacher_hidden[:, :-1][counted].float()
+            parts["hidden"] = difference.pow(2).sum() / max(difference.numel(), 1)  # 0, not NaN, with none counted
+            loss = loss + self.hidden_weight * parts["hidden"]
+        if self.attention_weight:
+            parts["attention"] = attention_kl_loss(student_maps, teacher_maps.float(), heads="mean")
+            loss = loss + self.attention_weight * parts["attention"]
+        return {"loss": loss, **parts, "tokens": out.tokens}
+
+    def _inner(self, model: nn.Module, ids: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Final hidden states, and the last layer's attention weights when the attention term needs them."""
+        if self.attention_weight:
+            return model.hidden_and_attention(ids)
+        return model.hidden(ids), None
 
 
 def _first(bias: Tensor | None, count: int) -> Tensor | None:

@@ -28,7 +28,7 @@ from distill.config import read_yaml
 from distill.diagnosis import paired_interval
 from distill.lm.config import LMConfig, validate_lm
 from distill.lm.data import IGNORE, TextSplits, Tokenizer, read_text, text_splits
-from distill.lm.models import build_lm, check_vocabularies, model_tokenizer, parameters, tokenizer_for
+from distill.lm.models import build_lm, check_vocabularies, model_tokenizer, parameters, tokenizer_for, with_lora
 from distill.lm.modules import NextToken, TokenDistiller
 from distill.losses.token import TokenKD, shift_for_next_token
 from distill.measure import THREADS, where_measured
@@ -76,7 +76,8 @@ def _model(exp: LMExperiment, field: str) -> nn.Module:
     model = build_lm(spec, exp.tokenizer.vocab_size, cfg.data.context, field=field, dtype=dtype)
     if spec.weights is not None:
         load_weights(model, spec.weights)
-    return model
+    lora = getattr(spec, "lora", None)
+    return model if lora is None else with_lora(model, lora)
 
 
 def _seeded(exp: LMExperiment, seed: int) -> LMExperiment:
@@ -111,8 +112,10 @@ def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict
                 models["scratch"] = _model(seeded, "student")
                 stages.train("scratch", NextToken(models["scratch"]), models["scratch"], cfg.train)
             student = models["student"] = _model(seeded, "student")
-            distiller = TokenDistiller(student, teacher, loss, vocab=vocab, fused=cfg.method.fused,
-                                       chunk_size=cfg.method.chunk_size)  # fmt: skip
+            method = cfg.method
+            distiller = TokenDistiller(student, teacher, loss, vocab=vocab, fused=method.fused,
+                                       chunk_size=method.chunk_size, hidden_weight=method.hidden_weight,
+                                       attention_weight=method.attention_weight)  # fmt: skip
             stages.train("student", distiller, student, cfg.train)
             runs.append(models)
         summary = summarize(exp, runs)
@@ -172,6 +175,7 @@ def summarize(exp: LMExperiment, runs: list[dict[str, nn.Module]]) -> dict[str, 
             "seeds": len(nets),
             **spread,
             "params": parameters(nets[0]),
+            **({} if name == "teacher" else {"trainable_params": parameters(nets[0], trainable=True)}),
             "tokens_per_second": tokens_per_second(nets[0], 8, cfg.data.context, exp.tokenizer.vocab_size),
         }
     summary["measured_on"] = where_measured()

@@ -2,10 +2,13 @@
 
 Pre-norm blocks of causal self-attention and a 4x GELU MLP, learned positions, a final LayerNorm and an output
 layer tied to the token embedding (as GPT-2). `forward(ids)` gives (B, S, V) logits; `hidden(ids)` the final
-hidden states (B, S, width) and `head` the output layer, which the fused token loss takes instead of logits.
+hidden states (B, S, width) and `head` the output layer, which the fused token loss takes instead of logits;
+`hidden_and_attention(ids)` also the last layer's attention weights.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -13,17 +16,27 @@ from torch import Tensor, nn
 
 
 class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention. With `record` set, the attention weights are computed explicitly and
+    kept in `weights` (B, heads, S, S) for attention-map distillation; otherwise the fused kernel runs."""
+
     def __init__(self, width: int, heads: int, dropout: float):
         super().__init__()
         self.heads, self.dropout = heads, dropout
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
+        self.record, self.weights = False, None
 
     def forward(self, x: Tensor) -> Tensor:
         batch, length, width = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         dropout = self.dropout if self.training else 0.0
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)  # (B, heads, S, d)
+        if self.record:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, heads, S, S)
+            future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
+            self.weights = scores.masked_fill(future, -math.inf).softmax(-1)
+            attended = F.dropout(self.weights, dropout, self.training) @ v
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)  # (B, heads, S, d)
         return self.out(attended.transpose(1, 2).reshape(batch, length, width))
 
 
@@ -68,6 +81,15 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+    def hidden_and_attention(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """The final hidden states and the last layer's attention weights (B, heads, S, S)."""
+        attention = self.blocks[-1].attention
+        attention.record = True
+        try:
+            return self.hidden(ids), attention.weights
+        finally:
+            attention.record, attention.weights = False, None
 
     def forward(self, ids: Tensor) -> Tensor:
         return self.head(self.hidden(ids))  # (B, S, V)
