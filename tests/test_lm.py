@@ -166,6 +166,25 @@ def test_a_run_reports_perplexity_speed_and_a_verdict(tmp_path, text_file, fused
     assert "already holds a run" in capsys.readouterr().err
 
 
+def test_a_context_longer_than_a_models_is_refused_before_anything_is_written(tmp_path, text_file, capsys):
+    config = write_config(tmp_path / "lm.yaml", LM_RUN.format(out=tmp_path / "runs", data=text_file))
+    small = "student.args={layers: 1, heads: 1, width: 8, context: 16}"
+    assert main(["train", str(config), "--set", small]) == 2
+    assert "data.context 32 is longer than student's context 16" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_lm_demo_prints_perplexities_and_a_verdict(tmp_path, capsys):
+    small = ["teacher.args={layers: 1, heads: 2, width: 16}", "teacher.epochs=1", "train.epochs=1",
+             "data.path=stdlib:bisect,heapq", f"out_dir={tmp_path}"]  # fmt: skip
+    assert main(["demo", "--task", "lm", *[arg for s in small for arg in ("--set", s)]]) == 0
+    out = capsys.readouterr().out
+    assert "teacher" in out and "student alone" in out and "student (distilled)" in out and "tokens/s" in out
+    assert "diagnosis: " in out
+    assert main(["report", str(tmp_path / "lm-demo")]) == 2
+    assert "language-model run" in capsys.readouterr().err
+
+
 def test_an_lm_config_key_misspelt_is_one_line(tmp_path, text_file, capsys):
     config = write_config(tmp_path / "lm.yaml", LM_RUN.format(out=tmp_path / "runs", data=text_file))
     assert main(["train", str(config), "--set", "method.divergense=tv"]) == 2

@@ -26,7 +26,7 @@ from distill import rundir
 from distill._io import write_json
 from distill._lock import FolderLock
 from distill.build import Experiment, build_experiment, build_net
-from distill.config import Config, read_saved
+from distill.config import Config, read_saved, read_yaml
 from distill.diagnosis import diagnose
 from distill.errors import DistillError
 from distill.recipes import RECIPES, Recipe, Trained
@@ -109,6 +109,9 @@ def open_run(run_dir: str | Path) -> SavedRun:
     saved = run_dir / "config.yaml"
     if not saved.exists():
         raise DistillError(f"{run_dir} is not a run directory (no config.yaml); give the folder `distill train` made")
+    if read_yaml(saved).get("task") == "lm":
+        raise DistillError(f"{run_dir} is a language-model run: its figures are in summary.json; eval, report "
+                           "and export read image runs so far")  # fmt: skip
     cfg = read_saved(saved)
     seeds = cfg.run_seeds
     where = run_dir.resolve()  # the run may have moved since it was made: read it where it is now
