@@ -166,6 +166,13 @@ def test_a_run_reports_perplexity_speed_and_a_verdict(tmp_path, text_file, fused
     assert "already holds a run" in capsys.readouterr().err
 
 
+def test_a_bfloat16_teacher_teaches(tmp_path, text_file):
+    config = write_config(tmp_path / "lm.yaml", LM_RUN.format(out=tmp_path / "runs", data=text_file))
+    assert main(["train", str(config), "--set", "teacher.dtype=bfloat16", "--set", "scratch=false", "-q"]) == 0
+    summary = json.loads((tmp_path / "runs" / "tiny-lm" / "summary.json").read_text())
+    assert 1 < summary["student"]["test_perplexity"] < 40
+
+
 def test_a_context_longer_than_a_models_is_refused_before_anything_is_written(tmp_path, text_file, capsys):
     config = write_config(tmp_path / "lm.yaml", LM_RUN.format(out=tmp_path / "runs", data=text_file))
     small = "student.args={layers: 1, heads: 1, width: 8, context: 16}"

@@ -71,7 +71,7 @@ def build_experiment(cfg: LMConfig) -> LMExperiment:
 def _model(exp: LMExperiment, field: str) -> nn.Module:
     cfg = exp.cfg
     spec = getattr(cfg, field)
-    dtype = cfg.teacher.dtype if field == "teacher" else "float32"
+    dtype = cfg.teacher.dtype if field == "teacher" else "float32"  # a Hugging Face teacher loads in it
     seed_everything(cfg.train.seed)
     model = build_lm(spec, exp.tokenizer.vocab_size, cfg.data.context, field=field, dtype=dtype)
     if spec.weights is not None:
@@ -103,6 +103,8 @@ def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict
         if cfg.teacher.weights is None and not cfg.teacher.model.startswith("hf:"):
             epochs = cfg.teacher.epochs or cfg.train.epochs
             stages.train("teacher", NextToken(teacher), teacher, cfg.train.model_copy(update={"epochs": epochs}))
+        if cfg.teacher.dtype == "bfloat16":  # trained in float32 (above); it teaches in half the memory
+            teacher = teacher.to(torch.bfloat16)
         runs = []
         for i, seed in enumerate(cfg.run_seeds):
             seeded = _seeded(exp, seed)
