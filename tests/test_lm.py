@@ -66,10 +66,12 @@ def test_jsonl_counts_the_completion_only(tmp_path):
         ('{"prompt": "a", "completion": "b"}\nnot json\n', "qa.jsonl:2: not valid JSON"),
         ('{"prompt": "a", "completion": "' + "b" * 40 + '"}\n', "qa.jsonl:1: 41 tokens, longer than the model's"),
         ("", "the file is empty"),
+        ('{"prompt": "a", "completion": ""}\n' * 10, "part has no completion token to count"),
+        (b"caf\xe9", "not UTF-8 text"),
     ],
 )
 def test_bad_text_data_is_one_line_naming_the_line(tmp_path, content, expected, capsys):
-    (tmp_path / "qa.jsonl").write_text(content)
+    (tmp_path / "qa.jsonl").write_bytes(content if isinstance(content, bytes) else content.encode())
     config = write_config(tmp_path / "lm.yaml", LM_RUN.format(out=tmp_path / "runs", data=tmp_path / "qa.jsonl"))
     assert main(["train", str(config)]) == 2
     err = capsys.readouterr().err.strip()
@@ -79,14 +81,14 @@ def test_bad_text_data_is_one_line_naming_the_line(tmp_path, content, expected, 
 
 def test_the_vocabulary_check():
     one = CharTokenizer("abc")
-    assert check_vocabularies(one, CharTokenizer("abc"), 3, 3, shared=False) == 3
-    with pytest.raises(DistillError, match="tokenizers differ"):
-        check_vocabularies(one, CharTokenizer("abd"), 3, 3, shared=False)
+    assert check_vocabularies(one, CharTokenizer("abc"), one, 3, 3, shared=False) == 3
+    with pytest.raises(DistillError, match="the data's tokenizer and the teacher's differ"):
+        check_vocabularies(one, one, CharTokenizer("abd"), 3, 3, shared=False)
     with pytest.raises(DistillError, match="padded vocabularies. Set method.shared_vocab"):
-        check_vocabularies(one, one, 3, 8, shared=False)
-    assert check_vocabularies(one, one, 3, 8, shared=True) == 3  # the ids both output layers have
-    with pytest.raises(DistillError, match="smaller than the tokenizer"):
-        check_vocabularies(CharTokenizer("abcd"), CharTokenizer("abcd"), 3, 8, shared=True)
+        check_vocabularies(one, one, one, 5, 8, shared=False)
+    assert check_vocabularies(one, one, one, 5, 8, shared=True) == 3  # the tokenizer's ids
+    with pytest.raises(DistillError, match="fewer than the tokenizer's 4 tokens"):
+        check_vocabularies(CharTokenizer("abcd"), CharTokenizer("abcd"), CharTokenizer("abcd"), 3, 8, shared=True)
 
 
 # --- accumulation in the training loop -------------------------------------------------------------------------
@@ -192,6 +194,13 @@ def test_the_lm_demo_prints_perplexities_and_a_verdict(tmp_path, capsys):
     assert "language-model run" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["cache", "tune"])
+def test_commands_for_image_runs_say_so_of_an_lm_config(tmp_path, text_file, command, capsys):
+    config = write_config(tmp_path / "lm.yaml", LM_RUN.format(out=tmp_path / "runs", data=text_file))
+    assert main([command, str(config)]) == 2
+    assert f"distill {command} takes image configs so far" in capsys.readouterr().err
+
+
 def test_an_lm_config_key_misspelt_is_one_line(tmp_path, text_file, capsys):
     config = write_config(tmp_path / "lm.yaml", LM_RUN.format(out=tmp_path / "runs", data=text_file))
     assert main(["train", str(config), "--set", "method.divergense=tv"]) == 2
@@ -233,9 +242,12 @@ def test_a_hugging_face_teacher_with_a_padded_vocabulary(tmp_path, text_file, hf
     assert main(["train", str(config), "--set", "scratch=false"]) == 2
     err = capsys.readouterr().err
     assert "padded vocabularies" in err and "method.shared_vocab: true" in err
-    assert main(["train", str(config), "--set", "scratch=false", "--set", "method.shared_vocab=true", "-q"]) == 0
+    shared = ["--set", "scratch=false", "--set", "method.shared_vocab=true"]
+    assert main(["train", str(config), *shared, "-q"]) == 0
     summary = json.loads((tmp_path / "runs" / "tiny-lm" / "summary.json").read_text())
     assert summary["teacher"]["test_perplexity"] > 0
+    attention = ["--set", "method.attention_weight=0.5", "--set", "method.hidden_weight=0.5", "--set", "name=att"]
+    assert main(["train", str(config), *shared, *attention, "-q"]) == 0  # the eager kernel, loaded for it
 
 
 def test_a_teacher_whose_tokenizer_maps_tokens_elsewhere_is_refused(tmp_path, text_file, hf_folder, capsys):
@@ -248,7 +260,7 @@ def test_a_teacher_whose_tokenizer_maps_tokens_elsewhere_is_refused(tmp_path, te
     )
     config = write_config(tmp_path / "lm.yaml", text)
     assert main(["train", str(config), "--set", "method.shared_vocab=true"]) == 2
-    assert "tokenizers differ" in capsys.readouterr().err
+    assert "the data's tokenizer and the teacher's differ" in capsys.readouterr().err
 
 
 # --- hidden states, attention maps, LoRA ------------------------------------------------------------------------
@@ -289,3 +301,7 @@ def test_a_lora_student_trains_its_adapters_only(tmp_path, text_file):
     student = summary["student"]
     assert 0 < student["trainable_params"] < student["params"] / 2
     assert main(["train", str(config), "--set", "student.lora={r: 2, targets: [nowhere]}", "--set", "name=x"]) == 2
+    head = "student.lora={r: 2, targets: [qkv, head]}"
+    assert main(["train", str(config), "--set", head, "--set", "name=y"]) == 2  # fused reads the plain head
+    assert not (tmp_path / "runs" / "y").exists()
+    assert main(["train", str(config), "--set", head, "--set", "name=y", "--set", "method.fused=false", "-q"]) == 0

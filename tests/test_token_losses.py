@@ -170,10 +170,24 @@ def test_a_vocabulary_mismatch_is_refused():
         token_distillation_loss(torch.randn(1, 3, V), torch.randn(1, 3, V + 1), torch.zeros(1, 3, dtype=torch.long))
 
 
-@pytest.mark.parametrize(("option", "value"), [("alpha", 1.5), ("beta", -0.1), ("skew", 0.0), ("temperature", 0.0)])
+@pytest.mark.parametrize(
+    ("option", "value"), [("alpha", 1.5), ("beta", -0.1), ("skew", 0.0), ("skew", 1.0), ("temperature", 0.0)]
+)
 def test_settings_out_of_range_are_refused(option, value):
     with pytest.raises((LossInputError, ValueError), match=option if option != "temperature" else "temperature"):
         TokenKD("jsd", **{option: value})
+
+
+def test_the_fused_form_under_bfloat16_autocast_and_without_gradients():
+    student_hidden, student_head, teacher_hidden, teacher_head, labels = _hidden()
+    expected = TokenKD().fused(student_hidden, student_head, teacher_hidden, teacher_head, labels).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # train.precision: bf16
+        got = TokenKD().fused(student_hidden, student_head, teacher_hidden, teacher_head, labels).loss
+    got.backward()
+    assert student_head.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(got, expected)  # the logits stay float32
+    with torch.no_grad():  # evaluation: values only
+        assert TokenKD().fused(student_hidden, student_head, teacher_hidden, teacher_head, labels).loss == expected
 
 
 # --- accumulation ----------------------------------------------------------------------------------------------

@@ -148,6 +148,10 @@ def _setup_logging(args: argparse.Namespace) -> None:
 def _main(args: argparse.Namespace) -> None:
     if args.quiet and "overrides" in vars(args):  # a command that trains
         args.overrides.append("train.progress=false")  # quiet means no progress bar either
+    if args.command in ("cache", "tune") and is_lm(read_yaml(args.config)):
+        raise DistillError(
+            f"{args.config}: distill {args.command} takes image configs so far; train it with distill train"
+        )
     if args.command == "cache":
         made = make_cache(load_config(args.config, args.overrides))
         print(

@@ -59,7 +59,7 @@ class TokenMethod(Group):
     temperature: float = Field(1.0, gt=0, le=1000, description="of the loss only; never a sampling temperature")
     alpha: float = Field(0.0, ge=0, le=1, description="weight of the next-token cross-entropy (the hard loss)")
     beta: float = Field(0.5, ge=0, le=1, description="jsd: 0 is forward KL, 1 reverse KL")
-    skew: float = Field(0.1, gt=0, le=1, description="skew_forward_kl / skew_reverse_kl: the mixture's weight")
+    skew: float = Field(0.1, gt=0, lt=1, description="skew_forward_kl / skew_reverse_kl: the mixture's weight")
     fused: bool = Field(True, description="compute from hidden states chunk by chunk: no tokens x vocab logits")
     chunk_size: StrictInt | None = Field(None, ge=1, description="tokens per chunk of the fused form (default: auto)")
     hidden_weight: float = Field(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -48,7 +49,7 @@ class Tokenizer(Protocol):
 
 
 class CharTokenizer:
-    """One token per character of a fixed alphabet; a character outside it is refused with its position."""
+    """One token per character of a fixed alphabet; a character outside it is refused, named."""
 
     name = "char"
 
@@ -118,10 +119,27 @@ def read_text(path: str | Path) -> str:
     if str(path).startswith(STDLIB):
         return _stdlib_source(str(path).removeprefix(STDLIB).split(","))
     file = existing(path, "a text or JSONL file", kind="file")
-    text = file.read_text(encoding="utf-8")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DistillError(f"{file}: not UTF-8 text (byte {e.start}); convert it to UTF-8") from None
     if not text.strip():
         raise DistillError(f"{file}: the file is empty; give it some text")
     return text
+
+
+def tokenizer_text(path: str | Path) -> str:
+    """The text a tokenizer is fitted on: the file's, or a JSONL file's prompts and completions as decoded."""
+    if not str(path).endswith(".jsonl"):
+        return read_text(path)
+    return "".join(prompt + completion for _, prompt, completion in _records(Path(path)))
+
+
+def _records(path: Path) -> Iterator[tuple[int, str, str]]:
+    """Each non-blank line's number, prompt and completion, checked (an error names the line)."""
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if line.strip():
+            yield number, *_fields(path, number, line)
 
 
 def _stdlib_source(names: list[str]) -> str:
@@ -165,10 +183,7 @@ def _jsonl_splits(
     path: Path, tokenizer: Tokenizer, context: int, val_fraction: float, test_fraction: float, seed: int
 ) -> TextSplits:
     ids, labels = [], []
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        prompt, completion = _fields(path, number, line)
+    for number, prompt, completion in _records(path):
         prompt_ids, completion_ids = tokenizer.encode(prompt), tokenizer.encode(completion)
         length = len(prompt_ids) + len(completion_ids)
         if length > context:
@@ -184,6 +199,10 @@ def _jsonl_splits(
         raise DistillError(f"{path}: {len(ids)} lines leave none for training; add lines or lower the fractions")
     test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
     parts = [TokenSequences(ids[rows], labels[rows]) for rows in (train, val, test)]
+    for name, part in zip(("training", "validation", "test"), parts, strict=True):
+        if part.tokens == 0:
+            raise DistillError(f"{path}: the {name} part has no completion token to count; add lines with "
+                               "completions or change data.seed")  # fmt: skip
     description = (
         f"{path} ({len(ids)} prompt/completion lines, {tokenizer.name} tokens, padded to {context}): "
         f"{len(train)} train / {len(val)} val / {len(test)} test, seed={seed}"

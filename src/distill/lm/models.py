@@ -71,33 +71,41 @@ def model_tokenizer(spec: ModelConfig, data_tokenizer: Tokenizer) -> Tokenizer:
 
 
 class HFCausalLM(nn.Module):
-    """A Hugging Face causal LM with the interface of our GPT."""
+    """A Hugging Face causal LM with the interface of our GPT. `hidden` runs the base model alone, so no logits
+    are made when the fused loss needs only hidden states; `fusable` says whether `head(hidden)` is the
+    model's logits (not where it post-processes them: soft-capping, a logit scale)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
         self.context = getattr(model.config, "max_position_embeddings", None) or model.config.n_positions
+        with torch.no_grad():
+            ids = torch.zeros(1, 2, dtype=torch.long)
+            self.fusable = torch.allclose(self.head(self.hidden(ids)), self(ids), atol=1e-4)
 
     @property
     def head(self) -> nn.Linear:
         return self.model.get_output_embeddings()
 
     def hidden(self, ids: Tensor) -> Tensor:
-        return self.model(input_ids=ids, output_hidden_states=True).hidden_states[-1]  # after the final norm
+        return self.model.base_model(input_ids=ids).last_hidden_state  # after the final norm
 
     def hidden_and_attention(self, ids: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.model(input_ids=ids, output_hidden_states=True, output_attentions=True)
+        out = self.model.base_model(input_ids=ids, output_attentions=True)
         if not out.attentions or out.attentions[-1] is None:
             raise DistillError("this Hugging Face model returns no attention weights with its attention kernel; "
                                "load it with args: {attn_implementation: eager}")  # fmt: skip
-        return out.hidden_states[-1], out.attentions[-1]
+        return out.last_hidden_state, out.attentions[-1]
 
     def forward(self, ids: Tensor) -> Tensor:
         return self.model(input_ids=ids).logits
 
 
-def build_lm(spec: ModelConfig, vocab_size: int, context: int, *, field: str, dtype: str = "float32") -> nn.Module:
-    """The model of config group `field`: `gpt` sized to the tokenizer, or a Hugging Face folder."""
+def build_lm(
+    spec: ModelConfig, vocab_size: int, context: int, *, field: str, dtype: str = "float32", attention: bool = False
+) -> nn.Module:
+    """The model of config group `field`: `gpt` sized to the tokenizer, or a Hugging Face folder (with the eager
+    attention kernel where the `attention` term reads its weights)."""
     if spec.model == "gpt":
         args = dict(spec.args)
         if args.pop("vocab_size", vocab_size) != vocab_size:
@@ -109,9 +117,10 @@ def build_lm(spec: ModelConfig, vocab_size: int, context: int, *, field: str, dt
         except ValueError as e:
             raise ConfigError(f"{field}.args: {e}") from None
     elif spec.model.startswith(HF):
-        torch_dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-        auto = _transformers().AutoModelForCausalLM
-        model = HFCausalLM(auto.from_pretrained(spec.model.removeprefix(HF), torch_dtype=torch_dtype, **spec.args))
+        args = {"dtype": torch.bfloat16 if dtype == "bfloat16" else torch.float32, **spec.args}
+        if attention:
+            args.setdefault("attn_implementation", "eager")
+        model = HFCausalLM(_transformers().AutoModelForCausalLM.from_pretrained(spec.model.removeprefix(HF), **args))
     else:
         raise ConfigError(f"{field}.model: '{spec.model}' is not a language model; use gpt or hf:FOLDER")
     if model.context < context:
@@ -133,36 +142,42 @@ def with_lora(model: nn.Module, lora: LoraConfig) -> nn.Module:
 
 
 def check_vocabularies(
-    student: Tokenizer, teacher: Tokenizer, student_size: int, teacher_size: int, *, shared: bool
+    data: Tokenizer, student: Tokenizer, teacher: Tokenizer, student_size: int, teacher_size: int, *, shared: bool
 ) -> int:
-    """The number of output ids the loss compares: both layers' size, or with `shared` the ids both have.
-    Refuses tokenizers that disagree on a token's id: comparing those distributions would teach noise."""
-    if student is not teacher:
-        mine, theirs = student.vocab(), teacher.vocab()
-        differ = [token for token, i in mine.items() if theirs.get(token, i) != i]
-        missing = len(mine.keys() ^ theirs.keys())
-        if differ or missing:
-            example = (
-                f"'{differ[0]}' is {mine[differ[0]]} for the student, {theirs[differ[0]]} for the teacher"
-                if differ
-                else ""
-            )
-            raise DistillError(
-                f"the student's and teacher's tokenizers differ ({len(differ)} tokens with other ids, {missing} in "
-                f"one only{'; ' + example if example else ''}): token-level distillation needs one tokenizer"
-            )
+    """The number of output ids the loss compares: both layers' size, or with `shared` the tokenizer's. Refuses
+    a model tokenizer that disagrees with the data's on a token's id (comparing those distributions would teach
+    noise), and an output layer smaller than the tokenizer."""
+    for who, tokenizer in (("student", student), ("teacher", teacher)):
+        _same_ids(data, tokenizer, who)
+    if min(student_size, teacher_size) < data.vocab_size:
+        who = "student" if student_size < teacher_size else "teacher"
+        raise DistillError(f"the {who}'s output layer has {min(student_size, teacher_size)} ids, fewer than the "
+                           f"tokenizer's {data.vocab_size} tokens; the model does not fit the tokenizer")  # fmt: skip
     if student_size == teacher_size:
         return student_size
     if not shared:
         raise DistillError(
             f"the student's output layer has {student_size} ids and the teacher's {teacher_size}, with one "
-            f"tokenizer of {student.vocab_size}: padded vocabularies. Set method.shared_vocab: true to distill "
-            f"over the {min(student_size, teacher_size)} ids both have"
+            f"tokenizer of {data.vocab_size}: padded vocabularies. Set method.shared_vocab: true to distill "
+            f"over the tokenizer's {data.vocab_size} ids"
         )
-    if min(student_size, teacher_size) < student.vocab_size:
-        raise DistillError(f"an output layer of {min(student_size, teacher_size)} ids is smaller than the tokenizer's "
-                           f"{student.vocab_size} tokens; the models do not fit the tokenizer")  # fmt: skip
-    return min(student_size, teacher_size)
+    return data.vocab_size
+
+
+def _same_ids(data: Tokenizer, model: Tokenizer, who: str) -> None:
+    if model is data:
+        return
+    mine, theirs = data.vocab(), model.vocab()
+    differ = [token for token, i in mine.items() if theirs.get(token, i) != i]
+    missing = len(mine.keys() ^ theirs.keys())
+    if differ or missing:
+        example = (
+            f"; '{differ[0]}' is {mine[differ[0]]} in the data's, {theirs[differ[0]]} in the {who}'s" if differ else ""
+        )
+        raise DistillError(
+            f"the data's tokenizer and the {who}'s differ ({len(differ)} tokens with other ids, {missing} in one "
+            f"only{example}): token-level distillation needs one tokenizer; set data.tokenizer to the model's folder"
+        )
 
 
 def parameters(model: nn.Module, *, trainable: bool = False) -> int:

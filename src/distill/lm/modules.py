@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distill.errors import DistillError
 from distill.lm.data import IGNORE
 from distill.losses.attention import attention_kl_loss
 from distill.losses.fused import fused_token_distillation_loss
@@ -56,6 +57,8 @@ class TokenDistiller(nn.Module):
         self._teacher = (teacher.eval().requires_grad_(False),)
         self.vocab, self.fused, self.chunk_size = vocab, fused, chunk_size
         self.hidden_weight, self.attention_weight = hidden_weight, attention_weight
+        if fused:
+            check_fusable(student, teacher)
         if hidden_weight:
             widths = torch.Size([1, student.head.weight.shape[1]]), torch.Size([1, teacher.head.weight.shape[1]])
             self.adapter = make_adapter("auto", *widths, "method.hidden_weight")
@@ -89,8 +92,9 @@ class TokenDistiller(nn.Module):
             difference = self.adapter(student_hidden[:, :-1][counted]) - teacher_hidden[:, :-1][counted].float()
             parts["hidden"] = difference.pow(2).sum() / max(difference.numel(), 1)  # 0, not NaN, with none counted
             loss = loss + self.hidden_weight * parts["hidden"]
-        if self.attention_weight:
-            parts["attention"] = attention_kl_loss(student_maps, teacher_maps.float(), heads="mean")
+        if self.attention_weight:  # the rows of counted positions: (N, heads, 1, S) each
+            rows = [maps[:, :, :-1].transpose(1, 2)[counted].unsqueeze(2) for maps in (student_maps, teacher_maps)]
+            parts["attention"] = attention_kl_loss(rows[0], rows[1].float(), heads="mean")
             loss = loss + self.attention_weight * parts["attention"]
         return {"loss": loss, **parts, "tokens": out.tokens}
 
@@ -99,6 +103,17 @@ class TokenDistiller(nn.Module):
         if self.attention_weight:
             return model.hidden_and_attention(ids)
         return model.hidden(ids), None
+
+
+def check_fusable(student: nn.Module, teacher: nn.Module) -> None:
+    """The fused loss computes logits as `head(hidden)` from the head's plain weight: refuse models where that
+    is not their logits."""
+    if not all(getattr(model, "fusable", True) for model in (student, teacher)):
+        raise DistillError("a Hugging Face model here post-processes its logits (soft-capping or a scale), which "
+                           "the fused loss from hidden states would skip; set method.fused: false")  # fmt: skip
+    if hasattr(student.head, "lora_A"):
+        raise DistillError("student.lora adapts the output layer, whose plain weight the fused loss reads; leave "
+                           "it out of student.lora.targets or set method.fused: false")  # fmt: skip
 
 
 def _first(bias: Tensor | None, count: int) -> Tensor | None:

@@ -27,9 +27,9 @@ from distill._lock import FolderLock
 from distill.config import read_yaml
 from distill.diagnosis import paired_interval
 from distill.lm.config import LMConfig, validate_lm
-from distill.lm.data import IGNORE, TextSplits, Tokenizer, read_text, text_splits
+from distill.lm.data import IGNORE, TextSplits, Tokenizer, text_splits, tokenizer_text
 from distill.lm.models import build_lm, check_vocabularies, model_tokenizer, parameters, tokenizer_for, with_lora
-from distill.lm.modules import NextToken, TokenDistiller
+from distill.lm.modules import NextToken, TokenDistiller, check_fusable
 from distill.losses.token import TokenKD, shift_for_next_token
 from distill.measure import THREADS, where_measured
 from distill.recipes._stages import Stages
@@ -60,7 +60,7 @@ class LMExperiment:
 
 def build_experiment(cfg: LMConfig) -> LMExperiment:
     d = cfg.data
-    tokenizer = tokenizer_for(d.tokenizer, read_text(d.path))
+    tokenizer = tokenizer_for(d.tokenizer, tokenizer_text(d.path))
     splits = text_splits(d.path, tokenizer, context=d.context, val_fraction=d.val_fraction,
                          test_fraction=d.test_fraction, seed=d.seed)  # fmt: skip
     train = DataLoader(splits.train, batch_size=d.batch_size, shuffle=True)
@@ -73,7 +73,8 @@ def _model(exp: LMExperiment, field: str) -> nn.Module:
     spec = getattr(cfg, field)
     dtype = cfg.teacher.dtype if field == "teacher" else "float32"  # a Hugging Face teacher loads in it
     seed_everything(cfg.train.seed)
-    model = build_lm(spec, exp.tokenizer.vocab_size, cfg.data.context, field=field, dtype=dtype)
+    attention = cfg.method.attention_weight > 0
+    model = build_lm(spec, exp.tokenizer.vocab_size, cfg.data.context, field=field, dtype=dtype, attention=attention)
     if spec.weights is not None:
         load_weights(model, spec.weights)
     lora = getattr(spec, "lora", None)
@@ -90,13 +91,20 @@ def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict
     write summary.json and return it. Everything is built and checked before a file is written."""
     exp = build_experiment(cfg)
     resolve_device(cfg.train.device)
-    teacher = _model(exp, "teacher")
+    teacher, method = _model(exp, "teacher"), cfg.method
     vocab = check_vocabularies(
-        model_tokenizer(cfg.student, exp.tokenizer), model_tokenizer(cfg.teacher, exp.tokenizer),
-        _outputs(_model(exp, "student")), _outputs(teacher), shared=cfg.method.shared_vocab,
+        exp.tokenizer, model_tokenizer(cfg.student, exp.tokenizer), model_tokenizer(cfg.teacher, exp.tokenizer),
+        _outputs(_model(exp, "student")), _outputs(teacher), shared=method.shared_vocab,
     )  # fmt: skip
-    loss = TokenKD(cfg.method.divergence, alpha=cfg.method.alpha, temperature=cfg.method.temperature,
-                   beta=cfg.method.beta, skew=cfg.method.skew)  # fmt: skip
+    loss = TokenKD(method.divergence, alpha=method.alpha, temperature=method.temperature, beta=method.beta,
+                   skew=method.skew)  # fmt: skip
+
+    def distiller_of(student: nn.Module) -> TokenDistiller:
+        return TokenDistiller(student, teacher, loss, vocab=vocab, fused=method.fused, chunk_size=method.chunk_size,
+                              hidden_weight=method.hidden_weight, attention_weight=method.attention_weight)  # fmt: skip
+
+    if method.fused:  # refused before a file is written
+        check_fusable(_model(exp, "student"), teacher)
     with FolderLock(cfg.run_dir):
         rundir.prepare(cfg, resume=resume, overwrite=overwrite, read=lambda path: validate_lm(read_yaml(path), path))
         stages = Stages(exp, resume=resume)
@@ -114,11 +122,7 @@ def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict
                 models["scratch"] = _model(seeded, "student")
                 stages.train("scratch", NextToken(models["scratch"]), models["scratch"], cfg.train)
             student = models["student"] = _model(seeded, "student")
-            method = cfg.method
-            distiller = TokenDistiller(student, teacher, loss, vocab=vocab, fused=method.fused,
-                                       chunk_size=method.chunk_size, hidden_weight=method.hidden_weight,
-                                       attention_weight=method.attention_weight)  # fmt: skip
-            stages.train("student", distiller, student, cfg.train)
+            stages.train("student", distiller_of(student), student, cfg.train)
             runs.append(models)
         summary = summarize(exp, runs)
         write_json(cfg.run_dir / "summary.json", summary)
@@ -192,8 +196,10 @@ def diagnose(test_losses: dict[str, list[tuple[Tensor, Tensor]]]) -> dict[str, A
     the student alone's mean loss minus the student's (seeds averaged), with a paired bootstrap interval over
     sequences; in nats per token, > 0 when distillation helped."""
 
+    counted = test_losses["student"][0][1] > 0  # a sequence without a counted token says nothing
+
     def per_sequence(runs: list[tuple[Tensor, Tensor]]) -> Tensor:
-        return torch.stack([s / c.clamp_min(1) for s, c in runs]).mean(0)
+        return torch.stack([s[counted] / c[counted] for s, c in runs]).mean(0)
 
     differences = per_sequence(test_losses["scratch"]) - per_sequence(test_losses["student"])
     low, high = paired_interval(differences)

@@ -22,6 +22,7 @@ from distill.losses._term import LossInputError
 from distill.losses.token import Divergence, TokenLoss, check_settings, token_loss_sums
 
 CHUNK_ELEMENTS = 2**20  # logits per chunk (4 MB in float32): the default chunk is this many over the vocabulary
+MIN_CHUNK = 32  # tokens: each chunk reads the whole output layer, so a 128k vocabulary still gets chunks this long
 
 
 def _trained(tensor: Tensor | None) -> bool:
@@ -47,27 +48,28 @@ class _ChunkedTokenLoss(torch.autograd.Function):
         alpha: float,
         num_tokens: Tensor | int | None,
         chunk_size: int,
+        gradients: bool,  # whether a backward may follow (not under no_grad: evaluation)
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         counted = (labels != options["ignore_index"]).nonzero().squeeze(1)
         total = torch.as_tensor(len(counted) if num_tokens is None else num_tokens).clamp_min(1)
         student = (student_hidden, student_weight, student_bias)
-        grads = [
-            None if t is None or not t.requires_grad else torch.zeros_like(t, dtype=torch.float32) for t in student
-        ]
+        grads = [torch.zeros_like(t, dtype=torch.float32) if gradients and _trained(t) else None for t in student]
         grad_hidden, grad_weight, grad_bias = grads
         soft = hard = torch.zeros((), device=student_hidden.device)
+        weight, bias = student_weight.float(), _float(student_bias)
         for rows in counted.split(chunk_size):
             hidden = student_hidden[rows].float()  # (C, H)
-            teacher_logits = F.linear(teacher_hidden[rows], teacher_weight, teacher_bias).float()  # (C, V)
-            student_logits = F.linear(hidden, student_weight.float(), _float(student_bias))
+            teacher_logits = F.linear(teacher_hidden[rows].float(), teacher_weight.float(), _float(teacher_bias))
+            student_logits = F.linear(hidden, weight, bias)  # (C, V)
             with torch.enable_grad():  # autograd on the chunk's logits alone: the loss's own derivative
-                student_logits.requires_grad_()
+                student_logits.requires_grad_(gradients)
                 chunk_soft, chunk_hard, _ = token_loss_sums(student_logits, teacher_logits, labels[rows], **options)
-                chunk_loss = (alpha * chunk_hard + (1 - alpha) * chunk_soft) / total
-                (grad_logits,) = torch.autograd.grad(chunk_loss, student_logits)  # (C, V)
+                if gradients:
+                    chunk_loss = (alpha * chunk_hard + (1 - alpha) * chunk_soft) / total
+                    (grad_logits,) = torch.autograd.grad(chunk_loss, student_logits)  # (C, V)
             # the output layer's chain rule by hand, in place: no (V, H) temporary per chunk
             if grad_hidden is not None:
-                grad_hidden.index_add_(0, rows, grad_logits @ student_weight.float())
+                grad_hidden.index_add_(0, rows, grad_logits @ weight)
             if grad_weight is not None:
                 grad_weight.addmm_(grad_logits.T, hidden)
             if grad_bias is not None:
@@ -86,7 +88,7 @@ class _ChunkedTokenLoss(torch.autograd.Function):
         stored = iter(ctx.saved_tensors)
         grads = [(next(stored) * grad_loss).to(dtype) if trained else None
                  for trained, dtype in zip(ctx.trained, ctx.dtypes, strict=True)]  # fmt: skip
-        return (*grads, None, None, None, None, None, None, None, None)
+        return (*grads, None, None, None, None, None, None, None, None, None)
 
 
 def fused_token_distillation_loss(
@@ -110,7 +112,8 @@ def fused_token_distillation_loss(
 ) -> TokenLoss:
     """`token_distillation_loss` of the logits `hidden @ weight.T + bias` of each model, computed `chunk_size`
     tokens at a time (default: CHUNK_ELEMENTS logits a chunk). Hidden states (B, S, H) and (B, S, H_t), labels
-    (B, S), shifted here unless `shifted`; output weights (V, H) and (V, H_t). The teacher gets no gradient."""
+    (B, S), shifted here unless `shifted`; output weights (V, H) and (V, H_t). The teacher gets no gradient;
+    only `loss` has one (`soft` and `hard` are reported values)."""
     vocab = student_weight.shape[0]
     if teacher_weight.shape[0] != vocab:
         raise LossInputError(
@@ -122,10 +125,11 @@ def fused_token_distillation_loss(
         student_hidden, teacher_hidden, labels = student_hidden[:, :-1], teacher_hidden[:, :-1], labels[:, 1:]
     options = {"divergence": divergence, "temperature": temperature, "beta": beta, "skew": skew,
                "ignore_index": ignore_index}  # fmt: skip
-    chunk_size = chunk_size or max(1, CHUNK_ELEMENTS // vocab)
-    loss, soft, hard, tokens = _ChunkedTokenLoss.apply(
-        student_hidden.reshape(-1, student_hidden.shape[-1]), student_weight, student_bias,
-        teacher_hidden.reshape(-1, teacher_hidden.shape[-1]), teacher_weight, teacher_bias,
-        labels.reshape(-1), options, alpha, num_tokens, chunk_size,
-    )  # fmt: skip
+    chunk_size = chunk_size or max(MIN_CHUNK, CHUNK_ELEMENTS // vocab)
+    with torch.autocast(student_hidden.device.type, enabled=False):  # float32 logits, also under bf16 training
+        loss, soft, hard, tokens = _ChunkedTokenLoss.apply(
+            student_hidden.reshape(-1, student_hidden.shape[-1]), student_weight, student_bias,
+            teacher_hidden.reshape(-1, teacher_hidden.shape[-1]), teacher_weight, teacher_bias,
+            labels.reshape(-1), options, alpha, num_tokens, chunk_size, torch.is_grad_enabled(),
+        )  # fmt: skip
     return TokenLoss(loss, soft, hard, tokens)

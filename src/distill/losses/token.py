@@ -8,7 +8,9 @@ token, at a temperature of its own (never a sampling temperature), times T^2 as 
     forward_kl        KL(p_T || p_S)                                   mode-covering; plain KD
     reverse_kl        KL(p_S || p_T)                                   mode-seeking (MiniLLM)
     jsd               beta KL(p_T || m) + (1 - beta) KL(p_S || m),     generalized JSD (GKD); m = beta p_T +
-                      beta = 0 is exactly forward KL, 1 reverse KL     (1 - beta) p_S
+                      beta = 0 is exactly forward KL, 1 reverse KL     (1 - beta) p_S. Near either end the
+                      (the ends by definition: the mixture's value     value is near 0, so a sweep over beta
+                      tends to 0 there)                                rescales the loss as well
     skew_forward_kl   KL(p_T || skew p_T + (1 - skew) p_S)             DistiLLM (Ko et al., 2024)
     skew_reverse_kl   KL(p_S || skew p_S + (1 - skew) p_T)             DistiLLM
     tv                1/2 sum |p_T - p_S|                              total variation
@@ -155,9 +157,11 @@ def check_settings(divergence: str, *, alpha: float, temperature: float, beta: f
     if divergence not in DIVERGENCES:
         raise LossInputError(f"divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}")
     check_temperature(temperature)
-    for name, value, low_open in (("alpha", alpha, False), ("beta", beta, False), ("skew", skew, True)):
-        if not (0 < value <= 1 if low_open else 0 <= value <= 1):
-            raise LossInputError(f"{name} must lie in {'(0, 1]' if low_open else '[0, 1]'}, got {value}")
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if not 0 <= value <= 1:
+            raise LossInputError(f"{name} must lie in [0, 1], got {value}")
+    if not 0 < skew < 1:  # skew 1 compares a distribution with itself: always 0
+        raise LossInputError(f"skew must lie in (0, 1), got {skew}")
 
 
 def _check_shapes(student: Tensor, teacher: Tensor, labels: Tensor) -> None:

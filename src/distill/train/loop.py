@@ -26,6 +26,7 @@ from distill.train.options import TrainOptions
 from distill.train.schedule import Optimizers
 
 logger = logging.getLogger(__name__)
+TOKENS = "tokens"  # what a module reports when its values are means over tokens, not over samples
 
 
 class Callback(Protocol):
@@ -194,9 +195,6 @@ def _train_epoch(
             window = _Window(device)
     means = {key: value / seen for key, value in totals.items()}
     return step, {**means, "train/skipped_steps": skipped} if skipping else means
-
-
-TOKENS = "tokens"  # what a module reports when its values are means over tokens, not over samples
 
 
 def _check_weights(params: list[nn.Parameter], epoch: int) -> None:
