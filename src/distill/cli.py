@@ -21,6 +21,7 @@ from distill.config import load_config, read_yaml
 from distill.errors import DistillError, first_line
 from distill.export import FILES, evaluate_exported, export
 from distill.lm.config import is_lm, load_lm_config
+from distill.lm.generate import generate as generate_completions
 from distill.lm.run import run as run_lm
 from distill.pipeline import evaluate_run, run
 from distill.report import format_export, format_exported_accuracy, format_lm_summary, format_summary, format_tuning
@@ -100,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
         "run_dir", metavar="RUN_DIR|FILE", help="a run directory, or a .onnx, .pt2 or .pt file `distill export` wrote"
     )
 
+    generate = commands.add_parser(
+        "generate", parents=[options], help="the teacher's completions of a JSONL file's prompts (task: lm configs)"
+    )
+    generate.add_argument("config", help="YAML config with task: lm and a generate group")
+    _add_overrides(generate)
+
     report = commands.add_parser(
         "report", parents=[options], help="report.html and report.md of a finished run: curves, calibration, payoff"
     )
@@ -172,6 +179,15 @@ def _main(args: argparse.Namespace) -> None:
         return
     if args.command == "eval" and Path(args.run_dir).is_file():
         print(format_exported_accuracy(evaluate_exported(args.run_dir)))
+        return
+    if args.command == "generate":
+        if not is_lm(read_yaml(args.config)):
+            raise DistillError(f"{args.config}: distill generate takes a task: lm config")
+        made = generate_completions(load_lm_config(args.config, args.overrides))
+        print(
+            f"wrote {made['written']} completions to {made['output']} in {made['seconds']:.1f} s"
+            + (f" ({made['already']} were there from an earlier run)" if made["already"] else "")
+        )
         return
     if args.command == "train" and is_lm(read_yaml(args.config)):
         print(format_lm_summary(run_lm(load_lm_config(args.config, args.overrides), resume=args.resume)))

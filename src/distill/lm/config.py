@@ -76,6 +76,18 @@ class TokenMethod(Group):
     )
 
 
+class GenerateConfig(Group):
+    """`distill generate`: the teacher's completions of a JSONL file's prompts, for sequence-level KD."""
+
+    prompts: str = Field(description="JSONL, one {'prompt': ..., optional 'id': ...} per line")
+    output: str = Field(description="JSONL to write {'id', 'prompt', 'completion'} lines to (resumed if it exists)")
+    max_new_tokens: StrictInt = Field(64, ge=1, le=1_000_000)
+    temperature: float = Field(1.0, ge=0, le=100, description="of the sampling only; 0 is greedy")
+    top_k: StrictInt | None = Field(None, ge=1, description="sample among the k most likely tokens")
+    batch_size: StrictInt = Field(16, ge=1, le=1_000_000, description="prompts of one length sampled together")
+    seed: StrictInt = Field(0, ge=0)
+
+
 class LMConfig(Group):
     task: Literal["lm"]
     name: str = Field(pattern=NAME, description="run name: results go to out_dir/name")
@@ -87,6 +99,7 @@ class LMConfig(Group):
     method: TokenMethod = Field(default_factory=TokenMethod)
     seeds: list[StrictInt] | None = Field(None, min_length=1, max_length=100)
     train: TrainOptions = Field(default_factory=lambda: TrainOptions(monitor="val/loss"))
+    generate: GenerateConfig | None = Field(None, description="what `distill generate` samples from the teacher")
 
     @model_validator(mode="before")
     @classmethod

@@ -100,6 +100,19 @@ class HFCausalLM(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         return self.model(input_ids=ids).logits
 
+    @torch.inference_mode()
+    def generate(
+        self, prompts: Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:  # fmt: skip
+        """As `GPT.generate`, with the model's own `generate` (its cache; it may stop early at its end token)."""
+        if generator is not None:
+            torch.manual_seed(generator.initial_seed())  # transformers samples from the global generator
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k} if temperature > 0 else {}
+        out = self.model.generate(prompts, max_new_tokens=max_new_tokens, min_new_tokens=0,
+                                  pad_token_id=self.model.config.eos_token_id, **sampling)  # fmt: skip
+        return out[:, prompts.shape[1] :]
+
 
 def build_lm(
     spec: ModelConfig, vocab_size: int, context: int, *, field: str, dtype: str = "float32", attention: bool = False

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+Cache = tuple[Tensor, Tensor]  # one layer's keys and values so far: (B, heads, length, head width) each
+
 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention. With `record` set, the attention weights are computed explicitly and
@@ -39,6 +41,17 @@ class CausalSelfAttention(nn.Module):
             attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)  # (B, heads, S, d)
         return self.out(attended.transpose(1, 2).reshape(batch, length, width))
 
+    def step(self, x: Tensor, past: Cache | None) -> tuple[Tensor, Cache]:
+        """Attention of new positions `x` (B, T, width) over the cached keys and values of earlier ones and over
+        each other (causally); returns the output and the cache extended by them. Inference only."""
+        batch, length, width = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        # a new position sees every cached one; among several new ones (the prompt), the causal mask holds
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=past is None and length > 1)
+        return self.out(attended.transpose(1, 2).reshape(batch, length, width)), (k, v)
+
 
 class Block(nn.Module):
     def __init__(self, width: int, heads: int, dropout: float):
@@ -52,6 +65,11 @@ class Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attention(self.norm1(x))
         return x + self.mlp(self.norm2(x))
+
+    def step(self, x: Tensor, past: Cache | None) -> tuple[Tensor, Cache]:
+        attended, cache = self.attention.step(self.norm1(x), past)
+        x = x + attended
+        return x + self.mlp(self.norm2(x)), cache
 
 
 class GPT(nn.Module):
@@ -93,6 +111,46 @@ class GPT(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         return self.head(self.hidden(ids))  # (B, S, V)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample `max_new_tokens` after each of the (B, P) `prompts` (of one length), with a cache of keys and
+        values: one forward of one token per new token. Temperature 0 is greedy. Returns the (B, N) new ids."""
+        if prompts.shape[1] + max_new_tokens > self.context:
+            raise ValueError(f"a prompt of {prompts.shape[1]} tokens and {max_new_tokens} new ones pass the "
+                             f"model's context {self.context}")  # fmt: skip
+        caches: list[Cache | None] = [None] * len(self.blocks)
+        ids, position, new = prompts, 0, []
+        for _ in range(max_new_tokens):
+            positions = torch.arange(position, position + ids.shape[1], device=ids.device)
+            x = self.tokens(ids) + self.positions(positions)
+            for i, block in enumerate(self.blocks):
+                x, caches[i] = block.step(x, caches[i])
+            logits = self.head(self.norm(x[:, -1]))  # (B, V)
+            position += ids.shape[1]
+            ids = sample(logits, temperature=temperature, top_k=top_k, generator=generator)[:, None]
+            new.append(ids)
+        return torch.cat(new, dim=1)
+
+
+def sample(logits: Tensor, *, temperature: float, top_k: int | None, generator: torch.Generator | None) -> Tensor:
+    """(B, V) logits -> (B,) ids: the most likely at temperature 0, else drawn from softmax(logits / T), among
+    the `top_k` most likely when given."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
 
 
 def _init(module: nn.Module) -> None:

@@ -1,0 +1,136 @@
+"""KV-cache sampling and `distill generate`: the teacher's completions, resumable after a kill, then a
+sequence-level distillation run on them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import write_config
+from distill.cli import main
+from distill.models.gpt import GPT
+
+TEXT = "to be or not to be, that is the question. " * 60
+
+
+def test_cached_sampling_equals_recomputing_every_step():
+    torch.manual_seed(0)
+    model = GPT(11, context=32, layers=2, heads=2, width=16).eval()
+    prompts = torch.randint(11, (3, 5))
+    ids = prompts
+    for _ in range(10):  # greedy, the whole sequence through the model each time
+        ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(model.generate(prompts, 10, temperature=0), ids[:, 5:])
+    assert torch.equal(model.generate(prompts, 10, top_k=1), ids[:, 5:])  # top-1 sampling is greedy
+    seeded = [model.generate(prompts, 10, generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(*seeded)
+    with pytest.raises(ValueError, match="pass the model's context 32"):
+        model.generate(prompts, 28)
+
+
+GENERATE = """\
+task: lm
+name: teacher-run
+out_dir: {out}
+data: {{path: {text}, context: 48, val_fraction: 0.1, test_fraction: 0.1, batch_size: 8}}
+teacher: {{model: gpt, args: {{layers: 1, heads: 2, width: 16}}, weights: {weights}}}
+student: {{model: gpt, args: {{layers: 1, heads: 1, width: 8}}}}
+train: {{epochs: 1, optimizer: adamw, lr: 0.01, progress: false}}
+generate: {{prompts: {prompts}, output: {output}, max_new_tokens: 12, temperature: 0.8, batch_size: {batch}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    """A trained tiny teacher, its text, and a prompt file of 300 prompts of a few lengths."""
+    root = tmp_path_factory.mktemp("generate")
+    (root / "text.txt").write_text(TEXT)
+    config = write_config(root / "train.yaml", GENERATE.format(
+        out=root / "runs", text=root / "text.txt", weights="null", prompts="p", output="o", batch=4
+    ).replace("weights: null", "epochs: 1"))  # fmt: skip
+    assert main(["train", str(config), "--set", "scratch=false", "-q"]) == 0
+    words = TEXT.split()
+    lines = [json.dumps({"id": f"p{i}", "prompt": " ".join(words[i % 20 : i % 20 + 1 + i % 3])}) for i in range(300)]
+    (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    return {"root": root, "weights": root / "runs" / "teacher-run" / "teacher.safetensors"}
+
+
+def _config(world: dict[str, Path], tmp_path: Path, batch: int = 4) -> Path:
+    root = world["root"]
+    text = GENERATE.format(out=tmp_path / "runs", text=root / "text.txt", weights=world["weights"],
+                           prompts=root / "prompts.jsonl", output=tmp_path / "teacher.jsonl", batch=batch)  # fmt: skip
+    return write_config(tmp_path / "generate.yaml", text)
+
+
+def _ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def test_every_prompt_gets_one_completion_and_a_student_learns_them(world, tmp_path, capsys):
+    config = _config(world, tmp_path)
+    assert main(["generate", str(config)]) == 0
+    assert "wrote 300 completions" in capsys.readouterr().out
+    output = tmp_path / "teacher.jsonl"
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(line["id"] for line in lines) == sorted(f"p{i}" for i in range(300))
+    assert all(len(line["completion"]) == 12 for line in lines)  # 12 characters: a char tokenizer
+    assert main(["generate", str(config)]) == 0  # nothing left to do
+    assert "wrote 0 completions" in capsys.readouterr().out
+    sequence_kd = ["--set", f"data.path={output}", "--set", "method.alpha=1", "--set", "name=seqkd", "-q"]
+    assert main(["train", str(config), *sequence_kd]) == 0  # the student learns the teacher's completions
+
+
+def test_a_killed_generate_resumes_without_duplicated_or_missing_lines(world, tmp_path):
+    config = _config(world, tmp_path, batch=1)
+    output = tmp_path / "teacher.jsonl"
+    command = [sys.executable, "-m", "distill", "-q", "generate", str(config)]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not output.exists() or output.read_text().count("\n") < 20):
+        assert run.poll() is None, run.stderr.read()
+        time.sleep(0.02)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    written = output.read_text().count("\n")
+    assert 20 <= written < 300
+    with open(output, "a") as f:
+        f.write('{"id": "p9')  # a line torn by the kill
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ids = _ids(output)
+    assert len(ids) == len(set(ids)) == 300
+
+
+def test_a_file_from_another_teacher_or_setting_is_refused(world, tmp_path, capsys):
+    config = _config(world, tmp_path)
+    assert main(["generate", str(config), "-q"]) == 0
+    before = (tmp_path / "teacher.jsonl").read_bytes()
+    assert main(["generate", str(config), "--set", "generate.temperature=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "written by another teacher, tokenizer, prompt file or sampling setting" in err
+    assert (tmp_path / "teacher.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ('{"id": 1}\n', "prompts.jsonl:1: no 'prompt' string"),
+        ('{"prompt": "to"}\n{"prompt": "be", "id": 1}\n', "prompts.jsonl:2: id '1' again"),
+        ('{"prompt": "' + "to be " * 10 + '"}\n', "prompts.jsonl:1: 60 prompt tokens"),
+    ],
+)
+def test_bad_prompts_are_one_line(world, tmp_path, lines, expected, capsys):
+    (tmp_path / "prompts.jsonl").write_text(lines)
+    config = _config(world, tmp_path)
+    assert main(["generate", str(config), "--set", f"generate.prompts={tmp_path / 'prompts.jsonl'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+    assert not (tmp_path / "teacher.jsonl").exists()
