@@ -134,3 +134,61 @@ def test_bad_prompts_are_one_line(world, tmp_path, lines, expected, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err
     assert not (tmp_path / "teacher.jsonl").exists()
+
+
+# --- on-policy distillation ------------------------------------------------------------------------------------
+
+
+def _qa(path: Path) -> Path:
+    words = TEXT.split()
+    lines = [{"prompt": " ".join(words[i % 10 : i % 10 + 1 + i % 2]) + " ", "completion": words[(i + 3) % 10]}
+             for i in range(60)]  # fmt: skip
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+def test_on_policy_batches_mask_the_prompt_and_the_teacher_grades_the_students_tokens(tmp_path):
+    from distill.lm.data import IGNORE, CharTokenizer, text_splits
+    from distill.lm.modules import OnPolicy, TokenDistiller
+    from distill.losses.token import TokenKD
+
+    path = _qa(tmp_path / "qa.jsonl")
+    tokenizer = CharTokenizer.fit(TEXT)
+    data = text_splits(path, tokenizer, context=24, val_fraction=0.2, test_fraction=0.2, seed=0).train
+    batch = {"input": data.ids[:8], "label": data.labels[:8], "index": torch.arange(8)}
+    torch.manual_seed(0)
+    student, teacher = (GPT(tokenizer.vocab_size, context=24, layers=1, heads=1, width=w) for w in (8, 16))
+    distiller = TokenDistiller(student, teacher, TokenKD("reverse_kl"), vocab=tokenizer.vocab_size, fused=True)
+    on_policy = OnPolicy(distiller, student_share=1.0, temperature=1.0, max_new_tokens=5, top_k=None, pad_id=0)
+    torch.manual_seed(1)
+    sampled = on_policy.sampled(batch)
+    prompts = (batch["label"] != IGNORE).int().argmax(1)
+    for row, length in enumerate(prompts.tolist()):
+        ids, labels = sampled["input"][row], sampled["label"][row]
+        assert torch.equal(ids[:length], batch["input"][row, :length])  # the prompt, kept
+        assert (labels[:length] == IGNORE).all()  # and masked
+        assert torch.equal(labels[length : length + 5], ids[length : length + 5])  # the student's 5 tokens count
+        assert (labels[length + 5 :] == IGNORE).all()
+    on_policy.train()
+    torch.manual_seed(2)
+    got = on_policy(batch)
+    torch.manual_seed(2)  # the same draws (the coin, then the samples): the loss is the distiller's on them
+    torch.rand(())
+    expected = distiller(on_policy.sampled(batch))
+    torch.testing.assert_close(got["loss"], expected["loss"])
+    assert got["tokens"].item() == 8 * 5
+
+
+def test_an_on_policy_run_trains_from_a_config(world, tmp_path, capsys):
+    text = GENERATE.format(out=tmp_path / "runs", text=_qa(tmp_path / "qa.jsonl"), weights="null", prompts="p",
+                           output="o", batch=4).replace("weights: null", "epochs: 1")  # fmt: skip
+    config = write_config(
+        tmp_path / "c.yaml", text + "method: {kind: on_policy, student_share: 0.5, max_new_tokens: 4}\n"
+    )
+    assert main(["train", str(config), "-q"]) == 0
+    summary = json.loads((tmp_path / "runs" / "teacher-run" / "summary.json").read_text())
+    assert summary["student"]["test_perplexity"] > 1
+    plain = write_config(tmp_path / "t.yaml", text.replace(str(tmp_path / "qa.jsonl"), str(world["root"] / "text.txt"))
+                         + "method: {kind: on_policy}\n")  # fmt: skip
+    assert main(["train", str(plain)]) == 2
+    assert "method.kind on_policy" in capsys.readouterr().err

@@ -13,7 +13,7 @@ token-level distillation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, StrictInt, ValidationError, model_validator
@@ -76,6 +76,19 @@ class TokenMethod(Group):
     )
 
 
+class OnPolicyMethod(TokenMethod):
+    """method.kind on_policy (GKD): in a share of the batches the student writes the completions of the batch's
+    prompts and the teacher grades every token it wrote; the other batches distill on the data's completions.
+    Needs prompts: JSONL data."""
+
+    kind: Literal["on_policy"] = "on_policy"
+    divergence: Divergence = "reverse_kl"
+    student_share: float = Field(0.5, ge=0, le=1, description="lambda: the share of batches the student samples")
+    sample_temperature: float = Field(1.0, ge=0, le=100, description="of the student's sampling; 0 is greedy")
+    max_new_tokens: StrictInt = Field(32, ge=1, le=1_000_000, description="tokens the student writes per prompt")
+    top_k: StrictInt | None = Field(None, ge=1, description="the student samples among its k most likely tokens")
+
+
 class GenerateConfig(Group):
     """`distill generate`: the teacher's completions of a JSONL file's prompts, for sequence-level KD."""
 
@@ -96,7 +109,7 @@ class LMConfig(Group):
     data: TextDataConfig
     teacher: LMTeacherConfig
     student: LMStudentConfig
-    method: TokenMethod = Field(default_factory=TokenMethod)
+    method: Annotated[TokenMethod | OnPolicyMethod, Field(discriminator="kind")] = Field(default_factory=TokenMethod)
     seeds: list[StrictInt] | None = Field(None, min_length=1, max_length=100)
     train: TrainOptions = Field(default_factory=lambda: TrainOptions(monitor="val/loss"))
     generate: GenerateConfig | None = Field(None, description="what `distill generate` samples from the teacher")

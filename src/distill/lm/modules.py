@@ -118,3 +118,50 @@ def check_fusable(student: nn.Module, teacher: nn.Module) -> None:
 
 def _first(bias: Tensor | None, count: int) -> Tensor | None:
     return None if bias is None else bias[:count]
+
+
+class OnPolicy(nn.Module):
+    """On-policy distillation (GKD; Agarwal et al., 2024): with probability `student_share` a training batch's
+    completions are replaced by the student's own samples (prompt tokens kept and masked out of the loss), so
+    the teacher grades every token the student wrote; then `distiller` as usual. Samples use the key-value
+    cache, one forward per token, in eval mode and without gradients; evaluation uses the data's completions."""
+
+    def __init__(self, distiller: TokenDistiller, *, student_share: float, temperature: float, max_new_tokens: int,
+                 top_k: int | None, pad_id: int):  # fmt: skip
+        super().__init__()
+        self.distiller = distiller
+        self.student_share, self.temperature, self.max_new_tokens, self.top_k = (
+            student_share, temperature, max_new_tokens, top_k,
+        )  # fmt: skip
+        self.pad_id = pad_id
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self.training and torch.rand(()) < self.student_share:
+            batch = self.sampled(batch)
+        return self.distiller(batch)
+
+    def sampled(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The batch with each row's completion written by the student: rows of one prompt length sampled
+        together, right-padded (label -100) to the longest."""
+        ids, labels = batch["input"], batch["label"]
+        prompt_lengths = (labels != IGNORE).int().argmax(1)  # the first counted token ends the prompt
+        student = self.distiller.student
+        mode = student.training
+        student.eval()  # sampling without dropout
+        rows: list[tuple[Tensor, Tensor]] = [(ids[i], labels[i]) for i in range(len(ids))]
+        for length in prompt_lengths.unique().tolist():
+            new_tokens = min(self.max_new_tokens, student.context - length)
+            group = (prompt_lengths == length).nonzero().squeeze(1)
+            if length == 0 or new_tokens < 1:  # no prompt, or no room after it: the data's row stays
+                continue
+            new = student.generate(ids[group, :length], new_tokens, temperature=self.temperature, top_k=self.top_k)
+            for row, sampled in zip(group.tolist(), new.clone(), strict=True):  # clone: out of inference mode
+                prompt = ids[row, :length]
+                rows[row] = (torch.cat([prompt, sampled]), torch.cat([torch.full_like(prompt, IGNORE), sampled]))
+        student.train(mode)
+        longest = max(len(row_ids) for row_ids, _ in rows)
+        padded = torch.full((len(rows), longest), self.pad_id, dtype=ids.dtype, device=ids.device)
+        targets = torch.full_like(padded, IGNORE)
+        for i, (row_ids, row_labels) in enumerate(rows):
+            padded[i, : len(row_ids)], targets[i, : len(row_labels)] = row_ids, row_labels
+        return {**batch, "input": padded, "label": targets}

@@ -26,10 +26,11 @@ from distill._io import write_json
 from distill._lock import FolderLock
 from distill.config import read_yaml
 from distill.diagnosis import paired_interval
+from distill.errors import ConfigError
 from distill.lm.config import LMConfig, validate_lm
 from distill.lm.data import IGNORE, TextSplits, Tokenizer, text_splits, tokenizer_text
 from distill.lm.models import build_lm, check_vocabularies, model_tokenizer, parameters, tokenizer_for, with_lora
-from distill.lm.modules import NextToken, TokenDistiller, check_fusable
+from distill.lm.modules import NextToken, OnPolicy, TokenDistiller, check_fusable
 from distill.losses.token import TokenKD, shift_for_next_token
 from distill.measure import THREADS, where_measured
 from distill.recipes._stages import Stages
@@ -89,6 +90,9 @@ def _seeded(exp: LMExperiment, seed: int) -> LMExperiment:
 def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train the teacher (unless loaded), then the student alone and the distilled student once per seed;
     write summary.json and return it. Everything is built and checked before a file is written."""
+    if cfg.method.kind == "on_policy" and not cfg.data.path.endswith(".jsonl"):
+        raise ConfigError("method.kind on_policy: the student writes completions of prompts; give data.path a .jsonl "
+                          "of prompt/completion lines")  # fmt: skip
     exp = build_experiment(cfg)
     resolve_device(cfg.train.device)
     teacher, method = _model(exp, "teacher"), cfg.method
@@ -122,11 +126,20 @@ def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict
                 models["scratch"] = _model(seeded, "student")
                 stages.train("scratch", NextToken(models["scratch"]), models["scratch"], cfg.train)
             student = models["student"] = _model(seeded, "student")
-            stages.train("student", distiller_of(student), student, cfg.train)
+            stages.train("student", _on_policy(distiller_of(student), cfg, exp.tokenizer), student, cfg.train)
             runs.append(models)
         summary = summarize(exp, runs)
         write_json(cfg.run_dir / "summary.json", summary)
         return summary
+
+
+def _on_policy(distiller: TokenDistiller, cfg: LMConfig, tokenizer: Tokenizer) -> nn.Module:
+    """The distiller, wrapped to sample the student's own completions when the method is on-policy."""
+    method = cfg.method
+    if method.kind != "on_policy":
+        return distiller
+    return OnPolicy(distiller, student_share=method.student_share, temperature=method.sample_temperature,
+                    max_new_tokens=method.max_new_tokens, top_k=method.top_k, pad_id=tokenizer.pad_id)  # fmt: skip
 
 
 def _outputs(model: nn.Module) -> int:
