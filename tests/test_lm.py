@@ -305,3 +305,56 @@ def test_a_lora_student_trains_its_adapters_only(tmp_path, text_file):
     assert main(["train", str(config), "--set", head, "--set", "name=y"]) == 2  # fused reads the plain head
     assert not (tmp_path / "runs" / "y").exists()
     assert main(["train", str(config), "--set", head, "--set", "name=y", "--set", "method.fused=false", "-q"]) == 0
+
+
+# --- chat data -------------------------------------------------------------------------------------------------
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'][0] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<a>{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer(tmp_path_factory) -> Path:
+    """A character tokenizer with a chat template, saved as a Hugging Face folder."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    alphabet = sorted(set("abcdefghijklmnopqrstuvwxyz <>\n?"))
+    tokenizer = Tokenizer(models.WordLevel({c: i for i, c in enumerate(alphabet)}, unk_token=alphabet[0]))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer)
+    fast.chat_template = CHAT_TEMPLATE
+    folder = tmp_path_factory.mktemp("chat")
+    fast.save_pretrained(folder)
+    return folder
+
+
+def test_chat_data_counts_the_assistant_turns_only(tmp_path, chat_tokenizer):
+    from distill.lm.models import HFTokenizer
+
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+            {"role": "user", "content": "ok?"}, {"role": "assistant", "content": "no"}]  # fmt: skip
+    (tmp_path / "chat.jsonl").write_text("\n".join(json.dumps({"messages": chat}) for _ in range(10)))
+    tokenizer = HFTokenizer(str(chat_tokenizer))
+    splits = text_splits(tmp_path / "chat.jsonl", tokenizer, context=40, val_fraction=0.2, test_fraction=0.2, seed=0)
+    ids, labels = splits.train.ids[0], splits.train.labels[0]
+    assert tokenizer.decode(ids[labels != IGNORE].tolist()).replace(" ", "") == "yo\nno\n"  # each turn and its end
+    rendered = tokenizer.render_chat(chat)
+    assert ids[: len(rendered)].tolist() == rendered  # the template's rendering, then padding
+    assert tokenizer.decode(rendered).replace(" ", "") == "<u>hi\n<a>yo\n<u>ok?\n<a>no\n"
+
+
+def test_chat_without_a_template_or_assistant_turn_is_one_line(tmp_path, chat_tokenizer, capsys):
+    lines = {"messages": [{"role": "user", "content": "hi"}]}
+    (tmp_path / "chat.jsonl").write_text(json.dumps(lines) + "\n")
+    base = LM_RUN.format(out=tmp_path / "runs", data=tmp_path / "chat.jsonl")
+    config = write_config(tmp_path / "lm.yaml", base)
+    assert main(["train", str(config)]) == 2  # the char tokenizer has no chat template
+    assert "chat.jsonl:1: a chat needs a tokenizer with a chat template" in capsys.readouterr().err
+    assert main(["train", str(config), "--set", f"data.tokenizer={chat_tokenizer}"]) == 2
+    assert "chat.jsonl:1: no assistant turn" in capsys.readouterr().err
+    (tmp_path / "chat.jsonl").write_text('{"messages": [{"role": "user"}]}\n')
+    assert main(["train", str(config)]) == 2
+    assert "chat.jsonl:1: 'messages' must be a list" in capsys.readouterr().err

@@ -144,7 +144,16 @@ def validate_lm(raw: dict[str, Any], source: str) -> LMConfig:
     except ValidationError as e:
         errors = sorted(e.errors(), key=lambda error: error["type"] != "extra_forbidden")
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {describe_error(errors[0], LMConfig)}{more}") from None
+        raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
+
+
+def _describe(error: dict) -> str:
+    """One line for a validation error; inside `method` pydantic puts the kind into the location
+    (method.token.divergense): it is taken out, and the key described against that kind's keys."""
+    loc = error["loc"]
+    if loc[:1] == ("method",) and len(loc) > 1 and loc[1] in KINDS:
+        return describe_error({**error, "loc": loc[2:]}, KINDS[loc[1]], prefix="method")
+    return describe_error(error, LMConfig)
 
 
 def load_lm_config(path: str | Path, overrides: list[str] = ()) -> LMConfig:
@@ -152,3 +161,6 @@ def load_lm_config(path: str | Path, overrides: list[str] = ()) -> LMConfig:
     for assignment in overrides:
         apply_override(raw, assignment)
     return validate_lm(raw, str(path))
+
+
+KINDS = {"token": TokenMethod, "on_policy": OnPolicyMethod}

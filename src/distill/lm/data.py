@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -132,14 +132,14 @@ def tokenizer_text(path: str | Path) -> str:
     """The text a tokenizer is fitted on: the file's, or a JSONL file's prompts and completions as decoded."""
     if not str(path).endswith(".jsonl"):
         return read_text(path)
-    return "".join(prompt + completion for _, prompt, completion in _records(Path(path)))
+    return "".join("".join(record["texts"]) for _, record in _records(Path(path)))
 
 
-def _records(path: Path) -> Iterator[tuple[int, str, str]]:
-    """Each non-blank line's number, prompt and completion, checked (an error names the line)."""
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each non-blank line's number and record, checked (an error names the line)."""
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         if line.strip():
-            yield number, *_fields(path, number, line)
+            yield number, _fields(path, number, line)
 
 
 def _stdlib_source(names: list[str]) -> str:
@@ -183,15 +183,18 @@ def _jsonl_splits(
     path: Path, tokenizer: Tokenizer, context: int, val_fraction: float, test_fraction: float, seed: int
 ) -> TextSplits:
     ids, labels = [], []
-    for number, prompt, completion in _records(path):
-        prompt_ids, completion_ids = tokenizer.encode(prompt), tokenizer.encode(completion)
-        length = len(prompt_ids) + len(completion_ids)
-        if length > context:
-            raise DistillError(f"{path}:{number}: {length} tokens, longer than the model's context {context}; "
+    for number, record in _records(path):
+        if "messages" in record:
+            row_ids, row_labels = chat_tokens(tokenizer, record["messages"], f"{path}:{number}")
+        else:
+            prompt_ids, completion_ids = tokenizer.encode(record["prompt"]), tokenizer.encode(record["completion"])
+            row_ids, row_labels = prompt_ids + completion_ids, [IGNORE] * len(prompt_ids) + completion_ids
+        if len(row_ids) > context:
+            raise DistillError(f"{path}:{number}: {len(row_ids)} tokens, longer than the model's context {context}; "
                                "shorten the line or raise data.context")  # fmt: skip
-        pad = context - length
-        ids.append(prompt_ids + completion_ids + [tokenizer.pad_id] * pad)
-        labels.append([IGNORE] * len(prompt_ids) + completion_ids + [IGNORE] * pad)
+        pad = context - len(row_ids)
+        ids.append(row_ids + [tokenizer.pad_id] * pad)
+        labels.append(row_labels + [IGNORE] * pad)
     ids, labels = torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
     order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))
     n_test, n_val = max(1, round(len(ids) * test_fraction)), max(1, round(len(ids) * val_fraction))
@@ -204,20 +207,61 @@ def _jsonl_splits(
             raise DistillError(f"{path}: the {name} part has no completion token to count; add lines with "
                                "completions or change data.seed")  # fmt: skip
     description = (
-        f"{path} ({len(ids)} prompt/completion lines, {tokenizer.name} tokens, padded to {context}): "
+        f"{path} ({len(ids)} lines, {tokenizer.name} tokens, padded to {context}): "
         f"{len(train)} train / {len(val)} val / {len(test)} test, seed={seed}"
     )
     return TextSplits(*parts, description)
 
 
-def _fields(path: Path, number: int, line: str) -> tuple[str, str]:
+def _fields(path: Path, number: int, line: str) -> dict[str, Any]:
+    """A line's record: {"messages": [{"role", "content"}, ...]} (chat) or {"prompt", "completion"} strings."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:
         raise DistillError(f"{path}:{number}: not valid JSON ({e.msg}); one JSON object per line") from None
     if not isinstance(record, dict):
-        raise DistillError(f"{path}:{number}: a JSON object with 'prompt' and 'completion' expected")
+        raise DistillError(f"{path}:{number}: a JSON object with 'prompt' and 'completion' (or 'messages') expected")
+    if "messages" in record:
+        messages = record["messages"]
+        if not isinstance(messages, list) or not all(_is_message(m) for m in messages) or not messages:
+            raise DistillError(f"{path}:{number}: 'messages' must be a list of {{'role', 'content'}} strings")
+        return {"messages": messages, "texts": [m["content"] for m in messages]}
     for key in ("prompt", "completion"):
         if not isinstance(record.get(key), str):
-            raise DistillError(f"{path}:{number}: no '{key}' string; each line needs 'prompt' and 'completion'")
-    return record["prompt"], record["completion"]
+            raise DistillError(
+                f"{path}:{number}: no '{key}' string; each line needs 'prompt' and 'completion', or 'messages'"
+            )
+    return {
+        "prompt": record["prompt"],
+        "completion": record["completion"],
+        "texts": [record["prompt"], record["completion"]],
+    }
+
+
+def _is_message(message: object) -> bool:
+    return (
+        isinstance(message, dict) and isinstance(message.get("role"), str) and isinstance(message.get("content"), str)
+    )
+
+
+def chat_tokens(tokenizer: Tokenizer, messages: list[dict[str, str]], where: str) -> tuple[list[int], list[int]]:
+    """A conversation rendered with the tokenizer's chat template, and its labels: the assistant turns' tokens
+    (their closing tokens included, so the model learns to stop), every other token -100. Each assistant turn
+    is found as the tokens between the conversation before it (with the generation prompt) and through it."""
+    render = getattr(tokenizer, "render_chat", None)
+    if render is None:
+        raise DistillError(f"{where}: a chat needs a tokenizer with a chat template; data.tokenizer "
+                           f"'{tokenizer.name}' has none (give a Hugging Face tokenizer's folder)")  # fmt: skip
+    ids = render(messages, generation_prompt=False)
+    labels = [IGNORE] * len(ids)
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start, through = len(render(messages[:i], generation_prompt=True)), render(messages[: i + 1])
+        if ids[: len(through)] != through:
+            raise DistillError(f"{where}: the chat template renders a conversation's start differently from the "
+                               "whole; its assistant turns cannot be found")  # fmt: skip
+        labels[start : len(through)] = ids[start : len(through)]
+    if all(label == IGNORE for label in labels):
+        raise DistillError(f"{where}: no assistant turn to learn from; each conversation needs one")
+    return ids, labels

@@ -47,6 +47,15 @@ class HFTokenizer:
     def vocab(self) -> dict[str, int]:
         return self.inner.get_vocab()
 
+    def render_chat(self, messages: list[dict[str, str]], *, generation_prompt: bool = False) -> list[int]:
+        """The token ids of `messages` through the tokenizer's chat template."""
+        if not getattr(self.inner, "chat_template", None):
+            raise DistillError(f"tokenizer {self.name} has no chat template; give one that has")
+        rendered = self.inner.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=generation_prompt, return_dict=True
+        )
+        return list(rendered["input_ids"])
+
     @property
     def vocab_size(self) -> int:
         return len(self.inner)
