@@ -22,6 +22,7 @@ from distill.errors import DistillError, first_line
 from distill.export import FILES, evaluate_exported, export
 from distill.lm.config import is_lm, load_lm_config
 from distill.lm.generate import generate as generate_completions
+from distill.lm.run import make_token_cache
 from distill.lm.run import run as run_lm
 from distill.pipeline import evaluate_run, run
 from distill.report import format_export, format_exported_accuracy, format_lm_summary, format_summary, format_tuning
@@ -155,10 +156,15 @@ def _setup_logging(args: argparse.Namespace) -> None:
 def _main(args: argparse.Namespace) -> None:
     if args.quiet and "overrides" in vars(args):  # a command that trains
         args.overrides.append("train.progress=false")  # quiet means no progress bar either
-    if args.command in ("cache", "tune") and is_lm(read_yaml(args.config)):
-        raise DistillError(
-            f"{args.config}: distill {args.command} takes image configs so far; train it with distill train"
+    if args.command == "cache" and is_lm(read_yaml(args.config)):
+        made = make_token_cache(load_lm_config(args.config, args.overrides))
+        print(
+            f"cached the teacher's top-k for {made['tokens']} tokens in {made['seconds']:.1f} s: "
+            f"{made['bytes_per_token']:.0f} bytes per token, {made['bytes'] / 2**20:.1f} MB in {made['path']}"
         )
+        return
+    if args.command == "tune" and is_lm(read_yaml(args.config)):
+        raise DistillError(f"{args.config}: distill tune takes image configs so far; train it with distill train")
     if args.command == "cache":
         made = make_cache(load_config(args.config, args.overrides))
         print(

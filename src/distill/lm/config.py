@@ -101,6 +101,14 @@ class GenerateConfig(Group):
     seed: StrictInt = Field(0, ge=0)
 
 
+class TokenCacheConfig(Group):
+    """A top-k cache of the teacher's next-token distributions on the training sequences (`distill cache`)."""
+
+    path: str = Field(description="folder of the cache: made by distill cache, read by distill train")
+    top_k: StrictInt = Field(32, ge=1, le=10_000_000, description="tokens kept per position (the rest as one tail)")
+    dtype: Literal["float16", "float32"] = Field("float16", description="of the cached log-probabilities")
+
+
 class LMConfig(Group):
     task: Literal["lm"]
     name: str = Field(pattern=NAME, description="run name: results go to out_dir/name")
@@ -113,6 +121,23 @@ class LMConfig(Group):
     seeds: list[StrictInt] | None = Field(None, min_length=1, max_length=100)
     train: TrainOptions = Field(default_factory=lambda: TrainOptions(monitor="val/loss"))
     generate: GenerateConfig | None = Field(None, description="what `distill generate` samples from the teacher")
+    cache: TokenCacheConfig | None = Field(None, description="train from a top-k teacher cache (distill cache)")
+
+    @model_validator(mode="after")
+    def _check_cache(self) -> LMConfig:
+        if self.cache is None:
+            return self
+        if self.teacher.weights is None:
+            raise ValueError("cache: needs teacher.weights, the file the cache is made from (and checked against)")
+        if (
+            self.method.kind != "token"
+            or self.method.temperature != 1
+            or self.method.hidden_weight
+            or (self.method.attention_weight)
+        ):
+            raise ValueError("cache: holds the teacher's next-token probabilities at temperature 1 for method.kind "
+                             "token: method.temperature 1, no hidden_weight or attention_weight")  # fmt: skip
+        return self
 
     @model_validator(mode="before")
     @classmethod

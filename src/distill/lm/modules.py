@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
+from distill.lm.cache import TokenCache, cached_views
 from distill.lm.data import IGNORE
 from distill.losses.attention import attention_kl_loss
 from distill.losses.fused import fused_token_distillation_loss
-from distill.losses.token import TokenKD, shift_for_next_token, token_distillation_loss
+from distill.losses.token import TokenKD, combine, shift_for_next_token, token_distillation_loss, token_divergence
 from distill.taps import make_adapter
 
 
@@ -51,8 +52,10 @@ class TokenDistiller(nn.Module):
     def __init__(
         self, student: nn.Module, teacher: nn.Module, loss: TokenKD, *, vocab: int, fused: bool,
         chunk_size: int | None = None, hidden_weight: float = 0.0, attention_weight: float = 0.0,
+        cache: TokenCache | None = None,
     ):  # fmt: skip
         super().__init__()
+        self.cache = cache  # training batches read the teacher's top-k from it
         self.student, self.loss = student, loss
         self._teacher = (teacher.eval().requires_grad_(False),)
         self.vocab, self.fused, self.chunk_size = vocab, fused, chunk_size
@@ -69,6 +72,8 @@ class TokenDistiller(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         ids, labels = batch["input"], batch["label"]
+        if self.cache is not None and self.training:
+            return self._from_cache(ids, labels, batch["index"])
         self.teacher.to(ids.device)
         student_hidden, student_maps = self._inner(self.student, ids)
         with torch.no_grad():
@@ -97,6 +102,18 @@ class TokenDistiller(nn.Module):
             parts["attention"] = attention_kl_loss(rows[0], rows[1].float(), heads="mean")
             loss = loss + self.attention_weight * parts["attention"]
         return {"loss": loss, **parts, "tokens": out.tokens}
+
+    def _from_cache(self, ids: Tensor, labels: Tensor, index: Tensor) -> dict[str, Tensor]:
+        """The loss with the teacher's side read from the top-k cache (see `distill.lm.cache`)."""
+        logits = self.student(ids)[..., : self.vocab]  # (B, S, V)
+        student_view, teacher_view = cached_views(logits, self.cache, index)  # (B, S, k [+ 1])
+        logits, targets = shift_for_next_token(logits, labels)
+        settings = {key: value for key, value in self.loss.settings.items() if key != "ignore_index"}
+        counted = targets != self.loss.ignore_index  # (B, S-1)
+        soft = token_divergence(student_view[:, :-1][counted], teacher_view[:, :-1][counted], **settings).sum()
+        hard = F.cross_entropy(logits[counted].float(), targets[counted], reduction="sum")
+        out = combine(soft, hard, counted.sum(), alpha=self.loss.alpha, num_tokens=None)
+        return {"loss": out.loss, "kd": out.soft, "ce": out.hard, "tokens": out.tokens}
 
     def _inner(self, model: nn.Module, ids: Tensor) -> tuple[Tensor, Tensor | None]:
         """Final hidden states, and the last layer's attention weights when the attention term needs them."""

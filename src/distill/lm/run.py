@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from distill._lock import FolderLock
 from distill.config import read_yaml
 from distill.diagnosis import paired_interval
 from distill.errors import ConfigError
+from distill.lm.cache import TokenCache, fingerprint, write_token_cache
 from distill.lm.config import LMConfig, validate_lm
 from distill.lm.data import IGNORE, TextSplits, Tokenizer, text_splits, tokenizer_text
 from distill.lm.models import build_lm, check_vocabularies, model_tokenizer, parameters, tokenizer_for, with_lora
@@ -103,9 +105,15 @@ def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict
     loss = TokenKD(method.divergence, alpha=method.alpha, temperature=method.temperature, beta=method.beta,
                    skew=method.skew)  # fmt: skip
 
+    cache = None
+    if cfg.cache is not None:
+        expected = fingerprint(cfg.teacher.weights, exp.tokenizer, exp.splits.train, cfg.cache.top_k, cfg.cache.dtype)
+        cache = TokenCache(cfg.cache.path, expected)
+
     def distiller_of(student: nn.Module) -> TokenDistiller:
         return TokenDistiller(student, teacher, loss, vocab=vocab, fused=method.fused, chunk_size=method.chunk_size,
-                              hidden_weight=method.hidden_weight, attention_weight=method.attention_weight)  # fmt: skip
+                              hidden_weight=method.hidden_weight, attention_weight=method.attention_weight,
+                              cache=cache)  # fmt: skip
 
     if method.fused:  # refused before a file is written
         check_fusable(_model(exp, "student"), teacher)
@@ -131,6 +139,23 @@ def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict
         summary = summarize(exp, runs)
         write_json(cfg.run_dir / "summary.json", summary)
         return summary
+
+
+def make_token_cache(cfg: LMConfig) -> dict[str, Any]:
+    """`distill cache` for a language-model config: the teacher's top-k on the training sequences."""
+    if cfg.cache is None:
+        raise ConfigError("cache: missing; give cache: {path: FOLDER, top_k: 32} and teacher.weights")
+    exp = build_experiment(cfg)
+    teacher = _model(exp, "teacher")
+    vocab = _outputs(teacher)
+    if cfg.cache.top_k > vocab:
+        raise ConfigError(f"cache.top_k: {cfg.cache.top_k} is more than the {vocab} tokens of the vocabulary")
+    meta = fingerprint(cfg.teacher.weights, exp.tokenizer, exp.splits.train, cfg.cache.top_k, cfg.cache.dtype)
+    path = Path(cfg.cache.path)
+    with FolderLock(path):
+        start = time.perf_counter()
+        made = write_token_cache(path, teacher, exp.splits.train, meta, vocab=vocab, batch_size=cfg.data.batch_size)
+    return {**made, "seconds": time.perf_counter() - start}
 
 
 def _on_policy(distiller: TokenDistiller, cfg: LMConfig, tokenizer: Tokenizer) -> nn.Module:
