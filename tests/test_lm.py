@@ -79,6 +79,14 @@ def test_bad_text_data_is_one_line_naming_the_line(tmp_path, content, expected, 
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_char_tokenizer_fitted_on_another_file(tmp_path):
+    from distill.lm.models import tokenizer_for
+
+    (tmp_path / "wide.txt").write_text("abcdefgh")
+    assert tokenizer_for(f"char:{tmp_path / 'wide.txt'}", "abc").vocab_size == 8
+    assert tokenizer_for("char", "abc").vocab_size == 3
+
+
 def test_the_vocabulary_check():
     one = CharTokenizer("abc")
     assert check_vocabularies(one, CharTokenizer("abc"), one, 3, 3, shared=False) == 3

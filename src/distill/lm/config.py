@@ -27,7 +27,9 @@ from distill.train import TrainOptions
 
 class TextDataConfig(Group):
     path: str = Field(description="a text file (.txt: one stream) or JSONL of prompt/completion lines (.jsonl)")
-    tokenizer: str = Field("char", description="char (fitted on the file), or a Hugging Face tokenizer's folder")
+    tokenizer: str = Field(
+        "char", description="char (fitted on the file), char:FILE (fitted on that one), or a Hugging Face tokenizer"
+    )
     context: StrictInt = Field(128, ge=2, le=1_000_000, description="tokens per sequence")
     val_fraction: float = Field(0.05, gt=0, lt=1)
     test_fraction: float = Field(0.05, gt=0, lt=1)

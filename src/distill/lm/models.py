@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from distill.errors import ConfigError, DistillError, first_line
 from distill.lm.config import LoraConfig
-from distill.lm.data import CharTokenizer, Tokenizer
+from distill.lm.data import CharTokenizer, Tokenizer, read_text
 from distill.models.gpt import GPT
 from distill.schema import ModelConfig
 
@@ -66,8 +66,13 @@ class HFTokenizer:
 
 
 def tokenizer_for(spec: str, text: str) -> Tokenizer:
-    """`char`: fitted on `text`; anything else names a Hugging Face tokenizer's folder or hub name."""
-    return CharTokenizer.fit(text) if spec == "char" else HFTokenizer(spec.removeprefix(HF))
+    """`char`: fitted on `text`; `char:FILE`: fitted on that file's text (a teacher's, trained on other data);
+    anything else names a Hugging Face tokenizer's folder or hub name."""
+    if spec == "char":
+        return CharTokenizer.fit(text)
+    if spec.startswith("char:"):
+        return CharTokenizer.fit(read_text(spec.removeprefix("char:")))
+    return HFTokenizer(spec.removeprefix(HF))
 
 
 def model_tokenizer(spec: ModelConfig, data_tokenizer: Tokenizer) -> Tokenizer:
