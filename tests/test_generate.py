@@ -192,3 +192,5 @@ def test_an_on_policy_run_trains_from_a_config(world, tmp_path, capsys):
                          + "method: {kind: on_policy}\n")  # fmt: skip
     assert main(["train", str(plain)]) == 2
     assert "method.kind on_policy" in capsys.readouterr().err
+    assert main(["train", str(config), "--set", "method.max_new_tokens=48", "--set", "name=x"]) == 2
+    assert "method.max_new_tokens: 48 leaves no room for a prompt in data.context 48" in capsys.readouterr().err

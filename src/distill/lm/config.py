@@ -126,6 +126,17 @@ class LMConfig(Group):
     cache: TokenCacheConfig | None = Field(None, description="train from a top-k teacher cache (distill cache)")
 
     @model_validator(mode="after")
+    def _check_room_to_write(self) -> LMConfig:
+        """The student's completions must fit after a prompt: at least one prompt token, then its own."""
+        if self.method.kind == "on_policy" and self.method.max_new_tokens >= self.data.context:
+            raise ValueError(f"method.max_new_tokens: {self.method.max_new_tokens} leaves no room for a prompt in "
+                             f"data.context {self.data.context}; lower it")  # fmt: skip
+        if self.generate is not None and self.generate.max_new_tokens >= self.data.context:
+            raise ValueError(f"generate.max_new_tokens: {self.generate.max_new_tokens} leaves no room for a prompt "
+                             f"in data.context {self.data.context}; lower it")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _check_cache(self) -> LMConfig:
         if self.cache is None:
             return self
