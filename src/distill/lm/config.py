@@ -154,10 +154,15 @@ class LMConfig(Group):
 
     @model_validator(mode="before")
     @classmethod
-    def _monitor_the_loss(cls, raw: Any) -> Any:
-        """A language model has no accuracy to pick epochs by: its validation loss, unless the config says."""
-        if isinstance(raw, dict) and isinstance(raw.get("train"), dict) and "monitor" not in raw["train"]:
-            return {**raw, "train": {**raw["train"], "monitor": "val/loss"}}
+    def _defaults(cls, raw: Any) -> Any:
+        """A language model has no accuracy to pick epochs by: its validation loss, unless the config says; and
+        a method group without a kind is off-policy (`token`), the default."""
+        if not isinstance(raw, dict):
+            return raw
+        if isinstance(raw.get("train"), dict) and "monitor" not in raw["train"]:
+            raw = {**raw, "train": {**raw["train"], "monitor": "val/loss"}}
+        if isinstance(raw.get("method"), dict) and "kind" not in raw["method"]:
+            raw = {**raw, "method": {"kind": "token", **raw["method"]}}
         return raw
 
     @property
