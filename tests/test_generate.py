@@ -159,7 +159,9 @@ def test_on_policy_batches_mask_the_prompt_and_the_teacher_grades_the_students_t
     torch.manual_seed(0)
     student, teacher = (GPT(tokenizer.vocab_size, context=24, layers=1, heads=1, width=w) for w in (8, 16))
     distiller = TokenDistiller(student, teacher, TokenKD("reverse_kl"), vocab=tokenizer.vocab_size, fused=True)
-    on_policy = OnPolicy(distiller, student_share=1.0, temperature=1.0, max_new_tokens=5, top_k=None, pad_id=0)
+    on_policy = OnPolicy(
+        distiller, student_share=1.0, temperature=1.0, max_new_tokens=5, top_k=None, pad_id=0, context=24
+    )
     torch.manual_seed(1)
     sampled = on_policy.sampled(batch)
     prompts = (batch["label"] != IGNORE).int().argmax(1)
@@ -194,3 +196,22 @@ def test_an_on_policy_run_trains_from_a_config(world, tmp_path, capsys):
     assert "method.kind on_policy" in capsys.readouterr().err
     assert main(["train", str(config), "--set", "method.max_new_tokens=48", "--set", "name=x"]) == 2
     assert "method.max_new_tokens: 48 leaves no room for a prompt in data.context 48" in capsys.readouterr().err
+
+
+def test_a_sample_counts_through_its_end_token():
+    from distill.lm.modules import until_end
+
+    assert until_end([5, 6, 2, 2, 2], end_id=2) == 3  # the end token counts; the padding after it does not
+    assert until_end([5, 6, 7], end_id=2) == 3
+    assert until_end([5, 6, 7], end_id=None) == 3
+
+
+def test_generate_refuses_an_untrained_teacher_and_a_damaged_output(world, tmp_path, capsys):
+    config = _config(world, tmp_path)
+    assert main(["generate", str(config), "--set", "teacher.weights=null"]) == 2
+    assert "needs a trained teacher" in capsys.readouterr().err
+    assert main(["generate", str(config), "-q"]) == 0
+    with open(tmp_path / "teacher.jsonl", "a") as f:
+        f.write("not json\n")
+    assert main(["generate", str(config)]) == 2
+    assert "teacher.jsonl: line 301 is damaged" in capsys.readouterr().err

@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distill: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("distill: interrupted; continue with `distill train CONFIG --resume`", file=sys.stderr)
+        again = "run the same distill generate again" if args.command == "generate" else "distill train CONFIG --resume"
+        print(f"distill: interrupted; continue with `{again}`", file=sys.stderr)
         return 130
     except Exception as e:  # not the user's mistake: say so, and keep the traceback for whoever debugs it
         if args.debug or os.environ.get("DISTILL_DEBUG") == "1":

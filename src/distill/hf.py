@@ -44,8 +44,10 @@ class DistillationTrainer(Trainer):
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
         """The step's batches and the tokens its loss counts: labels after the causal shift, not before."""
         batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        counted = sum(int((batch["labels"][:, 1:] != -100).sum()) for batch in batches)
-        return batches, torch.tensor(counted, device=device)
+        counted = torch.tensor(sum(int((batch["labels"][:, 1:] != -100).sum()) for batch in batches), device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:  # as Trainer does: every rank's
+            counted = self.accelerator.gather(counted).sum()
+        return batches, counted
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Tensor], return_outputs: bool = False,
                      num_items_in_batch: Tensor | int | None = None) -> Tensor | tuple[Tensor, Any]:  # fmt: skip
@@ -68,16 +70,17 @@ class DistillationTrainer(Trainer):
             with torch.no_grad():
                 teacher_logits = self.teacher(input_ids=ids, attention_mask=mask).logits.float()
             out = token_distillation_loss(student_logits, teacher_logits, labels, **settings)
-        self._terms["kd"].append(out.soft.item())
-        self._terms["ce"].append(out.hard.item())
-        return (out.loss, out) if return_outputs else out.loss
+        if model.training:  # evaluation's values are Trainer's to report
+            self._terms["kd"].append(out.soft.detach())
+            self._terms["ce"].append(out.hard.detach())
+        return (out.loss, {"kd": out.soft, "ce": out.hard}) if return_outputs else out.loss
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Trainer's log, with the mean of each loss term since the last one (summed over a step's batches)."""
         steps = max(len(self._terms["kd"]) / self.args.gradient_accumulation_steps, 1)
         for name, values in self._terms.items():
             if values:
-                logs[name] = sum(values) / steps
+                logs[name] = torch.stack(values).sum().item() / steps  # one sync, at a log
         self._terms.clear()
         super().log(logs, *args, **kwargs)
 

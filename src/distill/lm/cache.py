@@ -75,9 +75,13 @@ def write_token_cache(path: Path, teacher: nn.Module, train: TokenSequences, met
         for name, array in (("logprobs", logprobs), ("ids", ids), ("tail", tail)):
             np.save(scratch / f"{name}.npy", array)
         write_json(scratch / "manifest.json", {**meta, "rows": rows, "length": length, "vocab": vocab})
-        if path.exists():
-            shutil.rmtree(path)
-        scratch.rename(path)
+        if path.exists():  # the old cache is moved aside, not deleted, until the new one is in place
+            old = path.with_name(f".{path.name}.old.tmp")
+            path.rename(old)
+            scratch.rename(path)
+            shutil.rmtree(old)
+        else:
+            scratch.rename(path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     total = logprobs.nbytes + ids.nbytes + tail.nbytes

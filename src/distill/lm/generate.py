@@ -30,6 +30,7 @@ from distill.errors import ConfigError, DistillError
 from distill.lm.config import LMConfig
 from distill.lm.data import Tokenizer, read_text, tokenizer_text
 from distill.lm.models import build_lm, tokenizer_for
+from distill.lm.modules import until_end
 from distill.weights import load_weights
 
 
@@ -38,6 +39,8 @@ def generate(cfg: LMConfig) -> dict[str, Any]:
     settings = cfg.generate
     if settings is None:
         raise ConfigError("generate: missing; give generate: {prompts: FILE.jsonl, output: FILE.jsonl}")
+    if cfg.teacher.weights is None and not cfg.teacher.model.startswith("hf:"):
+        raise ConfigError("teacher.weights: distill generate needs a trained teacher; give its weights file")
     tokenizer = tokenizer_for(cfg.data.tokenizer, tokenizer_text(cfg.data.path))
     prompts = _prompts(Path(settings.prompts), tokenizer, settings.max_new_tokens, cfg.data.context)
     teacher = build_lm(cfg.teacher, tokenizer.vocab_size, cfg.data.context, field="teacher", dtype=cfg.teacher.dtype)
@@ -113,7 +116,7 @@ def _resume(output: Path, meta: dict[str, Any]) -> set[str]:
     if not output.exists():
         write_json(sidecar, meta)
         return set()
-    if not sidecar.exists() or json.loads(sidecar.read_text()) != meta:
+    if not sidecar.exists() or _json(sidecar, sidecar.read_text(), "the file") != meta:
         raise DistillError(
             f"{output} was written by another teacher, tokenizer, prompt file or sampling setting (see "
             f"{sidecar.name}); give generate.output a new file, or delete it to start again"
@@ -123,7 +126,20 @@ def _resume(output: Path, meta: dict[str, Any]) -> set[str]:
     if len(kept) < len(text):
         with open(output, "r+b") as f:
             f.truncate(len(kept))
-    return {json.loads(line)["id"] for line in kept.decode("utf-8").splitlines()}
+    done = set()
+    for number, line in enumerate(kept.decode("utf-8").splitlines(), start=1):
+        record = _json(output, line, f"line {number}")
+        if not isinstance(record, dict) or "id" not in record:
+            raise DistillError(f"{output}:{number}: a line without an id; it was not written by distill generate")
+        done.add(record["id"])
+    return done
+
+
+def _json(path: Path, text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise DistillError(f"{path}: {what} is damaged (not JSON); delete the output to start again") from None
 
 
 def _batches(prompts: dict[str, list[int]], size: int):
@@ -141,4 +157,5 @@ def _complete(teacher: nn.Module, prompts: list[list[int]], settings: Any, token
     generator = torch.Generator().manual_seed(settings.seed + sum(map(sum, prompts)))  # reproducible per batch
     new = teacher.generate(ids, settings.max_new_tokens, temperature=settings.temperature, top_k=settings.top_k,
                            generator=generator)  # fmt: skip
-    return [tokenizer.decode(row) for row in new.tolist()]
+    end_id = getattr(teacher, "end_id", None)
+    return [tokenizer.decode(row[: until_end(row, end_id) - (end_id in row)]) for row in new.tolist()]

@@ -122,10 +122,19 @@ class HFCausalLM(nn.Module):
         """As `GPT.generate`, with the model's own `generate` (its cache; it may stop early at its end token)."""
         if generator is not None:
             torch.manual_seed(generator.initial_seed())  # transformers samples from the global generator
-        sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k} if temperature > 0 else {}
+        # every setting explicit: a model's own generation config (sampling on, top-p, a penalty) must not apply
+        settings = {"do_sample": temperature > 0, "top_p": 1.0, "repetition_penalty": 1.0, "top_k": top_k or 0}
+        if temperature > 0:
+            settings["temperature"] = temperature
         out = self.model.generate(prompts, max_new_tokens=max_new_tokens, min_new_tokens=0,
-                                  pad_token_id=self.model.config.eos_token_id, **sampling)  # fmt: skip
+                                  pad_token_id=self.end_id, **settings)  # fmt: skip
         return out[:, prompts.shape[1] :]
+
+    @property
+    def end_id(self) -> int | None:
+        """The token that ends a sequence; what generation pads a finished row with."""
+        end = self.model.config.eos_token_id
+        return end[0] if isinstance(end, list) else end
 
 
 def build_lm(

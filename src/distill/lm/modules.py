@@ -144,9 +144,9 @@ class OnPolicy(nn.Module):
     cache, one forward per token, in eval mode and without gradients; evaluation uses the data's completions."""
 
     def __init__(self, distiller: TokenDistiller, *, student_share: float, temperature: float, max_new_tokens: int,
-                 top_k: int | None, pad_id: int):  # fmt: skip
+                 top_k: int | None, pad_id: int, context: int):  # fmt: skip
         super().__init__()
-        self.distiller = distiller
+        self.distiller, self.context = distiller, context  # `context`: the run's, which both models take
         self.student_share, self.temperature, self.max_new_tokens, self.top_k = (
             student_share, temperature, max_new_tokens, top_k,
         )  # fmt: skip
@@ -163,22 +163,31 @@ class OnPolicy(nn.Module):
         ids, labels = batch["input"], batch["label"]
         prompt_lengths = (labels != IGNORE).int().argmax(1)  # the first counted token ends the prompt
         student = self.distiller.student
+        end_id = getattr(student, "end_id", None)
         mode = student.training
         student.eval()  # sampling without dropout
         rows: list[tuple[Tensor, Tensor]] = [(ids[i], labels[i]) for i in range(len(ids))]
-        for length in prompt_lengths.unique().tolist():
-            new_tokens = min(self.max_new_tokens, student.context - length)
-            group = (prompt_lengths == length).nonzero().squeeze(1)
-            if length == 0 or new_tokens < 1:  # no prompt, or no room after it: the data's row stays
-                continue
-            new = student.generate(ids[group, :length], new_tokens, temperature=self.temperature, top_k=self.top_k)
-            for row, sampled in zip(group.tolist(), new.clone(), strict=True):  # clone: out of inference mode
-                prompt = ids[row, :length]
-                rows[row] = (torch.cat([prompt, sampled]), torch.cat([torch.full_like(prompt, IGNORE), sampled]))
-        student.train(mode)
+        try:
+            for length in prompt_lengths.unique().tolist():
+                new_tokens = min(self.max_new_tokens, self.context - length)
+                group = (prompt_lengths == length).nonzero().squeeze(1)
+                if length == 0 or new_tokens < 1:  # no prompt, or no room after it: the data's row stays
+                    continue
+                new = student.generate(ids[group, :length], new_tokens, temperature=self.temperature, top_k=self.top_k)
+                for row, sampled in zip(group.tolist(), new.clone(), strict=True):  # clone: out of inference mode
+                    sampled = sampled[: until_end(sampled.tolist(), end_id)]
+                    prompt = ids[row, :length]
+                    rows[row] = (torch.cat([prompt, sampled]), torch.cat([torch.full_like(prompt, IGNORE), sampled]))
+        finally:
+            student.train(mode)
         longest = max(len(row_ids) for row_ids, _ in rows)
         padded = torch.full((len(rows), longest), self.pad_id, dtype=ids.dtype, device=ids.device)
         targets = torch.full_like(padded, IGNORE)
         for i, (row_ids, row_labels) in enumerate(rows):
             padded[i, : len(row_ids)], targets[i, : len(row_labels)] = row_ids, row_labels
         return {**batch, "input": padded, "label": targets}
+
+
+def until_end(tokens: list[int], end_id: int | None) -> int:
+    """How many of a sample's `tokens` count: through the first end token (what follows is padding)."""
+    return tokens.index(end_id) + 1 if end_id is not None and end_id in tokens else len(tokens)

@@ -27,7 +27,7 @@ from distill._io import write_json
 from distill._lock import FolderLock
 from distill.config import read_yaml
 from distill.diagnosis import paired_interval
-from distill.errors import ConfigError
+from distill.errors import ConfigError, DistillError
 from distill.lm.cache import TokenCache, fingerprint, write_token_cache
 from distill.lm.config import LMConfig, validate_lm
 from distill.lm.data import IGNORE, TextSplits, Tokenizer, text_splits, tokenizer_text
@@ -109,6 +109,9 @@ def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict
     if cfg.cache is not None:
         expected = fingerprint(cfg.teacher.weights, exp.tokenizer, exp.splits.train, cfg.cache.top_k, cfg.cache.dtype)
         cache = TokenCache(cfg.cache.path, expected)
+        if cache.vocab != vocab:
+            raise DistillError(f"{cfg.cache.path}: the cache covers {cache.vocab} ids, the run compares {vocab} "
+                               "(method.shared_vocab); make it again or set the same vocabulary")  # fmt: skip
 
     def distiller_of(student: nn.Module) -> TokenDistiller:
         return TokenDistiller(student, teacher, loss, vocab=vocab, fused=method.fused, chunk_size=method.chunk_size,
@@ -164,7 +167,8 @@ def _on_policy(distiller: TokenDistiller, cfg: LMConfig, tokenizer: Tokenizer) -
     if method.kind != "on_policy":
         return distiller
     return OnPolicy(distiller, student_share=method.student_share, temperature=method.sample_temperature,
-                    max_new_tokens=method.max_new_tokens, top_k=method.top_k, pad_id=tokenizer.pad_id)  # fmt: skip
+                    max_new_tokens=method.max_new_tokens, top_k=method.top_k, pad_id=tokenizer.pad_id,
+                    context=cfg.data.context)  # fmt: skip
 
 
 def _outputs(model: nn.Module) -> int:
