@@ -174,6 +174,10 @@ def test_a_run_reports_perplexity_speed_and_a_verdict(tmp_path, text_file, fused
     assert "train/kd" in metrics and "val/loss" in metrics
     assert main(["train", str(config)]) == 2  # a finished run is not overwritten
     assert "already holds a run" in capsys.readouterr().err
+    again = ["--set", f"method.fused={str(fused).lower()}", "--set", "seeds=[0, 1]", "--resume", "-q"]
+    assert main(["train", str(config), *again]) == 0  # every stage done: loaded, measured again
+    resumed = json.loads((tmp_path / "runs" / "tiny-lm" / "summary.json").read_text())
+    assert resumed["student"]["test_perplexities"] == summary["student"]["test_perplexities"]
 
 
 def test_a_bfloat16_teacher_teaches(tmp_path, text_file):
