@@ -2,9 +2,11 @@
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 
 import pytest
 
@@ -20,11 +22,16 @@ def study(run_dir):
     return optuna.load_study(study_name="distill", storage=f"sqlite:///{run_dir / 'study.db'}")
 
 
-def _trials_so_far(run_dir):
-    """The study's trials, or none while its file or its record is still being made."""
+def _states_so_far(run_dir) -> list[str]:
+    """The study's trial states, read from its database without writing to it: optuna's own loader would set
+    up the schema, racing the search that is creating it."""
+    database = run_dir / "study.db"
+    if not database.exists():
+        return []
     try:
-        return study(run_dir).trials if (run_dir / "study.db").exists() else []
-    except KeyError:  # the database exists, the study's row not yet
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1)) as connection:
+            return [state for (state,) in connection.execute("SELECT state FROM trials ORDER BY number")]
+    except sqlite3.OperationalError:  # no trials table yet, or the file is locked for a moment
         return []
 
 
@@ -35,8 +42,8 @@ def test_a_search_killed_in_its_second_trial_resumes_without_rerunning_the_first
     search = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait for the second trial to be under way
-        trials = _trials_so_far(run_dir)
-        if len(trials) == 2 and trials[1].state.name == "RUNNING":
+        states = _states_so_far(run_dir)
+        if len(states) == 2 and states[1] == "RUNNING":
             break
         assert search.poll() is None, search.stderr.read()
         time.sleep(0.05)
