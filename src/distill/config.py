@@ -6,8 +6,9 @@ registered recipes' keys, so keys of two ways of distilling cannot be written to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, TypeVar, Union
 
 import yaml
 from pydantic import Field, StrictInt, ValidationError, model_validator
@@ -28,6 +29,7 @@ from distill.schema import (
 )
 from distill.train import TrainOptions
 
+G = TypeVar("G", bound=Group)
 Method = Annotated[Union[methods()], Field(discriminator="kind")]  # noqa: UP007  (a union built at run time)
 
 
@@ -135,14 +137,19 @@ def _describe(error: dict) -> str:
     return describe_error(error, Config)
 
 
-def validate(raw: dict[str, Any], source: str) -> Config:
+def validated(model: type[G], raw: dict[str, Any], source: str, describe: Callable[[dict], str]) -> G:
+    """`raw` as a `model`, or one ConfigError from `source`: its first problem, as `describe` words it."""
     try:
-        return Config.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
         # a misspelt key first: it usually explains the "missing" error beside it
         errors = sorted(e.errors(), key=lambda error: error["type"] != "extra_forbidden")
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
+        raise ConfigError(f"{source}: {describe(errors[0])}{more}") from None
+
+
+def validate(raw: dict[str, Any], source: str) -> Config:
+    return validated(Config, raw, source, _describe)
 
 
 def read_saved(path: Path) -> Config:
@@ -228,9 +235,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Read, override and validate a config file; any problem is one ConfigError naming the key."""
+def read_with_overrides(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
+    """A config file's mapping with each `key=value` of `overrides` applied, before validation."""
     raw = read_yaml(path)
     for assignment in overrides:
         apply_override(raw, assignment)
-    return validate(raw, str(path))
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read, override and validate a config file; any problem is one ConfigError naming the key."""
+    return validate(read_with_overrides(path, overrides), str(path))

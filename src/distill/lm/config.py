@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, StrictInt, ValidationError, model_validator
+from pydantic import Field, StrictInt, model_validator
 
-from distill.config import apply_override, read_yaml
-from distill.errors import ConfigError
+from distill.config import read_with_overrides, validated
 from distill.losses.token import Divergence
 from distill.schema import NAME, Group, ModelConfig, describe_error
 from distill.train import TrainOptions
@@ -182,12 +181,7 @@ def is_lm(raw: dict[str, Any]) -> bool:
 
 
 def validate_lm(raw: dict[str, Any], source: str) -> LMConfig:
-    try:
-        return LMConfig.model_validate(raw)
-    except ValidationError as e:
-        errors = sorted(e.errors(), key=lambda error: error["type"] != "extra_forbidden")
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
+    return validated(LMConfig, raw, source, _describe)
 
 
 def _describe(error: dict) -> str:
@@ -200,10 +194,7 @@ def _describe(error: dict) -> str:
 
 
 def load_lm_config(path: str | Path, overrides: list[str] = ()) -> LMConfig:
-    raw = read_yaml(path)
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    return validate_lm(raw, str(path))
+    return validate_lm(read_with_overrides(path, overrides), str(path))
 
 
 KINDS = {"token": TokenMethod, "on_policy": OnPolicyMethod}

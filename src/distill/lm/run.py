@@ -97,10 +97,10 @@ def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict
                           "of prompt/completion lines")  # fmt: skip
     exp = build_experiment(cfg)
     resolve_device(cfg.train.device)
-    teacher, method = _model(exp, "teacher"), cfg.method
+    teacher, probe, method = _model(exp, "teacher"), _model(exp, "student"), cfg.method  # probe: checked, not trained
     vocab = check_vocabularies(
         exp.tokenizer, model_tokenizer(cfg.student, exp.tokenizer), model_tokenizer(cfg.teacher, exp.tokenizer),
-        _outputs(_model(exp, "student")), _outputs(teacher), shared=method.shared_vocab,
+        _outputs(probe), _outputs(teacher), shared=method.shared_vocab,
     )  # fmt: skip
     loss = TokenKD(method.divergence, alpha=method.alpha, temperature=method.temperature, beta=method.beta,
                    skew=method.skew)  # fmt: skip
@@ -119,7 +119,7 @@ def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict
                               cache=cache)  # fmt: skip
 
     if method.fused:  # refused before a file is written
-        check_fusable(_model(exp, "student"), teacher)
+        check_fusable(probe, teacher)
     with FolderLock(cfg.run_dir):
         rundir.prepare(cfg, resume=resume, overwrite=overwrite, read=lambda path: validate_lm(read_yaml(path), path))
         stages = Stages(exp, resume=resume)
