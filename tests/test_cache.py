@@ -9,10 +9,14 @@ from torch.utils.data import DataLoader
 
 from conftest import TINY_RUN, write_config
 from distill import Distiller, DistillError, losses
+from distill.build import build_experiment
 from distill.cache import TeacherCache, topk_logits, write_cache
 from distill.cli import main
+from distill.config import load_config
 from distill.models import cnn, mlp
-from distill.weights import save_weights
+from distill.teacher import CachedTeacher
+from distill.teacher_cache import open_cache
+from distill.weights import load_weights, save_weights
 
 
 @pytest.fixture
@@ -183,6 +187,53 @@ def test_a_changed_teacher_or_shuffled_data_makes_the_cache_stale(cached_config,
     assert "is stale: its teacher_sha256 differ" in capsys.readouterr().err
 
 
-def test_augmented_data_needs_an_explicit_yes(cached_config, capsys):
+def test_augmented_data_needs_views_or_an_explicit_yes(cached_config, capsys):
     assert main(["cache", str(cached_config), "--set", "data.augment=crop_flip"]) == 2
-    assert "set cache.allow_augmented: true" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "set cache.views: K" in err and "cache.allow_augmented: true" in err
+    assert main(["cache", str(cached_config), "--set", "cache.views=2"]) == 2
+    assert "cache.views records augmented views of the samples: set data.augment" in capsys.readouterr().err
+
+
+AUGMENTED = ["--set", "data.augment=crop_flip", "--set", "cache.views=3", "--set", "cache.dtype=float32"]
+
+
+def test_an_augmented_cache_serves_the_teacher_on_the_pixels_the_student_sees(cached_config, tmp_path):
+    assert main(["cache", str(cached_config), *AUGMENTED]) == 0
+    cfg = load_config(cached_config, AUGMENTED[1::2])
+    exp = build_experiment(cfg)
+    cache = open_cache(exp)
+    assert cache.views == {"augment": "crop_flip", "pad": 4, "count": 3, "seed": 0}
+    teacher = mlp((1, 8, 8), 10, hidden=(32,))
+    load_weights(teacher, cfg.teacher.weights)
+    served = CachedTeacher(cache)
+    for epoch in (0, 1, 2, 3, 7):
+        for part in (exp.train_loader.batch_sampler, exp.splits.train):
+            part.seed_epoch(5, epoch)  # the run's seed orders the batches; the cache's seed draws the views
+        batch = next(iter(exp.train_loader))
+        assert (batch["view"] == epoch % 3).all()
+        with torch.no_grad():
+            assert torch.allclose(served(batch)[0], teacher(batch["input"]), atol=1e-5)
+    assert torch.equal(first_rows(exp, 0), first_rows(exp, 3)) and not torch.equal(
+        first_rows(exp, 0), first_rows(exp, 1)
+    )
+    val = next(iter(exp.val_loader))  # validation is never augmented: the clean outputs
+    with torch.no_grad():
+        assert "view" not in val and torch.allclose(served(val)[0], teacher(val["input"]), atol=1e-5)
+
+
+def first_rows(exp, epoch: int) -> torch.Tensor:
+    exp.splits.train.seed_epoch(0, epoch)
+    return torch.stack([exp.splits.train[i]["input"] for i in range(8)])
+
+
+def test_train_from_an_augmented_cache_and_refuse_one_of_other_views(cached_config, tmp_path, capsys):
+    assert main(["cache", str(cached_config), *AUGMENTED]) == 0
+    assert main(["train", str(cached_config), *AUGMENTED, "--set", "train.epochs=4"]) == 0
+    for other, made in [("cache.views=2", "3 views of crop_flip (pad=4, seed=0), this run asks for 2 views"),
+                        ("data.seed=1", "3 views of crop_flip (pad=4, seed=0), this run asks for 3 views of "
+                                        "crop_flip (pad=4, seed=1)")]:  # fmt: skip
+        assert main(["train", str(cached_config), *AUGMENTED, "--set", other, "--set", "name=other"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"was made for {made}" in err, err
+    assert not (tmp_path / "runs" / "other").exists()

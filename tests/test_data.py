@@ -400,43 +400,59 @@ def test_crop_flip_draws_every_standard_crop_and_flip():
     assert parts.augment == "crop_flip" and parts.description.endswith("augment=crop_flip")
     sample = parts.train[3]
     outcomes = crop_flip_outcomes(data.inputs[sample["index"]])
-    torch.manual_seed(0)
     seen = []
-    for _ in range(3000):
+    for epoch in range(3000):
+        parts.train.seed_epoch(0, epoch)
         sample = parts.train[3]
         assert sample["input"].shape == (3, 6, 5) and sample["label"] == data.labels[sample["index"]]
+        assert sample["view"] == epoch
         match = (outcomes == sample["input"]).flatten(1).all(dim=1).nonzero()
         assert len(match) == 1, "not a zero-padded crop, flipped or not, of the image"
         seen.append(match.item())
     assert sorted(set(seen)) == list(range(162))  # every shift, each with and without the flip
 
 
-def test_crop_flip_is_seeded_and_leaves_validation_alone():
+def test_crop_flip_is_a_function_of_seed_epoch_and_sample_and_leaves_validation_alone():
     data = image_data()
     parts = split(data, val_fraction=0.25, seed=0, augment="crop_flip")
 
-    def train_inputs(seed: int) -> torch.Tensor:
-        torch.manual_seed(seed)
+    def train_inputs(epoch: int, seed: int) -> torch.Tensor:
+        parts.train.seed_epoch(seed, epoch)
+        torch.manual_seed(epoch)  # the global random state plays no part
         return torch.stack([parts.train[i]["input"] for i in range(len(parts.train))])
 
-    assert torch.equal(train_inputs(0), train_inputs(0))
-    assert not torch.equal(train_inputs(0), train_inputs(1))
-    assert not torch.equal(train_inputs(0), data.inputs[parts.train.indices])
+    assert torch.equal(train_inputs(0, 0), train_inputs(0, 0))
+    assert not torch.equal(train_inputs(0, 0), train_inputs(1, 0))
+    assert not torch.equal(train_inputs(0, 0), train_inputs(0, 1))
+    assert not torch.equal(train_inputs(0, 0), data.inputs[parts.train.indices])
     for _ in range(20):
         for i in range(len(parts.val)):
             assert torch.equal(parts.val[i]["input"], data.inputs[parts.val[i]["index"]])
 
 
+def test_replayed_views_cycle_with_the_epoch():
+    parts = split(image_data(n=16), val_fraction=0.25, seed=0, augment="crop_flip")
+    parts.train.replay(views=3, seed=7)
+
+    def view(epoch: int, seed: int) -> torch.Tensor:
+        parts.train.seed_epoch(seed, epoch)
+        return torch.stack([parts.train[i]["input"] for i in range(len(parts.train))])
+
+    assert torch.equal(view(0, 0), view(3, 5)) and torch.equal(view(2, 0), view(8, 1))
+    assert not torch.equal(view(0, 0), view(1, 0))
+    parts.train.seed_epoch(0, 8)
+    assert parts.train[0]["view"] == 2
+
+
 def test_crop_flip_is_reproducible_across_dataloader_workers():
     parts = split(image_data(n=16), val_fraction=0.25, seed=0, augment="crop_flip")
 
-    def epoch() -> torch.Tensor:
-        torch.manual_seed(0)
-        loader = torch.utils.data.DataLoader(parts.train, batch_size=3, num_workers=2)
+    def epoch(workers: int) -> torch.Tensor:
+        loader = torch.utils.data.DataLoader(parts.train, batch_size=3, num_workers=workers)
         return torch.cat([batch["input"] for batch in loader])
 
-    first = epoch()
-    assert first.shape == (len(parts.train), 3, 6, 5) and torch.equal(first, epoch())
+    first = epoch(0)
+    assert first.shape == (len(parts.train), 3, 6, 5) and torch.equal(first, epoch(2))
 
 
 def test_augment_refuses_unknown_names_and_non_images():

@@ -1,8 +1,10 @@
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
-from conftest import tiny_net
+from conftest import blobs, tiny_net
 from distill import Distiller, DistillError, Supervised, losses
+from distill.train import evaluate
 
 
 def batch(n=4, in_features=8, num_classes=3):
@@ -97,3 +99,25 @@ def test_a_bf16_teacher_keeps_token_ids_integers():
     ids = torch.tensor([[999, 513], [1, 2]])  # 999 and 513 are not exact in bfloat16
     out = d({"input": ids, "label": torch.tensor([0, 1])})
     assert torch.isfinite(out["loss"])
+
+
+def test_a_live_teacher_runs_on_the_validation_rows_once_a_run():
+    train, val = blobs()
+    teacher, rows = tiny_net(hidden=32), []
+    teacher.register_forward_hook(lambda module, inputs, output: rows.append(len(inputs[0])))
+    distiller = Distiller(tiny_net(hidden=8), teacher, [losses.KD(temperature=2.0, alpha=0.5)])
+    history = distiller.fit(DataLoader(train, batch_size=16, shuffle=True), DataLoader(val, batch_size=32), epochs=3)
+    assert sum(rows) == 3 * len(train) + len(val)  # the sizing forward's batch is the first validation batch
+    agreement = [record["val/agreement"] for record in history.epochs]
+    distiller.teacher._remembered.clear()  # computed afresh, the validation figures are the same
+    assert evaluate(distiller, DataLoader(val, batch_size=32), torch.device("cpu"))["val/agreement"] == agreement[-1]
+
+
+def test_a_remembered_teacher_output_is_not_served_for_other_rows_under_the_same_indices():
+    train, val = blobs()
+    distiller = Distiller(tiny_net(hidden=8), tiny_net(hidden=32), [losses.KD(temperature=2.0, alpha=0.5)]).eval()
+    batch = next(iter(DataLoader(val, batch_size=8)))
+    other = {**batch, "input": next(iter(DataLoader(train, batch_size=8)))["input"]}  # indices 0..7 of both
+    first, _ = distiller.teacher(batch, remember=True)
+    assert torch.equal(distiller.teacher(other, remember=True)[0], distiller.teacher(other)[0])
+    assert not torch.equal(first, distiller.teacher(other)[0])

@@ -1,5 +1,6 @@
 import errno
 import json
+import shutil
 
 import pytest
 import torch
@@ -100,13 +101,35 @@ def test_a_failed_checkpoint_write_stops_the_run_and_keeps_the_previous_one(tmp_
         assert torch.equal(value, fresh.state_dict()[key])
 
 
-def test_only_last_and_best_checkpoints_are_kept(tmp_path):
+def test_only_last_the_one_before_it_and_best_checkpoints_are_kept(tmp_path):
     module, train, val = make_run()
     fit(module, train, val, TrainOptions(epochs=4, **OPTIONS), run_dir=tmp_path)
     checkpoints = Checkpoints(tmp_path / "checkpoints")
     kept = {p.name for p in (tmp_path / "checkpoints").glob("epoch-*")}
-    assert kept == {checkpoints.pointer("last")["dir"], checkpoints.pointer("best")["dir"]}
-    assert checkpoints.pointer("last")["epoch"] == 3
+    last = checkpoints.pointer("last")
+    assert kept == {last["dir"], last["previous"], checkpoints.pointer("best")["dir"]}
+    assert last["epoch"] == 3 and last["previous"] == "epoch-0002"
+
+
+def test_a_checkpoint_whose_bytes_changed_is_refused_and_the_previous_one_offered(tmp_path):
+    module, train, val = make_run()
+    fit(module, train, val, TrainOptions(epochs=3, **OPTIONS), run_dir=tmp_path)
+    root = tmp_path / "checkpoints"
+    weights = root / "epoch-0002" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of one weight: the file still loads
+    weights.write_bytes(bytes(data))
+    with pytest.raises(DistillError) as info:
+        fit(module, train, val, TrainOptions(epochs=4, **OPTIONS), run_dir=tmp_path, resume=True)
+    message = str(info.value)
+    assert "model.safetensors changed on disk after it was written" in message and "\n" not in message
+    assert (
+        f"the previous complete checkpoint is {root / 'epoch-0001'} (epoch 2): delete {root / 'epoch-0002'}" in message
+    )
+    shutil.rmtree(root / "epoch-0002")  # as offered
+    history = fit(module, train, val, TrainOptions(epochs=3, **OPTIONS), run_dir=tmp_path, resume=True)
+    assert [record["epoch"] for record in history.epochs] == [1, 2, 3]
+    assert Checkpoints(root).pointer("last")["dir"] == "epoch-0002" and (root / "epoch-0002" / "sha256.json").exists()
 
 
 class Exploding(torch.nn.Module):

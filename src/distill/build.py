@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from distill import data
 from distill.errors import ConfigError, DistillError, first_line
@@ -20,7 +20,7 @@ from distill.losses import LOSSES
 from distill.models import build_model
 from distill.registry import build
 from distill.schema import ModelConfig, TermConfig
-from distill.train import TrainOptions, seed_everything, setup
+from distill.train import TrainOptions, seed_everything, setup, shuffled
 from distill.weights import load_weights
 
 if TYPE_CHECKING:
@@ -70,14 +70,13 @@ def build_experiment(cfg: Config) -> Experiment:
         labelled_fraction=d.labelled_fraction,
         labelled_per_class=d.labelled_per_class,
     )
-    train_loader = DataLoader(splits.train, batch_size=d.batch_size, shuffle=True, num_workers=d.num_workers)
+    train_loader = shuffled(splits.train, d.batch_size, d.num_workers)
 
     def steps_of_train(part: data.IndexedDataset) -> DataLoader:
         """Batches of `part` drawn as many times an epoch as the student's, so every stage takes as many steps."""
         if len(part) == len(splits.train) and part.labels.equal(splits.train.labels):
             return train_loader  # the same rows and labels: the same batches
-        sampler = RandomSampler(part, num_samples=len(splits.train))
-        return DataLoader(part, batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers)
+        return shuffled(part, d.batch_size, d.num_workers, draws=len(splits.train))
 
     def fixed(part: data.IndexedDataset) -> DataLoader:
         return DataLoader(part, batch_size=max(d.batch_size, 256), num_workers=d.num_workers)

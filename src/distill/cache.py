@@ -4,18 +4,25 @@
     CACHE/logits-00000.npy         (rows, C) teacher logits of samples 0..rows-1, float16/bfloat16/float32
     CACHE/feature.layer3-00000.npy tapped teacher features, when asked for
     top-k caches hold, instead of logits, topk_values (rows, k), topk_indices (rows, k) and logsumexp (rows,)
+    CACHE/view2.logits-00000.npy   with `views`, the same arrays again for each augmented view of the samples
 
 Shards are written whole (temporary file, then rename) and listed in the manifest only once complete, so an
 interrupted `distill cache` resumes at the first missing shard, and a half-written shard is never read. The
-fingerprint names the teacher's weights, the data (identity and order), its augmentation, the dtype, k and
-the features: a cache that does not match the run that reads it is refused.
+fingerprint names the teacher's weights, the data (identity and order), its augmentation and views, the
+dtype, k and the features: a cache that does not match the run that reads it is refused.
+
+An augmented cache ("fast knowledge distillation", Shen & Xing 2022) records the teacher on K views of every
+sample, view v of sample i drawn from (seed, v, i) alone; training replays view `epoch mod K`, so the student
+sees the very pixels the teacher's stored outputs are of.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +32,31 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from distill._io import atomic_path, remove_temporaries, write_json
+from distill.data._augment import Augment, view_key
 from distill.errors import DistillError, first_line
 from distill.taps import check_paths, run_tapped
+from distill.train import parallel
 
 MANIFEST = "manifest.json"
+_VIEW = re.compile(r"view(\d+)\.")  # the prefix of an augmented view's arrays
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Views:
+    """`count` augmented views of every sample: view v of sample i is `augment(input, view_key(seed, v, i))`."""
+
+    augment: Augment
+    count: int
+    seed: int
+
+    def describe(self) -> dict[str, Any]:
+        return {"augment": self.augment.name, **self.augment.params(), "count": self.count, "seed": self.seed}
+
+    def of(self, inputs: Tensor, indices: Tensor, view: int) -> Tensor:
+        """View `view` of the samples `indices` whose inputs are `inputs`."""
+        keys = [view_key(self.seed, view, index) for index in indices.tolist()]
+        return torch.stack([self.augment(x, key) for x, key in zip(inputs, keys, strict=True)])
 
 
 def _sha256(*tensors: Tensor) -> str:
@@ -54,9 +81,11 @@ def fingerprint(
     dtype: str,
     top_k: int | None,
     features: Sequence[str],
+    views: Views | None = None,
 ) -> dict[str, Any]:
     """Everything a cache's contents depend on; two caches with equal fingerprints hold the same numbers."""
     return {
+        "views": views.describe() if views else None,
         "teacher_sha256": teacher_sha256,
         "data": data,
         "data_sha256": _sha256(inputs, labels),  # identity and order of the samples
@@ -115,11 +144,15 @@ def write_cache(
     device: torch.device | str = "cpu",
     progress: bool = True,
     teacher_sha256: str | None = None,
+    views: Views | None = None,
 ) -> dict[str, Any]:
-    """Run `teacher` once over every sample, in index order, and store its outputs in shards under `path`.
+    """Run `teacher` once over every sample, in index order, and store its outputs in shards under `path`; with
+    `views`, over each augmented view of every sample as well.
 
     Resumes an interrupted cache with the same fingerprint; refuses to touch one made for anything else.
-    `teacher_sha256` names the weights (default: hashed from `teacher`). Returns the manifest.
+    `teacher_sha256` names the weights (default: hashed from `teacher`). Returns the manifest. In a
+    data-parallel run the processes take turns at the shards and the first writes the manifest: the files are
+    the same, byte for byte, as one process's.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -131,7 +164,15 @@ def write_cache(
     teacher = teacher.eval().to(device)
     teacher_sha256 = teacher_sha256 or state_sha256(teacher.state_dict())
     expected = fingerprint(
-        teacher_sha256, inputs, labels, data=data, augment=augment, dtype=dtype, top_k=top_k, features=features
+        teacher_sha256,
+        inputs,
+        labels,
+        data=data,
+        augment=augment,
+        dtype=dtype,
+        top_k=top_k,
+        features=features,
+        views=views,
     )
     with torch.inference_mode():  # kept apart: the top-k form does not store the width itself
         num_classes = run_tapped(teacher, inputs[:1].to(device), ())[0].shape[-1]
@@ -139,24 +180,40 @@ def write_cache(
         raise DistillError(f"cache.top_k={top_k} must lie in [1, {num_classes}]: the teacher has {num_classes} classes")
     new = {"fingerprint": expected, "shard_rows": shard_rows, "num_classes": num_classes, "shards": {}}
     manifest = _resumed(path, expected) or new
-    remove_temporaries(path)  # of shards a kill interrupted: they are written again, and would stay for good
+    if parallel.is_main():
+        remove_temporaries(path)  # of shards a kill interrupted: they are written again, and would stay for good
+    parallel.barrier()
     n_shards = -(-len(labels) // manifest["shard_rows"])
     rows = manifest["shard_rows"]
-    bar = tqdm(total=n_shards, initial=len(manifest["shards"]), unit="shard", disable=None if progress else True)
-    for shard in range(n_shards):
-        if str(shard) in manifest["shards"]:
-            continue
-        part = inputs[shard * rows : (shard + 1) * rows]
-        batches = [
-            _teacher_outputs(teacher, part[i : i + batch_size].to(device), features, top_k, DTYPES[dtype])
-            for i in range(0, len(part), batch_size)
-        ]
-        outputs = {name: torch.cat([b[name] for b in batches]) for name in batches[0]}
-        checksums = {name: _write_array(path / _file_name(name, shard), output) for name, output in outputs.items()}
-        manifest["shards"][str(shard)] = {"rows": len(part), "sha256": checksums}
-        write_json(path / MANIFEST, manifest)  # the shard counts only from here on
-        bar.update(1)
+    todo = [shard for shard in range(n_shards) if str(shard) not in manifest["shards"]]
+    show = progress and parallel.is_main()
+    bar = tqdm(total=n_shards, initial=n_shards - len(todo), unit="shard", disable=None if show else True)
+    for turn in range(0, len(todo), parallel.world()):  # each process one shard a turn
+        mine = todo[turn + parallel.rank()] if turn + parallel.rank() < len(todo) else None
+        entry = None
+        if mine is not None:
+            indices = torch.arange(mine * rows, min((mine + 1) * rows, len(labels)))
+            sets = {"": inputs[indices]}  # the samples as they are, then each view: (name prefix, inputs)
+            for view in range(views.count if views else 0):
+                sets[f"view{view}."] = views.of(sets[""], indices, view)
+            checksums = {}
+            for prefix, part in sets.items():
+                batches = [
+                    _teacher_outputs(teacher, part[i : i + batch_size].to(device), features, top_k, DTYPES[dtype])
+                    for i in range(0, len(part), batch_size)
+                ]
+                for name in batches[0]:
+                    output = torch.cat([b[name] for b in batches])
+                    checksums[prefix + name] = _write_array(path / _file_name(prefix + name, mine), output)
+            entry = {"rows": len(indices), "sha256": checksums}
+        for shard, done in parallel.gathered((mine, entry)):  # in process order: in shard order
+            if shard is not None:
+                manifest["shards"][str(shard)] = done
+                bar.update(1)
+        if parallel.is_main():
+            write_json(path / MANIFEST, manifest)  # its shards count only from here on
     bar.close()
+    parallel.barrier()
     return manifest
 
 
@@ -212,6 +269,9 @@ def _manifest_problem(manifest: Any) -> str | None:
         return f"top_k {found['top_k']!r} is not a positive integer"
     if not isinstance(found.get("features"), list):
         return "features is not a list"
+    views = found.get("views")
+    if views is not None and not (isinstance(views, dict) and _positive_int(views.get("count"))):
+        return "views has no positive count"
     counts = {"num_samples": found.get("num_samples"), **{k: manifest.get(k) for k in ("shard_rows", "num_classes")}}
     for key, value in counts.items():
         if not _positive_int(value):
@@ -249,6 +309,7 @@ class TeacherCache:
                 "missing); run `distill cache` again to complete it"
             )
         self.top_k = self.fingerprint["top_k"]
+        self.views: dict[str, Any] | None = self.fingerprint["views"]
         self.num_classes = manifest["num_classes"]
         self.dtype = DTYPES[self.fingerprint["dtype"]]
         self.shards = [self._open(s, manifest["shards"][str(s)], verify) for s in range(n_shards)]
@@ -256,8 +317,9 @@ class TeacherCache:
     def __deepcopy__(self, memo: dict) -> TeacherCache:
         return self  # read-only: copies of a Distiller (the dry run before training) read the same files
 
-    def _open(self, shard: int, entry: dict[str, Any], verify: bool) -> dict[str, np.ndarray]:
-        arrays = {}
+    def _open(self, shard: int, entry: dict[str, Any], verify: bool) -> dict[int | None, dict[str, np.ndarray]]:
+        """The shard's arrays by view (None: the samples as they are), each by its name within the view."""
+        arrays: dict[str, np.ndarray] = {}
         for name, checksum in entry["sha256"].items():
             file = self.path / _file_name(name, shard)
             if verify and (not file.exists() or hashlib.sha256(file.read_bytes()).hexdigest() != checksum):
@@ -266,24 +328,32 @@ class TeacherCache:
                 arrays[name] = np.load(file, mmap_mode="r")
             except (OSError, ValueError) as e:
                 raise DistillError(f"{file} cannot be read ({first_line(e)}); run `distill cache` again") from e
-            shape = arrays[name].shape
-            if shape[:1] != (entry["rows"],) or (name == "logits" and shape[1:] != (self.num_classes,)):
-                expected = f"{entry['rows']} rows" + (f" of {self.num_classes} logits" if name == "logits" else "")
+            shape, logits = arrays[name].shape, _VIEW.sub("", name) == "logits"
+            if shape[:1] != (entry["rows"],) or (logits and shape[1:] != (self.num_classes,)):
+                expected = f"{entry['rows']} rows" + (f" of {self.num_classes} logits" if logits else "")
                 raise DistillError(
                     f"{file} is damaged (shaped {shape}, listed as {expected}); run `distill cache` again"
                 )
-        return arrays
+        views: dict[int | None, dict[str, np.ndarray]] = {}
+        for name, array in arrays.items():
+            of_view = _VIEW.match(name)
+            view, base = (int(of_view[1]), name[of_view.end() :]) if of_view else (None, name)
+            views.setdefault(view, {})[base] = array
+        return views
 
-    def read(self, index: Tensor) -> dict[str, Tensor]:
-        """The stored rows of samples `index` (B,), as float32 tensors (indices as int64)."""
+    def read(self, index: Tensor, view: int | None = None) -> dict[str, Tensor]:
+        """The stored rows of samples `index` (B,), as float32 tensors (indices as int64): the teacher's outputs
+        on the samples as they are, or on their augmented view `view`."""
         index = index.cpu().numpy()
+        if view not in self.shards[0]:
+            raise DistillError(f"teacher.cache {self.path} holds no view {view} of the samples")
         if len(self.shards) == 1:  # the common small cache: one gather per array
-            return {name: self._tensor(name, array[index]) for name, array in self.shards[0].items()}
+            return {name: self._tensor(name, array[index]) for name, array in self.shards[0][view].items()}
         shard_of, row_of = np.divmod(index, self.rows)
         out: dict[str, np.ndarray] = {}
         for shard in np.unique(shard_of):
             picked = shard_of == shard
-            for name, array in self.shards[shard].items():
+            for name, array in self.shards[shard][view].items():
                 if name not in out:
                     out[name] = np.empty((len(index), *array.shape[1:]), dtype=array.dtype)
                 out[name][picked] = array[row_of[picked]]

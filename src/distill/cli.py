@@ -17,6 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import NoReturn
 
+import torch.distributed
+
 from distill.config import load_config, read_yaml
 from distill.errors import DistillError, first_line
 from distill.export import FILES, evaluate_exported, export
@@ -28,6 +30,7 @@ from distill.pipeline import evaluate_run, run
 from distill.report import format_export, format_exported_accuracy, format_lm_summary, format_summary, format_tuning
 from distill.report.document import make_report
 from distill.teacher_cache import make_cache
+from distill.train import parallel
 from distill.tune import tune
 
 DEMO_CONFIG = resources.files("distill") / "demo.yaml"
@@ -150,13 +153,17 @@ def _setup_logging(args: argparse.Namespace) -> None:
     for handler in (progress, warnings):
         handler.distill_cli = True
         logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
+    quiet = args.quiet or not parallel.first_process()  # the other processes of a parallel run: warnings only
+    logger.setLevel(logging.WARNING if quiet else logging.DEBUG if args.verbose else logging.INFO)
 
 
 def _main(args: argparse.Namespace) -> None:
     if args.quiet and "overrides" in vars(args):  # a command that trains
         args.overrides.append("train.progress=false")  # quiet means no progress bar either
-    if args.command == "cache" and is_lm(read_yaml(args.config)):
+    lm = "config" in vars(args) and is_lm(read_yaml(args.config))
+    if parallel.launched() and (args.command not in ("train", "cache") or (lm and args.command == "cache")):
+        raise DistillError(f"distill {args.command} runs in one process: start it without torchrun")
+    if args.command == "cache" and lm:
         made = make_token_cache(load_lm_config(args.config, args.overrides))
         print(
             f"cached the teacher's top-k for {made['tokens']} tokens in {made['seconds']:.1f} s: "
@@ -166,7 +173,11 @@ def _main(args: argparse.Namespace) -> None:
     if args.command == "tune" and is_lm(read_yaml(args.config)):
         raise DistillError(f"{args.config}: distill tune takes image configs so far; train it with distill train")
     if args.command == "cache":
-        made = make_cache(load_config(args.config, args.overrides))
+        cfg = load_config(args.config, args.overrides)
+        with parallel.session(cfg.train.device):
+            made = make_cache(cfg)
+        if not made:  # another process of a parallel run reports
+            return
         print(
             f"cached the teacher's outputs for {made['samples']} samples in {made['seconds']:.1f} s: "
             f"{made['bytes_per_sample']:.0f} bytes per sample, {made['bytes'] / 2**20:.1f} MB in {made['path']}"
@@ -195,8 +206,12 @@ def _main(args: argparse.Namespace) -> None:
             + (f" ({made['already']} were there from an earlier run)" if made["already"] else "")
         )
         return
-    if args.command == "train" and is_lm(read_yaml(args.config)):
-        print(format_lm_summary(run_lm(load_lm_config(args.config, args.overrides), resume=args.resume)))
+    if args.command == "train" and lm:
+        cfg = load_lm_config(args.config, args.overrides)
+        with parallel.session(cfg.train.device):
+            summary = run_lm(cfg, resume=args.resume)
+        if summary:  # else another process of a parallel run prints it
+            print(format_lm_summary(summary))
         return
     if args.command == "demo" and args.task == "lm":
         with resources.as_file(LM_DEMO_CONFIG) as path:
@@ -204,7 +219,11 @@ def _main(args: argparse.Namespace) -> None:
         print(format_lm_summary(run_lm(cfg, overwrite=True)))
         return
     if args.command == "train":
-        summary = run(load_config(args.config, args.overrides), resume=args.resume)
+        cfg = load_config(args.config, args.overrides)
+        with parallel.session(cfg.train.device):
+            summary = run(cfg, resume=args.resume)
+        if not summary:  # another process of a parallel run prints it
+            return
     elif args.command == "demo":
         with resources.as_file(DEMO_CONFIG) as path:
             cfg = load_config(path, args.overrides)
@@ -239,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a path that cannot be written, a full disk: the one line the OS gives, no traceback
         print(f"distill: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
+    except torch.distributed.DistError as e:  # a peer died or hung: the checkpoints are the first process's
+        print(
+            f"distill: error: a process of this data-parallel run stopped or stopped answering ({first_line(e)}); "
+            "the last complete checkpoint is kept: continue with `distill train CONFIG --resume`, on any number "
+            "of processes",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         again = "run the same distill generate again" if args.command == "generate" else "distill train CONFIG --resume"
         print(f"distill: interrupted; continue with `{again}`", file=sys.stderr)

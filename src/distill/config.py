@@ -83,10 +83,14 @@ class Config(Group):
     @model_validator(mode="after")
     def _check_cache(self) -> Config:
         cached = self.teacher is not None and self.teacher.cache is not None
-        if cached and self.data.augment != "none" and not self.cache.allow_augmented:
+        augmented = self.data.augment != "none"
+        if self.cache.views is not None and not augmented:
+            raise ValueError("cache.views records augmented views of the samples: set data.augment, e.g. crop_flip")
+        if cached and augmented and self.cache.views is None and not self.cache.allow_augmented:
             raise ValueError(
-                f"data.augment is {self.data.augment!r} but a cache holds the teacher's outputs on clean inputs, "
-                "which do not match augmented ones; set cache.allow_augmented: true to accept that"
+                f"data.augment is {self.data.augment!r} but a cache of clean inputs does not match augmented ones; "
+                "set cache.views: K to record the teacher on K augmented views of each sample (or "
+                "cache.allow_augmented: true to accept clean outputs)"
             )
         return self
 

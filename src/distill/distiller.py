@@ -93,7 +93,8 @@ class Distiller(nn.Module):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         inputs, labels = batch["input"], batch["label"]
         student_logits, student_features = run_tapped(self.student, inputs, self.student_taps)  # (B, C), {path: …}
-        teacher_logits, teacher_features = self.teacher(batch)  # float32, no grad: live or from the cache
+        # float32, no grad: live or from the cache; in evaluation, a live teacher's outputs on a batch once a run
+        teacher_logits, teacher_features = self.teacher(batch, remember=not self.training)
         if student_logits.shape != teacher_logits.shape:
             raise DistillError(
                 f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} "

@@ -24,7 +24,6 @@ from torch import nn
 
 from distill import rundir
 from distill._io import write_json
-from distill._lock import FolderLock
 from distill.build import Experiment, build_experiment, build_net
 from distill.config import Config, read_saved, read_yaml
 from distill.diagnosis import diagnose
@@ -32,7 +31,7 @@ from distill.errors import DistillError
 from distill.recipes import RECIPES, Recipe, Trained
 from distill.recipes._stages import Stages
 from distill.summary import code_that_ran, describe, outputs_of
-from distill.train import resolve_device
+from distill.train import parallel, resolve_device
 
 
 def recipe_of(cfg: Config) -> type[Recipe]:
@@ -50,18 +49,22 @@ def run(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict[s
 
     Everything is built and checked first: a bad path, weights file, shape or loss option fails before a file
     is written. One process at a time per run directory: a second is refused while the first runs.
-    `overwrite` (the demo's) replaces an earlier run made with overwrite, and never any other run."""
+    `overwrite` (the demo's) replaces an earlier run made with overwrite, and never any other run. In a
+    data-parallel run every process trains, and the first measures and writes the summary; the others
+    return an empty dict."""
+    parallel.check_batch(cfg.data.batch_size)
     exp = build_experiment(cfg)
     recipe = recipe_of(cfg)
     resolve_device(cfg.train.device)
     seeds = cfg.run_seeds
     first = recipe(_seeded(exp, seeds[0]))
-    with FolderLock(cfg.run_dir):
-        rundir.prepare(cfg, resume=resume, overwrite=overwrite)
+    with rundir.opened(cfg, resume=resume, overwrite=overwrite):
         runs = [first.train(Stages(_seeded(exp, seeds[0]), resume=resume))]
         for seed in seeds[1:]:  # one teacher: the later seeds load it
             seeded = _seeded(exp, seed)
             runs.append(recipe(seeded).train(Stages(seeded, resume=resume, tag=f"seed{seed}")))
+        if not parallel.is_main():
+            return {}
         summary = _summarize(exp, recipe, runs)
         write_json(cfg.run_dir / "summary.json", summary)
         return summary

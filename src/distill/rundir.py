@@ -3,20 +3,38 @@ refused when a resume would mix two experiments."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from distill._io import is_temporary, remove_temporaries, write_text
+from distill._lock import FolderLock
 from distill.config import Config, read_saved
 from distill.errors import DistillError
-from distill.train import Checkpoints
+from distill.train import Checkpoints, parallel
 
 REPLACEABLE = ".replaceable"  # marks a run made with overwrite (the demo's): the next overwrite may replace it
 
 # Keys that change how a run is carried out, not what it computes: they may differ on resume.
 FREE_ON_RESUME = {"train.progress", "train.device", "train.tensorboard", "data.num_workers"}
+
+
+@contextlib.contextmanager
+def opened(
+    cfg: Config | Any, *, resume: bool, overwrite: bool, read: Callable[[Path], Any] = read_saved
+) -> Iterator[None]:
+    """`cfg.run_dir`, locked and prepared (see `prepare`) for the length of the block by the process that
+    writes; the others of a data-parallel run wait until it is ready, and only read."""
+    if not parallel.is_main():
+        parallel.barrier()
+        yield
+        return
+    with FolderLock(cfg.run_dir):
+        prepare(cfg, resume=resume, overwrite=overwrite, read=read)
+        parallel.barrier()
+        yield
 
 
 def prepare(

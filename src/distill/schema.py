@@ -152,10 +152,14 @@ class CacheConfig(Group):
     dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     top_k: StrictInt | None = Field(None, ge=1, description="keep only the k largest logits (kd only)")
     features: list[str] = Field(default_factory=list, description="teacher module paths to store as well")
+    views: StrictInt | None = Field(
+        None, ge=1, le=1000, description="with data.augment: the teacher's outputs on K augmented views of each sample"
+    )
     allow_augmented: bool = Field(
         False, description="accept data.augment: the cache then holds clean-input outputs for augmented inputs"
     )
     batch_size: StrictInt = Field(256, ge=1, le=1_000_000)
+    shard_rows: StrictInt = Field(4096, ge=1, le=10_000_000, description="samples per shard file")
 
 
 def known_keys(root: type[BaseModel], loc: tuple) -> list[str]:

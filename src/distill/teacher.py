@@ -1,7 +1,8 @@
 """Where teacher outputs come from: a live, frozen teacher run in inference mode, or a disk cache.
 
 Both are called with the batch and return the teacher's (B, C) logits and its tapped features, as float32
-tensors on the batch's device that autograd may save. `teacher_source` picks one for what it is given.
+tensors on the batch's device that autograd may save (and must not change in place: a live teacher hands out
+what it remembered of the validation batches again). `teacher_source` picks one for what it is given.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class LiveTeacher:
     """A frozen teacher: eval mode, no gradients, `torch.inference_mode`, optionally in bfloat16.
 
     Deliberately not an `nn.Module`: its weights stay out of the student's parameters, optimizer,
-    state dict and DDP wrapper. It follows the inputs to their device on first use.
+    state dict and DDP wrapper. It follows the inputs to their device on first use. Called with `remember`
+    (evaluation), it keeps its outputs on each batch of sample indices, and serves them again for the same
+    rows: frozen, it would compute the same numbers every epoch.
     """
 
     def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float32, taps: Sequence[str] = ()):
@@ -42,14 +45,27 @@ class LiveTeacher:
         self.dtype = dtype
         self.taps = tuple(taps)
         self._device: torch.device | None = None
+        self._remembered: dict[tuple, tuple[Tensor, Tensor, dict[str, Tensor]]] = {}
 
     top_k = None  # a live teacher gives the full distribution
 
-    def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(self, batch: dict[str, Tensor], *, remember: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         inputs = batch["input"]
         if inputs.device != self._device:
             self.model.to(inputs.device)
             self._device = inputs.device
+        if not remember or "index" not in batch:
+            return self._run(inputs)
+        # The rows by their indices, checked by their sums: other data under the same indices is run anew.
+        key = (inputs.device, batch["index"].cpu().numpy().tobytes())
+        with torch.no_grad():
+            sums = inputs.flatten(1).sum(1)  # (B,)
+        kept = self._remembered.get(key)
+        if kept is None or not torch.equal(kept[0], sums):
+            kept = self._remembered[key] = (sums, *self._run(inputs))
+        return kept[1], kept[2]
+
+    def _run(self, inputs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         with torch.inference_mode():
             inputs = inputs.to(self.dtype) if inputs.is_floating_point() else inputs  # token ids stay integers
             logits, features = run_tapped(self.model, inputs, self.taps)
@@ -62,7 +78,9 @@ def _copy(tensor: Tensor) -> Tensor:
 
 
 class CachedTeacher:
-    """Teacher outputs read from a `TeacherCache` by the batch's sample indices: no teacher forward at all."""
+    """Teacher outputs read from a `TeacherCache` by the batch's sample indices: no teacher forward at all. A
+    batch of augmented samples carries the `view` its rows show; a cache of views serves the teacher's outputs
+    on that view (one cache of clean outputs, accepted for augmented inputs, serves those)."""
 
     def __init__(self, cache: TeacherCache, taps: Sequence[str] = ()):
         missing = [path for path in taps if path not in cache.fingerprint["features"]]
@@ -75,10 +93,13 @@ class CachedTeacher:
         self.taps = tuple(taps)
         self.top_k = cache.top_k
 
-    def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(self, batch: dict[str, Tensor], *, remember: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         if "index" not in batch:
             raise DistillError("a cached teacher reads by sample index: the batches need an 'index' entry")
-        rows = self.cache.read(batch["index"])
+        view = None
+        if self.cache.views is not None and "view" in batch:
+            view = int(batch["view"][0])  # one view of each row a batch: the epoch's (see IndexedDataset.replay)
+        rows = self.cache.read(batch["index"], view)
         if self.top_k is None:
             logits = rows["logits"]
         else:

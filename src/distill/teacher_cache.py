@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill._lock import FolderLock
 from distill.build import Experiment, build_experiment, build_net
-from distill.cache import TeacherCache, fingerprint, state_sha256, write_cache
+from distill.cache import TeacherCache, Views, fingerprint, state_sha256, write_cache
+from distill.data import augmentation
 from distill.errors import ConfigError, DistillError
-from distill.train import resolve_device
+from distill.train import parallel, resolve_device
 from distill.weights import read_state_dict
 
 if TYPE_CHECKING:
     from distill.config import Config
+
+
+def _views(exp: Experiment) -> Views | None:
+    """The augmented views a cache records (cache.views of data.augment, drawn with data.seed), or None."""
+    cfg = exp.cfg
+    if cfg.cache.views is None:
+        return None
+    return Views(augmentation(cfg.data.augment, exp.splits.input_shape, cfg.data.name), cfg.cache.views, cfg.data.seed)
 
 
 def _identity(exp: Experiment) -> tuple[str, dict[str, Any]]:
@@ -29,29 +39,50 @@ def _identity(exp: Experiment) -> tuple[str, dict[str, Any]]:
         dtype=exp.cfg.cache.dtype,
         top_k=exp.cfg.cache.top_k,
         features=exp.cfg.cache.features,
+        views=_views(exp),
     )
     return teacher_sha256, expected
 
 
 def open_cache(exp: Experiment) -> TeacherCache:
-    """The run's teacher cache, refused when stale: another teacher, other data or order, other augmentation."""
+    """The run's teacher cache, refused when stale: another teacher, other data or order, other augmentation
+    or views. A cache of augmented views is replayed: every part of the training data shows, in epoch e, view
+    e mod K of its samples, the pixels the teacher's stored outputs are of."""
     _, expected = _identity(exp)
+    found = TeacherCache(exp.cfg.teacher.cache).fingerprint.get("views")
+    if found != expected["views"]:
+        made, asked = (_described(views) for views in (found, expected["views"]))
+        raise DistillError(
+            f"teacher.cache {exp.cfg.teacher.cache} was made for {made}, this run asks for {asked} (data.augment, "
+            "cache.views, data.seed); run `distill cache` again, or set them as the cache was made"
+        )
     identity = {key: expected[key] for key in ("teacher_sha256", "data", "data_sha256", "num_samples", "augment")}
     cache = TeacherCache(exp.cfg.teacher.cache, identity)
     if cache.num_classes != exp.splits.num_classes:
         raise DistillError(f"teacher.cache holds {cache.num_classes} classes, the data has {exp.splits.num_classes}")
+    if cache.views is not None:
+        for part in (exp.splits.train, exp.splits.labelled, exp.splits.teacher):
+            part.replay(cache.views["count"], cache.views["seed"])
     return cache
 
 
+def _described(views: dict[str, Any] | None) -> str:
+    if views is None:
+        return "no augmented views"
+    options = ", ".join(f"{key}={value}" for key, value in views.items() if key not in ("augment", "count"))
+    return f"{views['count']} views of {views['augment']} ({options})"
+
+
 def make_cache(cfg: Config) -> dict[str, Any]:
-    """`distill cache`: run the teacher once over every sample and store its outputs in teacher.cache."""
+    """`distill cache`: run the teacher once over every sample and store its outputs in teacher.cache; what it
+    made (an empty dict in the processes of a parallel run but the first)."""
     if cfg.teacher is None or cfg.teacher.cache is None or cfg.teacher.weights is None:
         raise ConfigError("distill cache needs teacher.weights (a trained teacher) and teacher.cache (the folder)")
     exp = build_experiment(cfg)
     teacher = build_net(exp, "teacher", cfg.teacher.weights)
     teacher_sha256, expected = _identity(exp)
     start = time.perf_counter()
-    with FolderLock(cfg.teacher.cache):
+    with FolderLock(cfg.teacher.cache) if parallel.is_main() else contextlib.nullcontext():
         manifest = write_cache(
             cfg.teacher.cache,
             teacher,
@@ -64,9 +95,13 @@ def make_cache(cfg: Config) -> dict[str, Any]:
             top_k=cfg.cache.top_k,
             features=cfg.cache.features,
             batch_size=cfg.cache.batch_size,
+            shard_rows=cfg.cache.shard_rows,
             device=resolve_device(cfg.train.device),
             progress=cfg.train.progress,
+            views=_views(exp),
         )
+    if not parallel.is_main():  # the first process reports
+        return {}
     size = sum(f.stat().st_size for f in Path(cfg.teacher.cache).glob("*.npy"))
     samples = manifest["fingerprint"]["num_samples"]
     return {

@@ -9,7 +9,6 @@ PLAN_JSON holds (each optional):
     expect      name the event at kill_at must have: a changed order of writes fails loudly (exit 3)
     trace       file that receives {"events": [[name, target], ...], "seconds": work time} at the end
     ready       file created once the imports are done, for a timer in the parent to start from
-    shard_rows  rows per teacher-cache shard (the command's default keeps all of the digits in one)
 
 The patches live only in this process: the product has no fault hooks.
 """
@@ -147,9 +146,6 @@ def install() -> None:
 
 def main() -> None:
     PLAN.update(json.loads(sys.argv[1]))
-    if "shard_rows" in PLAN:
-        write_cache = functools.partial(distill.teacher_cache.write_cache, shard_rows=PLAN["shard_rows"])
-        distill.teacher_cache.write_cache = write_cache
     install()
     if "ready" in PLAN:
         Path(PLAN["ready"]).touch()

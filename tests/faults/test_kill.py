@@ -41,8 +41,8 @@ CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # th
 TRAIN = ["--set", "scratch=false", "--set", "teacher.epochs=2", "--set", "train.epochs=3"]
 TRAIN += ["--set", "data.batch_size=64", "--set", "train.log_every=5", "--set", "train.device=cpu"]
 STAGES = ("teacher", "student")
-CACHE = ["--set", "cache.features=[hidden1]", "--set", "train.device=cpu"]
 SHARD_ROWS = 600  # three shards of the 1797 digits, two arrays each
+CACHE = ["--set", "cache.features=[hidden1]", "--set", "train.device=cpu", "--set", f"cache.shard_rows={SHARD_ROWS}"]
 
 
 # ----- running a command and killing it -----
@@ -171,13 +171,17 @@ def _tensor_differences(path: Path, reference: Path) -> list[str]:
 
 
 def _checkpoint_damage(folder: Path, pointer: dict) -> list[str]:
-    """Problems of a checkpoint folder a pointer names: it must hold both files, readable, of its epoch."""
+    """Problems of a checkpoint folder a pointer names: it must hold its files as their checksums say, readable,
+    of its epoch."""
     where = f"{folder.parent.parent.name}/{folder.name}"
     if not folder.is_dir():
         return [f"{where} is named by a pointer but missing"]
     names = sorted(p.name for p in folder.iterdir())
-    if names != ["model.safetensors", "state.pt"]:
+    if names != ["model.safetensors", "sha256.json", "state.pt"]:
         return [f"{where} is named by a pointer but holds {names}"]
+    checksums = json.loads((folder / "sha256.json").read_text())
+    if checksums != {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in checksums}:
+        return [f"{where} is named by a pointer but its files differ from their checksums"]
     try:
         with safe_open(folder / "model.safetensors", "pt") as f:
             metadata = f.metadata()
@@ -221,7 +225,8 @@ def leftovers(run_dir: Path) -> list[str]:
     for checkpoints in run_dir.glob("*/checkpoints"):
         for which in ("last", "best"):
             if (checkpoints / f"{which}.json").exists():
-                named.add(checkpoints / json.loads((checkpoints / f"{which}.json").read_text())["dir"])
+                pointer = json.loads((checkpoints / f"{which}.json").read_text())
+                named |= {checkpoints / pointer[key] for key in ("dir", "previous") if pointer.get(key)}
     stray = [*run_dir.rglob(".*.tmp"), *(p for p in run_dir.glob("*/checkpoints/epoch-*") if p not in named)]
     return sorted(str(p.relative_to(run_dir)) for p in stray)
 
@@ -354,9 +359,7 @@ def play_cache(reference: Reference) -> Callable[[Path, list[dict]], Outcome]:
     def play(where: Path, kills: list[dict]) -> Outcome:
         write_config(where / "run.yaml", (reference.folder / "run.yaml").read_text())
         argv = ["cache", str(where / "run.yaml"), *CACHE]  # every start resumes: there is no flag to choose
-        outcome = crash_then_finish(
-            where, lambda: argv, kills, lambda: cache_damage(where / "cache"), {"shard_rows": SHARD_ROWS}
-        )
+        outcome = crash_then_finish(where, lambda: argv, kills, lambda: cache_damage(where / "cache"))
         if not outcome.stuck:
             outcome.differences = cache_differences(where / "cache", reference.folder / "cache")
         return outcome
@@ -446,7 +449,7 @@ def test_the_checks_see_damage(train_reference, cache_reference, tmp_path):
     metrics.write_text("".join(lines[:3] + lines[2:]))
     save_weights(mlp((1, 8, 8), 10, hidden=(8,)), run_dir / "student.safetensors")
     found = "\n".join(run_differences(run_dir, reference))
-    assert "cannot be read" in found and "student/metrics.jsonl: logged steps repeat" in found
+    assert "differ from their checksums" in found and "student/metrics.jsonl: logged steps repeat" in found
     assert "student.safetensors: fc.weight differs" in found
     cache = Path(shutil.copytree(cache_reference.folder / "cache", tmp_path / "cache"))
     assert cache_damage(cache) == [] and cache_differences(cache, cache_reference.folder / "cache") == []
@@ -507,8 +510,8 @@ def interrupted_run(train_reference, tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     ("file", "fragment"),
     [
-        ("epoch-0001/state.pt", "state.pt cannot be read"),
-        ("epoch-0001/model.safetensors", "model.safetensors is not a readable safetensors file"),
+        ("epoch-0001/state.pt", "state.pt changed on disk after it was written (checksum); the previous complete"),
+        ("epoch-0001/model.safetensors", "model.safetensors changed on disk after it was written (checksum)"),
         ("last.json", "last.json is corrupt"),
     ],
 )

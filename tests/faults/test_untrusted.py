@@ -71,6 +71,9 @@ def test_a_planted_pickle_in_a_checkpoint_is_refused_on_resume(tmp_path, capsys)
     checkpoints = tmp_path / "runs" / "tiny" / "student" / "checkpoints"
     state = checkpoints / json.loads((checkpoints / "last.json").read_text())["dir"] / "state.pt"
     state.write_bytes(pickle.dumps(Planted(), protocol=2))  # the protocol torch.save writes
+    checksums = json.loads((state.parent / "sha256.json").read_text())  # planted by one who fixes the checksums too
+    checksums["state.pt"] = hashlib.sha256(state.read_bytes()).hexdigest()
+    (state.parent / "sha256.json").write_text(json.dumps(checksums))
     (tmp_path / "runs" / "tiny" / "student.safetensors").unlink()  # so that resume reads the checkpoint
     code = main(["train", str(config), "--set", "scratch=false", "--set", "train.epochs=1", "--resume"])
     err = capsys.readouterr().err

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from distill.data._augment import augmentation
+from distill.data._augment import Augment, augmentation, view_key
 from distill.errors import ConfigError, DistillError
 from distill.registry import Registry
 
@@ -93,22 +93,39 @@ class ArrayData:
 class IndexedDataset(torch.utils.data.Dataset):
     """Samples as `{"input", "label", "index"}`; `index` is the row in the full ArrayData (cache key).
 
-    `transform`, when given, maps each input as it is read (training augmentation), so every epoch sees new draws.
+    `augment`, when given, maps each input as it is read (training augmentation), and the sample carries the
+    `view` it drew: view `epoch` of the sample under the run's seed, new pixels every epoch, set by the training
+    loop through `seed_epoch`. After `replay(views, seed)`, epoch e shows view `e mod views` under `seed`
+    instead: the views an augmented teacher cache recorded the teacher's outputs on.
     """
 
-    def __init__(
-        self, inputs: Tensor, labels: Tensor, indices: Tensor, transform: Callable[[Tensor], Tensor] | None = None
-    ):
+    def __init__(self, inputs: Tensor, labels: Tensor, indices: Tensor, augment: Augment | None = None):
         if not len(inputs) == len(labels) == len(indices):
             raise ValueError(f"inputs, labels, indices differ in length: {len(inputs)}, {len(labels)}, {len(indices)}")
-        self.inputs, self.labels, self.indices, self.transform = inputs, labels, indices, transform
+        self.inputs, self.labels, self.indices, self.augment = inputs, labels, indices, augment
+        self.view, self.seed = 0, 0
+        self.replayed: tuple[int, int] | None = None  # (views, seed) of an augmented cache
+
+    def seed_epoch(self, seed: int, epoch: int) -> None:
+        if self.replayed is None:
+            self.view, self.seed = epoch, seed
+        else:
+            views, self.seed = self.replayed
+            self.view = epoch % views
+
+    def replay(self, views: int, seed: int) -> None:
+        self.replayed = (views, seed)
+        self.seed_epoch(seed, 0)
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        sample = self.inputs[i] if self.transform is None else self.transform(self.inputs[i])
-        return {"input": sample, "label": self.labels[i], "index": self.indices[i]}
+    def __getitem__(self, i: int) -> dict[str, Tensor | int]:
+        if self.augment is None:
+            return {"input": self.inputs[i], "label": self.labels[i], "index": self.indices[i]}
+        index = int(self.indices[i])
+        sample = self.augment(self.inputs[i], view_key(self.seed, self.view, index))
+        return {"input": sample, "label": self.labels[i], "index": self.indices[i], "view": self.view}
 
 
 @dataclass(frozen=True)
@@ -221,9 +238,7 @@ def split(
     kept = train_idx[labels[train_idx] != UNLABELLED]
     known = train_idx[data.labels[train_idx] != UNLABELLED]
 
-    def part(
-        rows: Tensor, transform: Callable[[Tensor], Tensor] | None = None, labels: Tensor = labels
-    ) -> IndexedDataset:
+    def part(rows: Tensor, transform: Augment | None = None, labels: Tensor = labels) -> IndexedDataset:
         return IndexedDataset(inputs[rows], labels[rows], rows, transform)
 
     sizes = f"{len(train_idx)} train ({len(kept)} labelled) / {len(val_idx)} val / {len(test_idx)} test"

@@ -36,7 +36,7 @@ from distill.lm.modules import NextToken, OnPolicy, TokenDistiller, check_fusabl
 from distill.losses.token import TokenKD, shift_for_next_token
 from distill.measure import THREADS, where_measured
 from distill.recipes._stages import Stages
-from distill.train import resolve_device, seed_everything
+from distill.train import parallel, resolve_device, seed_everything, shuffled
 from distill.weights import load_weights
 
 logger = logging.getLogger("distill.lm")
@@ -66,7 +66,7 @@ def build_experiment(cfg: LMConfig) -> LMExperiment:
     tokenizer = tokenizer_for(d.tokenizer, tokenizer_text(d.path))
     splits = text_splits(d.path, tokenizer, context=d.context, val_fraction=d.val_fraction,
                          test_fraction=d.test_fraction, seed=d.seed)  # fmt: skip
-    train = DataLoader(splits.train, batch_size=d.batch_size, shuffle=True)
+    train = shuffled(splits.train, d.batch_size)
     val, test = (DataLoader(part, batch_size=d.batch_size) for part in (splits.val, splits.test))
     return LMExperiment(cfg, tokenizer, splits, train, val, test)
 
@@ -120,8 +120,7 @@ def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict
 
     if method.fused:  # refused before a file is written
         check_fusable(probe, teacher)
-    with FolderLock(cfg.run_dir):
-        rundir.prepare(cfg, resume=resume, overwrite=overwrite, read=lambda path: validate_lm(read_yaml(path), path))
+    with rundir.opened(cfg, resume=resume, overwrite=overwrite, read=lambda path: validate_lm(read_yaml(path), path)):
         stages = Stages(exp, resume=resume)
         if cfg.teacher.weights is None and not cfg.teacher.model.startswith("hf:"):
             epochs = cfg.teacher.epochs or cfg.train.epochs
@@ -139,6 +138,8 @@ def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict
             student = models["student"] = _model(seeded, "student")
             stages.train("student", _on_policy(distiller_of(student), cfg, exp.tokenizer), student, cfg.train)
             runs.append(models)
+        if not parallel.is_main():
+            return {}
         summary = summarize(exp, runs)
         write_json(cfg.run_dir / "summary.json", summary)
         return summary

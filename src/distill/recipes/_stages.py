@@ -3,12 +3,14 @@ scratch baseline."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 from torch.utils.data import DataLoader
 
 from distill.build import Experiment, build_net
 from distill.distiller import Supervised, supervised_options
-from distill.train import Checkpoints, TrainOptions, fit
+from distill.train import Checkpoints, TrainOptions, fit, parallel
 from distill.weights import load_weights, save_weights
 
 SHARED = ("teacher", "assistant")  # trained once, with the first seed; every other stage once per seed
@@ -55,13 +57,20 @@ class Stages:
         loader = self.exp.train_loader if loader is None else loader
         fit(module, loader, self.exp.val_loader, options, run_dir=self.exp.run_dir / name, resume=resume)
         if options.select == "best" and checkpoints.pointer("best") is not None:
-            checkpoints.load("best", module)
+            checkpoints.load("best", module, repair=parallel.is_main())
         for result, path in paths.items():
-            save_weights(results[result], path, metadata={"stage": name, "select": options.select})
+            self._write(path, results[result], {"stage": name, "select": options.select})
 
     def save(self, name: str, model: nn.Module, **metadata: str) -> None:
         """Write a model the run reports on that no stage of that name trained (the last of several stages)."""
-        save_weights(model, self.exp.run_dir / f"{self._name(name)}.safetensors", metadata=metadata)
+        self._write(self.exp.run_dir / f"{self._name(name)}.safetensors", model, metadata)
+
+    @staticmethod
+    def _write(path: Path, model: nn.Module, metadata: dict[str, str]) -> None:
+        """The first process of a data-parallel run writes; the others wait until the file is there."""
+        if parallel.is_main():
+            save_weights(model, path, metadata=metadata)
+        parallel.barrier()
 
 
 def train_teacher(stages: Stages, teacher: nn.Module) -> None:

@@ -1,12 +1,15 @@
 """The training loop: trains any module whose forward returns a loss dict."""
 
 from distill.train.checkpoint import Checkpoints
-from distill.train.loop import Callback, History, evaluate, fit, resolve_device, seed_everything, setup
+from distill.train.loop import Callback, EpochSeeded, History, evaluate, fit, resolve_device, seed_everything, setup
 from distill.train.options import TrainOptions
+from distill.train.parallel import EpochBatches, shuffled
 
 __all__ = [
     "Callback",
     "Checkpoints",
+    "EpochBatches",
+    "EpochSeeded",
     "History",
     "TrainOptions",
     "evaluate",
@@ -14,4 +17,5 @@ __all__ = [
     "resolve_device",
     "seed_everything",
     "setup",
+    "shuffled",
 ]

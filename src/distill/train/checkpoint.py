@@ -2,15 +2,20 @@
 
     checkpoints/epoch-0003/model.safetensors   module weights (or one NAME.safetensors per trained part)
     checkpoints/epoch-0003/state.pt            optimizer, scheduler, RNG, epoch, step (loaded weights_only)
+    checkpoints/epoch-0003/sha256.json         the checksum of each file above, as written
     checkpoints/last.json, best.json           {"epoch": 3, "step": 300, "dir": "epoch-0003", ...}
 
 A folder is written under a temporary name and renamed when complete; a pointer is replaced
 atomically only after its folder is in place. A crash at any moment leaves the previous pair intact.
+The folder before the last is kept too (last.json names it "previous"): a last checkpoint whose bytes
+changed on disk since they were written is refused on load, and the previous one is there to resume from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import random
 import re
 import shutil
@@ -24,6 +29,9 @@ from torch import nn
 from distill._io import fsync_dir, fsync_file, write_json
 from distill.errors import DistillError
 from distill.weights import load_weights, write_safetensors
+
+logger = logging.getLogger(__name__)
+CHECKSUMS = "sha256.json"
 
 
 def parts_of(module: nn.Module) -> dict[str, nn.Module]:
@@ -52,6 +60,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _load_pointer(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
@@ -60,7 +76,11 @@ def _load_pointer(path: Path) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         problem = str(e)
     else:  # it names a folder of its own checkpoints, and nothing else
-        fine = isinstance(pointer, dict) and re.fullmatch(r"epoch-\d{4,}", str(pointer.get("dir")))
+        fine = (
+            isinstance(pointer, dict)
+            and re.fullmatch(r"epoch-\d{4,}", str(pointer.get("dir")))
+            and re.fullmatch(r"epoch-\d{4,}|None", str(pointer.get("previous")))
+        )
         problem = None if fine and isinstance(pointer.get("epoch"), int) else "not a checkpoint pointer"
     if problem:
         raise DistillError(f"{path} is corrupt ({problem}); delete it to fall back to an older checkpoint")
@@ -77,20 +97,27 @@ class Checkpoints:
         """The contents of last.json or best.json, or None when no checkpoint was written yet."""
         return _load_pointer(self.root / f"{which}.json")
 
+    def _kept(self) -> set[str]:
+        """The folders the pointers name: last, the one before it, and best."""
+        last, best = self.pointer("last"), self.pointer("best")
+        return {p["dir"] for p in (last, best) if p} | ({last["previous"]} if last and last.get("previous") else set())
+
     def save(self, module: nn.Module, state: dict[str, Any], *, epoch: int, step: int, best: dict | None) -> None:
         """Write epoch `epoch` as a complete folder, point last (and best, when given) at it, prune the rest."""
         name = f"epoch-{epoch:04d}"
         tmp, final = self.root / f".{name}.tmp", self.root / name
-        named = {p["dir"] for p in (self.pointer("last"), self.pointer("best")) if p}
+        named = self._kept()
         for stale in (tmp, final):  # leftovers of an interrupted attempt at this epoch; never a pointed-at folder
             if stale.name not in named:
                 shutil.rmtree(stale, ignore_errors=True)
+        last = self.pointer("last")
+        previous = (last["dir"] if last["dir"] != name else last.get("previous")) if last else None
         try:
             self._write_folder(tmp, module, {**state, "epoch": epoch, "step": step})
             tmp.rename(final)
             fsync_dir(self.root)
             # last before best: a crash between them leaves best.json naming an older folder, which is still kept
-            write_json(self.root / "last.json", {"epoch": epoch, "step": step, "dir": name})
+            write_json(self.root / "last.json", {"epoch": epoch, "step": step, "dir": name, "previous": previous})
             if best is not None:
                 write_json(self.root / "best.json", {**best, "epoch": epoch, "step": step, "dir": name})
         except OSError as e:  # a full disk, a folder made read-only: the pointers still name the previous one
@@ -114,21 +141,29 @@ class Checkpoints:
             torch.save(state, f)
         for f in folder.iterdir():
             fsync_file(f)
+        checksums = {f.name: _sha256(f) for f in sorted(folder.iterdir())}
+        write_json(folder / CHECKSUMS, checksums)
         fsync_dir(folder)
 
     def prune(self) -> None:
-        """Delete every epoch folder neither pointer names (a crash while pruning can leave one behind)."""
-        keep = {p["dir"] for p in (self.pointer("last"), self.pointer("best")) if p}
+        """Delete every epoch folder no pointer names (a crash while pruning can leave one behind)."""
+        keep = self._kept()
         for folder in self.root.glob("epoch-*"):
             if folder.name not in keep:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def load(self, which: str, module: nn.Module) -> dict[str, Any]:
-        """Load the `which` checkpoint's weights into `module`; return its training state."""
+    def load(self, which: str, module: nn.Module, *, repair: bool = True) -> dict[str, Any]:
+        """Load the `which` checkpoint's weights into `module`; return its training state. A last checkpoint
+        whose folder was deleted gives way to the previous one. `repair` lets it fix a pointer a crash left
+        behind (off in all but one of the processes of a data-parallel run: they read, one writes)."""
         pointer = self.pointer(which)
         if pointer is None:
             raise DistillError(f"{self.root} holds no '{which}' checkpoint; train without --resume to start the run")
+        if which == "last" and not (self.root / pointer["dir"]).exists() and pointer.get("previous"):
+            logger.warning("%s is gone; resuming from the one before it, %s", pointer["dir"], pointer["previous"])
+            pointer = {**pointer, "dir": pointer["previous"], "previous": None}
         folder = self.root / pointer["dir"]
+        self._verify(folder, pointer)
         for part, net in parts_of(module).items():
             load_weights(net, folder / f"{part}.safetensors")
         try:
@@ -137,9 +172,31 @@ class Checkpoints:
             raise DistillError(
                 f"{folder / 'state.pt'} cannot be read ({type(e).__name__}); the checkpoint is damaged"
             ) from None
-        if which == "last":
+        if which == "last" and repair:
             self._repoint_best(state, pointer)
         return state
+
+    def _verify(self, folder: Path, pointer: dict[str, Any]) -> None:
+        """Refuse a checkpoint whose files changed since they were written, naming the one to fall back to."""
+        try:
+            checksums = json.loads((folder / CHECKSUMS).read_text())
+        except (OSError, ValueError):
+            checksums = None
+        changed = f"{folder / CHECKSUMS} is missing or damaged" if not isinstance(checksums, dict) else None
+        for name, expected in (checksums or {}).items():
+            file = folder / name
+            if changed is None and (not file.is_file() or _sha256(file) != expected):
+                changed = f"{file} changed on disk after it was written (checksum)"
+        if changed is None:
+            return
+        previous = pointer.get("previous")
+        if previous and (self.root / previous).exists():
+            epoch = int(previous.split("-")[1]) + 1
+            offer = f"the previous complete checkpoint is {self.root / previous} (epoch {epoch}): "
+            offer += f"delete {folder} to resume from it"
+        else:
+            offer = "no earlier checkpoint is kept: train without --resume"
+        raise DistillError(f"{changed}; {offer}")
 
     def _repoint_best(self, state: dict[str, Any], last: dict[str, Any]) -> None:
         """A crash between last.json and best.json of a new best epoch leaves best.json naming the one before;

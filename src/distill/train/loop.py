@@ -15,11 +15,13 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from distill._tensors import Batch
 from distill.errors import DistillError, TrainingDiverged
 from distill.registry import did_you_mean
+from distill.train import parallel
 from distill.train.checkpoint import Checkpoints, rng_state, set_rng_state
 from distill.train.metrics import MetricsLog
 from distill.train.options import TrainOptions
@@ -31,6 +33,13 @@ TOKENS = "tokens"  # what a module reports when its values are means over tokens
 
 class Callback(Protocol):
     def on_epoch_end(self, record: dict[str, Any]) -> None: ...
+
+
+class EpochSeeded(Protocol):
+    """A sampler or data set whose draws (order, augmentation) depend on (seed, epoch) alone: `fit` tells it
+    both before each epoch, so a resumed or data-parallel run draws what an uninterrupted one does."""
+
+    def seed_epoch(self, seed: int, epoch: int) -> None: ...
 
 
 @dataclass
@@ -79,14 +88,25 @@ def _is_better(value: float, best: dict[str, Any] | None, mode: str) -> bool:
     return value > best["value"] if mode == "max" else value < best["value"]
 
 
+def _seed_epoch(loader: Iterable[Batch], seed: int, epoch: int) -> None:
+    for part in (getattr(loader, "batch_sampler", None), getattr(loader, "dataset", None)):
+        if callable(getattr(part, "seed_epoch", None)):
+            part.seed_epoch(seed, epoch)
+
+
 @torch.no_grad()
 def evaluate(module: nn.Module, loader: Iterable[Batch], device: torch.device, precision: str = "fp32") -> dict:
     """Every scalar the module returns, averaged over samples (over tokens, for a module that reports the
-    `tokens` its values are means over), under `val/`. One host sync at the end."""
+    `tokens` its values are means over), under `val/`. One host sync at the end. In a data-parallel run each
+    process takes every N-th batch (all of them when there are fewer batches than processes) and the sums
+    are added up across processes."""
     module.eval()
     sums: dict[str, Tensor] = {}
     count = 0
-    for batch in loader:
+    shards = parallel.world() if len(loader) >= parallel.world() else 1
+    for i, batch in enumerate(loader):
+        if i % shards != parallel.rank() % shards:
+            continue
         batch = _to_device(batch, device)
         with _autocast(device, precision):
             out = module(batch)
@@ -95,6 +115,9 @@ def evaluate(module: nn.Module, loader: Iterable[Batch], device: torch.device, p
         for key, value in out.items():
             sums[key] = sums.get(key, 0.0) + value.detach().float() * n
         count += n
+    if shards > 1:
+        sums = {key: parallel.all_sum(value) for key, value in sums.items()}
+        count = parallel.all_sum(torch.as_tensor(count, dtype=torch.float64, device=device))
     count = float(count)
     if count == 0:
         raise DistillError("the validation data is empty: no batch to evaluate on")
@@ -110,9 +133,10 @@ class _Window:
         self.finite = torch.ones((), dtype=torch.bool, device=device)
         self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
 
-    def add(self, out: dict[str, Tensor], step: int) -> None:
+    def add(self, out: dict[str, Tensor], step: int, share: Tensor | float = 1.0) -> None:
+        """A batch's values; `share` weighs this process's part of a global batch (see `_share`)."""
         for key, value in out.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value.detach().float()
+            self.sums[key] = self.sums.get(key, 0.0) + value.detach().float() * share
         self.count += 1
         self.check(out["loss"].detach(), step)
 
@@ -123,12 +147,26 @@ class _Window:
         self.finite &= ok
 
     def read(self, epoch: int) -> dict[str, float]:
-        if not self.finite.item():
+        """The means since the last read, over every process (all of them read at the same steps)."""
+        if parallel.all_sum(self.finite.logical_not().int()).item() > 0:
+            step = self.first_bad_step.item()
+            where = f"at step {step}" if step >= 0 else "in another process of the run"
             raise TrainingDiverged(
-                f"the loss or its gradient became NaN or infinite at step {self.first_bad_step.item()} "
-                f"(epoch {epoch}); the last good checkpoint is kept; lower train.lr or set train.clip_grad_norm"
+                f"the loss or its gradient became NaN or infinite {where} (epoch {epoch}); the last good checkpoint "
+                "is kept; lower train.lr or set train.clip_grad_norm"
             )
-        return {f"train/{key}": value.item() / self.count for key, value in self.sums.items()}
+        n = self.count * parallel.world()
+        return {f"train/{key}": parallel.all_sum(value).item() / n for key, value in self.sums.items()}
+
+
+def _share(batch: Batch) -> Tensor | float:
+    """How much this process's rows weigh in the global batch, times the number of processes: 1 when the
+    batch splits evenly. DistributedDataParallel averages gradients over processes; scaled by this, the
+    average is the gradient of the global batch's mean loss, whatever the split."""
+    if parallel.world() == 1:
+        return 1.0
+    rows = torch.as_tensor(float(_batch_size(batch)), device=batch["input"].device)
+    return rows * parallel.world() / parallel.all_sum(rows)
 
 
 def _train_epoch(
@@ -143,7 +181,9 @@ def _train_epoch(
     log: MetricsLog,
     bar: tqdm,
 ) -> tuple[int, dict[str, float]]:
-    """One pass over `loader`; returns the new step count and the epoch's mean train metrics.
+    """One pass over `loader`; returns the new step count and the epoch's mean train metrics. `module` may be
+    wrapped in DistributedDataParallel, which then adds up gradients across processes at each step's last
+    backward.
 
     With train.nonfinite "skip", a step whose loss or gradient is NaN or infinite makes no update (checked at
     every step: one host sync each); more than train.max_skips in an epoch stop the run."""
@@ -154,23 +194,28 @@ def _train_epoch(
     step_tokens = None
     for i, batch in enumerate(loader):
         batch = _to_device(batch, device)
-        with _autocast(device, options.precision):
-            out = module(batch)
-        tokens = out.pop(TOKENS, None)
-        group = min(k, n_batches - (i // k) * k)  # the epoch's last group may hold fewer batches
-        if skipping and not torch.isfinite(out["loss"].detach()).item():
-            bad = True
-        elif not bad:
-            if tokens is None:
-                (out["loss"] / group).backward()
-            else:  # a mean over tokens: the step's gradient is the mean over all its batches' tokens
-                (out["loss"] * tokens).backward()
-                step_tokens = tokens if step_tokens is None else step_tokens + tokens
-            window.add(out, step + 1)
-        if (i + 1) % k and i + 1 < n_batches:
+        last_of_step = (i + 1) % k == 0 or i + 1 == n_batches
+        with _syncing(module, last_of_step):
+            with _autocast(device, options.precision):
+                out = module(batch)
+            tokens = out.pop(TOKENS, None)
+            group = min(k, n_batches - (i // k) * k)  # the epoch's last group may hold fewer batches
+            # Alone, a step with a NaN loss skips its backward; with peers every process must take part in it,
+            # and the gradients they share tell every one of them to skip.
+            if skipping and parallel.world() == 1 and not torch.isfinite(out["loss"].detach()).item():
+                bad = True
+            elif not bad:
+                share = _share(batch) if tokens is None else 1.0
+                if tokens is None:
+                    (out["loss"] * share / group).backward()
+                else:  # a mean over tokens: the step's gradient is the mean over all its batches' tokens
+                    (out["loss"] * tokens).backward()
+                    step_tokens = tokens if step_tokens is None else step_tokens + tokens
+                window.add(out, step + 1, share)
+        if not last_of_step:
             continue
-        if step_tokens is not None:
-            optimizers.divide_grads(step_tokens.clamp_min(1))
+        if step_tokens is not None:  # summed over processes; their gradients were averaged
+            optimizers.divide_grads((parallel.all_sum(step_tokens) / parallel.world()).clamp_min(1))
             step_tokens = None
         if skipping and (bad or not optimizers.grads_finite()):
             optimizers.skip()
@@ -195,6 +240,13 @@ def _train_epoch(
             window = _Window(device)
     means = {key: value / seen for key, value in totals.items()}
     return step, {**means, "train/skipped_steps": skipped} if skipping else means
+
+
+def _syncing(module: nn.Module, last_of_step: bool):
+    """DistributedDataParallel shares gradients at a step's last backward only, not at each accumulated one."""
+    if isinstance(module, DistributedDataParallel) and not last_of_step:
+        return module.no_sync()
+    return contextlib.nullcontext()
 
 
 def _check_weights(params: list[nn.Parameter], epoch: int) -> None:
@@ -242,18 +294,25 @@ def fit(
 
     With `resume`, continues from the last checkpoint exactly: weights, optimizer, schedule, RNG and
     the metrics file as they were, so the result equals an uninterrupted run (on CPU).
+
+    Launched as several processes (see `distill.train.parallel`), each trains on its share of every global
+    batch with the module wrapped in DistributedDataParallel; the first process alone writes, and a resume
+    may use another number of processes.
     """
     if len(train_loader) == 0:
         raise DistillError("the training data is empty: no batch to train on")
     run_dir = Path(run_dir) if run_dir is not None else None
-    device = resolve_device(options.device)
+    _check_parallel(train_loader, resume)
+    device = parallel.local_device(resolve_device(options.device))
     seed_everything(options.seed)
     module.to(device)
     outputs = setup(module, _to_device(next(iter(val_loader if val_loader is not None else train_loader)), device))
     mode = _monitor_mode(options, [f"val/{name}" for name in outputs]) if val_loader is not None else None
     steps_per_epoch = math.ceil(len(train_loader) / options.grad_accum)
     optimizers = Optimizers(module, options, steps_per_epoch)
+    trained = module if parallel.world() == 1 else DistributedDataParallel(module)
     checkpoints = Checkpoints(run_dir / "checkpoints") if run_dir else None
+    writes = parallel.is_main()
     history = History()
 
     # --- resume: everything a run's future depends on comes back from the checkpoint ---
@@ -261,24 +320,26 @@ def fit(
     if resume:
         if checkpoints is None:
             raise DistillError("resume needs a run directory to resume from")
-        state = checkpoints.load("last", module)
+        state = checkpoints.load("last", module, repair=writes)
         optimizers.load_state_dict(state)
         set_rng_state(state["rng"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         history.epochs, history.best = state["history"], state["best"]
-    log = MetricsLog(run_dir, keep_until_step=step if resume else None, tensorboard=options.tensorboard)
+    log_dir = run_dir if writes else None
+    log = MetricsLog(log_dir, keep_until_step=step if resume else None, tensorboard=options.tensorboard)
     bar = tqdm(
         total=steps_per_epoch * options.epochs,
         initial=step,
         unit="step",
         dynamic_ncols=True,
-        disable=None if options.progress else True,
+        disable=None if options.progress and writes else True,
     )
 
     try:
         for epoch in range(start_epoch, options.epochs):
+            _seed_epoch(train_loader, options.seed, epoch)
             step, train_means = _train_epoch(
-                module,
+                trained,
                 train_loader,
                 optimizers,
                 options,
@@ -298,7 +359,7 @@ def fit(
                 history.best = {"metric": options.monitor, "value": record[options.monitor], "epoch": epoch + 1}
             history.epochs.append(record)
             log.write(record)
-            if checkpoints is not None:
+            if checkpoints is not None and writes:
                 state = {
                     **optimizers.state_dict(),
                     "rng": rng_state(),
@@ -311,4 +372,21 @@ def fit(
     finally:
         bar.close()
         log.close()
+    parallel.barrier()  # the others read what the first wrote (the best checkpoint) once it is there
     return history
+
+
+def _check_parallel(train_loader: Iterable[Batch], resume: bool) -> None:
+    """Several processes need batches they can split evenly, drawn by (seed, epoch) alone."""
+    if parallel.world() == 1:
+        return
+    batches = getattr(train_loader, "batch_sampler", None)
+    if not isinstance(batches, parallel.EpochBatches):
+        raise DistillError(
+            "a data-parallel run needs a loader whose batch_sampler is distill.train.EpochBatches: "
+            "DataLoader(data, batch_sampler=EpochBatches(len(data), batch_size))"
+        )
+    try:
+        parallel.check_batch(batches.batch_size)
+    except DistillError as e:
+        raise DistillError(f"{e}; a resumed run keeps its global batch" if resume else str(e)) from None
