@@ -5,6 +5,7 @@ from torch.utils.data import DataLoader
 from conftest import blobs, tiny_net
 from distill import Distiller, DistillError, Supervised, losses
 from distill.train import evaluate
+from distill.train.loop import SETUP_ROWS
 
 
 def batch(n=4, in_features=8, num_classes=3):
@@ -107,7 +108,7 @@ def test_a_live_teacher_runs_on_the_validation_rows_once_a_run():
     teacher.register_forward_hook(lambda module, inputs, output: rows.append(len(inputs[0])))
     distiller = Distiller(tiny_net(hidden=8), teacher, [losses.KD(temperature=2.0, alpha=0.5)])
     history = distiller.fit(DataLoader(train, batch_size=16, shuffle=True), DataLoader(val, batch_size=32), epochs=3)
-    assert sum(rows) == 3 * len(train) + len(val)  # the sizing forward's batch is the first validation batch
+    assert sum(rows) == 3 * len(train) + len(val) + SETUP_ROWS  # and the sizing forward's few rows
     agreement = [record["val/agreement"] for record in history.epochs]
     distiller.teacher._remembered.clear()  # computed afresh, the validation figures are the same
     assert evaluate(distiller, DataLoader(val, batch_size=32), torch.device("cpu"))["val/agreement"] == agreement[-1]

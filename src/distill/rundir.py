@@ -18,7 +18,14 @@ from distill.train import Checkpoints, parallel
 REPLACEABLE = ".replaceable"  # marks a run made with overwrite (the demo's): the next overwrite may replace it
 
 # Keys that change how a run is carried out, not what it computes: they may differ on resume.
-FREE_ON_RESUME = {"train.progress", "train.device", "train.tensorboard", "data.num_workers"}
+FREE_ON_RESUME = {
+    "train.progress",
+    "train.device",
+    "train.tensorboard",
+    "train.compile",
+    "train.channels_last",
+    "data.num_workers",
+}
 
 
 @contextlib.contextmanager

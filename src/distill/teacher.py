@@ -44,16 +44,17 @@ class LiveTeacher:
         self.model = model.eval().requires_grad_(False)
         self.dtype = dtype
         self.taps = tuple(taps)
-        self._device: torch.device | None = None
+        self._placed: tuple[torch.device, bool] | None = None
         self._remembered: dict[tuple, tuple[Tensor, Tensor, dict[str, Tensor]]] = {}
 
     top_k = None  # a live teacher gives the full distribution
 
     def __call__(self, batch: dict[str, Tensor], *, remember: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         inputs = batch["input"]
-        if inputs.device != self._device:
-            self.model.to(inputs.device)
-            self._device = inputs.device
+        nhwc = not inputs.is_contiguous() and inputs.is_contiguous(memory_format=torch.channels_last)  # NHWC images
+        if (inputs.device, nhwc) != self._placed:  # follow the inputs' device and memory order
+            self.model.to(inputs.device, memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+            self._placed = (inputs.device, nhwc)
         if not remember or "index" not in batch:
             return self._run(inputs)
         # The rows by their indices, checked by their sums: other data under the same indices is run anew.

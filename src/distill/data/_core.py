@@ -113,8 +113,9 @@ class IndexedDataset(torch.utils.data.Dataset):
             views, self.seed = self.replayed
             self.view = epoch % views
 
-    def replay(self, views: int, seed: int) -> None:
-        self.replayed = (views, seed)
+    def replay(self, views: int | None, seed: int = 0) -> None:
+        """Show view `epoch mod views` under `seed` from now on; with None, new views every epoch again."""
+        self.replayed = None if views is None else (views, seed)
         self.seed_epoch(seed, 0)
 
     def __len__(self) -> int:

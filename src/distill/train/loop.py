@@ -29,6 +29,7 @@ from distill.train.schedule import Optimizers
 
 logger = logging.getLogger(__name__)
 TOKENS = "tokens"  # what a module reports when its values are means over tokens, not over samples
+SETUP_ROWS = 8  # rows of a batch that size a module's lazy parts: enough for losses that compare rows
 
 
 class Callback(Protocol):
@@ -68,8 +69,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+def _to_device(batch: Batch, device: torch.device, channels_last: bool = False) -> Batch:
+    moved = {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    if channels_last and moved["input"].ndim == 4:
+        moved["input"] = moved["input"].contiguous(memory_format=torch.channels_last)
+    return moved
 
 
 def _batch_size(batch: Batch) -> int:
@@ -95,7 +99,13 @@ def _seed_epoch(loader: Iterable[Batch], seed: int, epoch: int) -> None:
 
 
 @torch.no_grad()
-def evaluate(module: nn.Module, loader: Iterable[Batch], device: torch.device, precision: str = "fp32") -> dict:
+def evaluate(
+    module: nn.Module,
+    loader: Iterable[Batch],
+    device: torch.device,
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> dict:
     """Every scalar the module returns, averaged over samples (over tokens, for a module that reports the
     `tokens` its values are means over), under `val/`. One host sync at the end. In a data-parallel run each
     process takes every N-th batch (all of them when there are fewer batches than processes) and the sums
@@ -107,7 +117,7 @@ def evaluate(module: nn.Module, loader: Iterable[Batch], device: torch.device, p
     for i, batch in enumerate(loader):
         if i % shards != parallel.rank() % shards:
             continue
-        batch = _to_device(batch, device)
+        batch = _to_device(batch, device, channels_last)
         with _autocast(device, precision):
             out = module(batch)
         n = out.pop(TOKENS, None)
@@ -193,7 +203,7 @@ def _train_epoch(
     skipping, skipped, bad = options.nonfinite == "skip", 0, False
     step_tokens = None
     for i, batch in enumerate(loader):
-        batch = _to_device(batch, device)
+        batch = _to_device(batch, device, options.channels_last)
         last_of_step = (i + 1) % k == 0 or i + 1 == n_batches
         with _syncing(module, last_of_step):
             with _autocast(device, options.precision):
@@ -262,10 +272,12 @@ def _check_weights(params: list[nn.Parameter], epoch: int) -> None:
 def setup(module: nn.Module, batch: Batch) -> list[str]:
     """One forward in eval mode without gradients, before an optimizer exists: parameters a module sizes on its
     first batch (torch's Lazy modules, a Distiller's adapters, auxiliary heads) are then in place to be
-    optimized and resumed. Returns the names of what the module reports; its mode is restored."""
+    optimized and resumed. Returns the names of what the module reports; its mode is restored. Shapes are
+    all it needs: it runs on the batch's first SETUP_ROWS rows."""
     was_training = module.training
     module.eval()
-    names = [name for name in module(batch) if name != TOKENS]
+    rows = {key: value[:SETUP_ROWS] if isinstance(value, Tensor) else value for key, value in batch.items()}
+    names = [name for name in module(rows) if name != TOKENS]
     module.train(was_training)
     return names
 
@@ -310,7 +322,11 @@ def fit(
     mode = _monitor_mode(options, [f"val/{name}" for name in outputs]) if val_loader is not None else None
     steps_per_epoch = math.ceil(len(train_loader) / options.grad_accum)
     optimizers = Optimizers(module, options, steps_per_epoch)
+    if options.channels_last:
+        module.to(memory_format=torch.channels_last)
     trained = module if parallel.world() == 1 else DistributedDataParallel(module)
+    if options.compile:
+        trained.compile()  # in place: the state dict keeps its keys
     checkpoints = Checkpoints(run_dir / "checkpoints") if run_dir else None
     writes = parallel.is_main()
     history = History()
@@ -352,7 +368,7 @@ def fit(
             # --- evaluate, record, checkpoint ---
             record: dict[str, Any] = {"step": step, "epoch": epoch + 1, **train_means}
             if val_loader is not None:
-                record.update(evaluate(module, val_loader, device, options.precision))
+                record.update(evaluate(module, val_loader, device, options.precision, options.channels_last))
             _check_weights(optimizers.all_params(), epoch + 1)
             is_best = mode is not None and _is_better(record[options.monitor], history.best, mode)
             if is_best:

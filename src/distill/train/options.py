@@ -25,6 +25,8 @@ class TrainOptions(BaseModel):
         0.0, ge=0, allow_inf_nan=False, description="linear warm-up from lr/100, in (fractional) epochs"
     )
     precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = Field(False, description="torch.compile the trained module's step (the first steps compile it)")
+    channels_last: bool = Field(False, description="images and the trained module's weights in NHWC memory order")
     grad_accum: StrictInt = Field(1, ge=1, le=4096, description="batches per optimizer step")
     clip_grad_norm: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="clip the gradient norm to this value"
