@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY_RUN, write_config
+from conftest import TINY_RUN, tiny_net, write_config
+from distill import Distiller, DistillError, losses
 from distill.cli import main
 from distill.train import EpochBatches, parallel
 
@@ -215,3 +216,23 @@ def test_a_parallel_cache_equals_one_process_cache_byte_for_byte(one_process, tm
             assert code == 0, output
         made[processes] = {p.name: p.read_bytes() for p in sorted((tmp_path / where).iterdir())}
     assert len(made[1]) > 3 and made[1] == made[2]
+
+
+def test_a_folder_the_first_process_refuses_stops_every_process_with_its_line(tmp_path):
+    config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)
+    (tmp_path / "runs" / "tiny" / "notes.txt").write_text("mine")
+    code, output = finished(torchrun(2, "train", str(config), *RUN, cwd=tmp_path, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE))  # fmt: skip
+    assert code != 0 and output.count("runs/tiny holds other files; choose another name or out_dir") == 2, output
+    assert "exitcode  : 2" in output and (tmp_path / "runs" / "tiny" / "notes.txt").read_text() == "mine"
+
+
+def test_what_one_process_cannot_share_is_refused_with_several(monkeypatch):
+    monkeypatch.setattr(parallel, "world", lambda: 2)
+    crd = Distiller(tiny_net(), tiny_net(hidden=32), [losses.CRD("0", "0", num_samples=10, nce_k=4)])
+    with pytest.raises(DistillError, match="CRD: its memory banks hold a row per training sample.*without torchrun"):
+        parallel.check_module(crd)
+    with pytest.raises(DistillError, match="train.device is cuda:1, one GPU for every process"):
+        parallel.local_device(torch.device("cuda", 1))
+    assert parallel.local_device(torch.device("cpu")) == torch.device("cpu")

@@ -258,11 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # a path that cannot be written, a full disk: the one line the OS gives, no traceback
         print(f"distill: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
-    except torch.distributed.DistError as e:  # a peer died or hung: the checkpoints are the first process's
+    except torch.distributed.DistError as e:  # a peer died or hung: what is on disk is the first process's
+        kept = (
+            "the cache's finished shards are kept: run `distill cache CONFIG` again"
+            if args.command == "cache"
+            else "the last complete checkpoint is kept: continue with `distill train CONFIG --resume`, on any "
+            "number of processes"
+        )
         print(
             f"distill: error: a process of this data-parallel run stopped or stopped answering ({first_line(e)}); "
-            "the last complete checkpoint is kept: continue with `distill train CONFIG --resume`, on any number "
-            "of processes",
+            f"{kept}",
             file=sys.stderr,
         )
         return 1

@@ -33,14 +33,21 @@ def opened(
     cfg: Config | Any, *, resume: bool, overwrite: bool, read: Callable[[Path], Any] = read_saved
 ) -> Iterator[None]:
     """`cfg.run_dir`, locked and prepared (see `prepare`) for the length of the block by the process that
-    writes; the others of a data-parallel run wait until it is ready, and only read."""
-    if not parallel.is_main():
-        parallel.barrier()
-        yield
-        return
-    with FolderLock(cfg.run_dir):
-        prepare(cfg, resume=resume, overwrite=overwrite, read=read)
-        parallel.barrier()
+    writes; the others of a data-parallel run wait until it is ready, and only read. When it cannot be made
+    ready (held by another run, a resume of something else), every process stops with the same line."""
+    with contextlib.ExitStack() as held:
+        refused = None
+        if parallel.is_main():
+            try:
+                held.enter_context(FolderLock(cfg.run_dir))
+                prepare(cfg, resume=resume, overwrite=overwrite, read=read)
+            except DistillError as e:
+                refused = e
+        reason = parallel.gathered(None if refused is None else str(refused))[0]  # the first process's
+        if refused is not None:
+            raise refused
+        if reason is not None:
+            raise DistillError(reason)
         yield
 
 

@@ -17,6 +17,8 @@ from distill.cache import TeacherCache, topk_logits
 from distill.errors import DistillError
 from distill.taps import check_paths, run_tapped
 
+REMEMBER_BYTES = 2**30  # of a live teacher's outputs on validation batches, kept to serve again
+
 
 def teacher_source(
     teacher: nn.Module | TeacherCache, *, dtype: torch.dtype = torch.float32, taps: Sequence[str] = ()
@@ -34,7 +36,8 @@ class LiveTeacher:
     Deliberately not an `nn.Module`: its weights stay out of the student's parameters, optimizer,
     state dict and DDP wrapper. It follows the inputs to their device on first use. Called with `remember`
     (evaluation), it keeps its outputs on each batch of sample indices, and serves them again for the same
-    rows: frozen, it would compute the same numbers every epoch.
+    rows: frozen, it would compute the same numbers every epoch. It keeps up to REMEMBER_BYTES of them (the
+    batches past that run every time), and never an augmented batch's.
     """
 
     def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float32, taps: Sequence[str] = ()):
@@ -46,6 +49,7 @@ class LiveTeacher:
         self.taps = tuple(taps)
         self._placed: tuple[torch.device, bool] | None = None
         self._remembered: dict[tuple, tuple[Tensor, Tensor, dict[str, Tensor]]] = {}
+        self._kept_bytes = 0
 
     top_k = None  # a live teacher gives the full distribution
 
@@ -55,16 +59,25 @@ class LiveTeacher:
         if (inputs.device, nhwc) != self._placed:  # follow the inputs' device and memory order
             self.model.to(inputs.device, memory_format=torch.channels_last if nhwc else torch.contiguous_format)
             self._placed = (inputs.device, nhwc)
-        if not remember or "index" not in batch:
+        if not remember or "index" not in batch or "view" in batch:
             return self._run(inputs)
-        # The rows by their indices, checked by their sums: other data under the same indices is run anew.
-        key = (inputs.device, batch["index"].cpu().numpy().tobytes())
+        # The rows by their indices (under the autocast in force), checked by a position-weighted sum of each
+        # row's values: other data under the same indices, even a shifted or flipped image, is run anew.
+        key = (inputs.device, torch.is_autocast_enabled(inputs.device.type), batch["index"].cpu().numpy().tobytes())
         with torch.no_grad():
-            sums = inputs.flatten(1).sum(1)  # (B,)
-        kept = self._remembered.get(key)
-        if kept is None or not torch.equal(kept[0], sums):
-            kept = self._remembered[key] = (sums, *self._run(inputs))
-        return kept[1], kept[2]
+            values = inputs.flatten(1).double()  # (B, D)
+            check = values @ torch.linspace(1.0, 2.0, values.shape[1], dtype=values.dtype, device=values.device)
+        kept = self._remembered.pop(key, None)
+        if kept is not None and torch.equal(kept[0], check):
+            self._remembered[key] = kept
+            return kept[1], kept[2]
+        if kept is not None:  # other rows under these indices: forget the old ones
+            self._kept_bytes -= _nbytes(*kept[1:])
+        logits, features = self._run(inputs)
+        if self._kept_bytes + _nbytes(logits, features) <= REMEMBER_BYTES:
+            self._remembered[key] = (check, logits, features)
+            self._kept_bytes += _nbytes(logits, features)
+        return logits, features
 
     def _run(self, inputs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         with torch.inference_mode():
@@ -72,6 +85,10 @@ class LiveTeacher:
             logits, features = run_tapped(self.model, inputs, self.taps)
         # Inference tensors cannot be saved for backward: a float32 copy of what the losses read.
         return _copy(logits), {path: _copy(value) for path, value in features.items()}
+
+
+def _nbytes(logits: Tensor, features: dict[str, Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in (logits, *features.values()))
 
 
 def _copy(tensor: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from distill._lock import FolderLock
 from distill.build import Experiment, build_experiment, build_net
-from distill.cache import TeacherCache, Views, fingerprint, state_sha256, write_cache
+from distill.cache import TeacherCache, Views, fingerprint, read_manifest, state_sha256, write_cache
 from distill.data import augmentation
 from distill.errors import ConfigError, DistillError
 from distill.train import parallel, resolve_device
@@ -49,7 +49,7 @@ def open_cache(exp: Experiment) -> TeacherCache:
     or views. A cache of augmented views is replayed: every part of the training data shows, in epoch e, view
     e mod K of its samples, the pixels the teacher's stored outputs are of."""
     _, expected = _identity(exp)
-    found = TeacherCache(exp.cfg.teacher.cache).fingerprint.get("views")
+    found = read_manifest(Path(exp.cfg.teacher.cache))["fingerprint"].get("views")
     if found != expected["views"]:
         made, asked = (_described(views) for views in (found, expected["views"]))
         raise DistillError(

@@ -95,6 +95,7 @@ def run(cfg: LMConfig, *, resume: bool = False, overwrite: bool = False) -> dict
     if cfg.method.kind == "on_policy" and not cfg.data.path.endswith(".jsonl"):
         raise ConfigError("method.kind on_policy: the student writes completions of prompts; give data.path a .jsonl "
                           "of prompt/completion lines")  # fmt: skip
+    parallel.check_batch(cfg.data.batch_size)
     exp = build_experiment(cfg)
     resolve_device(cfg.train.device)
     teacher, probe, method = _model(exp, "teacher"), _model(exp, "student"), cfg.method  # probe: checked, not trained

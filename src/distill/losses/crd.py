@@ -77,6 +77,10 @@ class CRD(FeatureTermBase):
     """
 
     needs_index: ClassVar[bool] = True
+    one_process_only: ClassVar[str] = (
+        "its memory banks hold a row per training sample, updated by the processes that see it, which a "
+        "data-parallel run does not share yet"
+    )
 
     def __init__(
         self,

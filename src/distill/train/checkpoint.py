@@ -53,8 +53,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] and torch.cuda.is_available():  # as many devices as this machine shows of those saved
+        for device, device_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, device)
     np_kind, np_keys, *rest = state["numpy"]
     np.random.set_state((np_kind, np_keys.numpy(), *rest))
     random.setstate(state["python"])
@@ -79,7 +80,7 @@ def _load_pointer(path: Path) -> dict[str, Any] | None:
         fine = (
             isinstance(pointer, dict)
             and re.fullmatch(r"epoch-\d{4,}", str(pointer.get("dir")))
-            and re.fullmatch(r"epoch-\d{4,}|None", str(pointer.get("previous")))
+            and (pointer.get("previous") is None or re.fullmatch(r"epoch-\d{4,}", str(pointer["previous"])))
         )
         problem = None if fine and isinstance(pointer.get("epoch"), int) else "not a checkpoint pointer"
     if problem:
@@ -159,11 +160,16 @@ class Checkpoints:
         pointer = self.pointer(which)
         if pointer is None:
             raise DistillError(f"{self.root} holds no '{which}' checkpoint; train without --resume to start the run")
-        if which == "last" and not (self.root / pointer["dir"]).exists() and pointer.get("previous"):
-            logger.warning("%s is gone; resuming from the one before it, %s", pointer["dir"], pointer["previous"])
-            pointer = {**pointer, "dir": pointer["previous"], "previous": None}
+        gone, previous = not (self.root / pointer["dir"]).exists(), pointer.get("previous")
+        if which == "last" and gone and previous and (self.root / previous).exists():
+            logger.warning("%s is gone; resuming from the one before it, %s", pointer["dir"], previous)
+            if repair:
+                self._forget_best(pointer["dir"])
+            pointer = {**pointer, "dir": previous, "previous": None}
         folder = self.root / pointer["dir"]
-        self._verify(folder, pointer)
+        if not folder.is_dir():
+            raise DistillError(f"{folder}, which {which}.json names, is gone; train without --resume")
+        self._verify(folder, pointer, which)
         for part, net in parts_of(module).items():
             load_weights(net, folder / f"{part}.safetensors")
         try:
@@ -176,7 +182,14 @@ class Checkpoints:
             self._repoint_best(state, pointer)
         return state
 
-    def _verify(self, folder: Path, pointer: dict[str, Any]) -> None:
+    def _forget_best(self, gone: str) -> None:
+        """best.json naming a folder that is gone names nothing to trust: it goes too, and the run picks anew."""
+        best = self.pointer("best")
+        if best is not None and best["dir"] == gone:
+            (self.root / "best.json").unlink()
+            fsync_dir(self.root)
+
+    def _verify(self, folder: Path, pointer: dict[str, Any], which: str) -> None:
         """Refuse a checkpoint whose files changed since they were written, naming the one to fall back to."""
         try:
             checksums = json.loads((folder / CHECKSUMS).read_text())
@@ -190,7 +203,9 @@ class Checkpoints:
         if changed is None:
             return
         previous = pointer.get("previous")
-        if previous and (self.root / previous).exists():
+        if which != "last":
+            offer = f"the {which} checkpoint cannot be trusted: delete {self.root / f'{which}.json'} and train again"
+        elif previous and (self.root / previous).exists():
             epoch = int(previous.split("-")[1]) + 1
             offer = f"the previous complete checkpoint is {self.root / previous} (epoch {epoch}): "
             offer += f"delete {folder} to resume from it"

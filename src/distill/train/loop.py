@@ -113,7 +113,7 @@ def evaluate(
     module.eval()
     sums: dict[str, Tensor] = {}
     count = 0
-    shards = parallel.world() if len(loader) >= parallel.world() else 1
+    shards = parallel.world() if parallel.world() > 1 and len(loader) >= parallel.world() else 1
     for i, batch in enumerate(loader):
         if i % shards != parallel.rank() % shards:
             continue
@@ -169,13 +169,13 @@ class _Window:
         return {f"train/{key}": parallel.all_sum(value).item() / n for key, value in self.sums.items()}
 
 
-def _share(batch: Batch) -> Tensor | float:
+def _share(batch: Batch, device: torch.device) -> Tensor | float:
     """How much this process's rows weigh in the global batch, times the number of processes: 1 when the
     batch splits evenly. DistributedDataParallel averages gradients over processes; scaled by this, the
     average is the gradient of the global batch's mean loss, whatever the split."""
     if parallel.world() == 1:
         return 1.0
-    rows = torch.as_tensor(float(_batch_size(batch)), device=batch["input"].device)
+    rows = torch.as_tensor(float(_batch_size(batch)), device=device)
     return rows * parallel.world() / parallel.all_sum(rows)
 
 
@@ -195,13 +195,14 @@ def _train_epoch(
     wrapped in DistributedDataParallel, which then adds up gradients across processes at each step's last
     backward.
 
-    With train.nonfinite "skip", a step whose loss or gradient is NaN or infinite makes no update (checked at
-    every step: one host sync each); more than train.max_skips in an epoch stop the run."""
+    With train.nonfinite "skip", a step whose loss or gradient is NaN or infinite makes no update and adds
+    nothing to the metrics (checked at every step: one host sync each); more than train.max_skips in an epoch
+    stop the run."""
     module.train()
     window, totals, seen = _Window(device), {}, 0
     n_batches, k = len(loader), options.grad_accum
     skipping, skipped, bad = options.nonfinite == "skip", 0, False
-    step_tokens = None
+    step_tokens, pending = None, []  # pending: a step's outputs, counted once the step is known not skipped
     for i, batch in enumerate(loader):
         batch = _to_device(batch, device, options.channels_last)
         last_of_step = (i + 1) % k == 0 or i + 1 == n_batches
@@ -215,21 +216,22 @@ def _train_epoch(
             if skipping and parallel.world() == 1 and not torch.isfinite(out["loss"].detach()).item():
                 bad = True
             elif not bad:
-                share = _share(batch) if tokens is None else 1.0
+                share = _share(batch, device) if tokens is None else 1.0
                 if tokens is None:
                     (out["loss"] * share / group).backward()
                 else:  # a mean over tokens: the step's gradient is the mean over all its batches' tokens
                     (out["loss"] * tokens).backward()
                     step_tokens = tokens if step_tokens is None else step_tokens + tokens
-                window.add(out, step + 1, share)
+                pending.append((out, share))
         if not last_of_step:
             continue
         if step_tokens is not None:  # summed over processes; their gradients were averaged
-            optimizers.divide_grads((parallel.all_sum(step_tokens) / parallel.world()).clamp_min(1))
+            optimizers.divide_grads(parallel.all_sum(step_tokens).clamp_min(1) / parallel.world())
             step_tokens = None
+        # every process takes the same decision: the gradients it reads were reduced across them
         if skipping and (bad or not optimizers.grads_finite()):
             optimizers.skip()
-            skipped, bad = skipped + 1, False
+            skipped, bad, pending = skipped + 1, False, []
             logger.warning("step %d: the loss or its gradient is NaN or infinite; skipped (train.nonfinite)", step + 1)
             if skipped > options.max_skips:
                 raise TrainingDiverged(
@@ -237,6 +239,9 @@ def _train_epoch(
                     f"train.max_skips={options.max_skips}; the last good checkpoint is kept; lower train.lr"
                 )
         else:
+            for out, share in pending:
+                window.add(out, step + 1, share)
+            pending = []
             optimizers.step(window, step + 1)
         step += 1
         bar.update(1)
@@ -322,6 +327,7 @@ def fit(
     mode = _monitor_mode(options, [f"val/{name}" for name in outputs]) if val_loader is not None else None
     steps_per_epoch = math.ceil(len(train_loader) / options.grad_accum)
     optimizers = Optimizers(module, options, steps_per_epoch)
+    parallel.check_module(module)
     if options.channels_last:
         module.to(memory_format=torch.channels_last)
     trained = module if parallel.world() == 1 else DistributedDataParallel(module)
@@ -368,6 +374,7 @@ def fit(
             # --- evaluate, record, checkpoint ---
             record: dict[str, Any] = {"step": step, "epoch": epoch + 1, **train_means}
             if val_loader is not None:
+                parallel.broadcast_buffers(module)  # evaluate with the first process's batch-norm statistics
                 record.update(evaluate(module, val_loader, device, options.precision, options.channels_last))
             _check_weights(optimizers.all_params(), epoch + 1)
             is_best = mode is not None and _is_better(record[options.monitor], history.best, mode)

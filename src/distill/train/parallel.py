@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from distill.errors import DistillError
@@ -68,6 +68,24 @@ def gathered(value: Any) -> list[Any]:
     return values
 
 
+def broadcast_buffers(module: nn.Module) -> None:
+    """The first process's buffers (batch-norm statistics) to every process, as DistributedDataParallel does
+    before each training forward."""
+    if world() > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, 0)
+
+
+def check_module(module: nn.Module) -> None:
+    """Refuse, with several processes, a module a part of which says it needs one (`one_process_only`: why)."""
+    if world() == 1:
+        return
+    for part in module.modules():
+        reason = getattr(part, "one_process_only", None)
+        if reason:
+            raise DistillError(f"{type(part).__name__}: {reason}; run it without torchrun")
+
+
 def launched() -> bool:
     """Whether a launcher started this process as one of several."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -97,9 +115,14 @@ def session(device: str) -> Iterator[None]:
 
 def local_device(device: torch.device) -> torch.device:
     """This process's device: its own GPU (LOCAL_RANK) when the run trains on CUDA with several processes."""
-    if device.type == "cuda" and device.index is None and world() > 1:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
+    if device.type != "cuda" or world() == 1:
+        return device
+    if device.index is not None:
+        raise DistillError(
+            f"train.device is {device}, one GPU for every process of a parallel run; set it to cuda or auto "
+            "(each process then takes the GPU of its LOCAL_RANK)"
+        )
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def check_batch(batch_size: int) -> None:
@@ -125,7 +148,8 @@ class EpochBatches(Sampler[list[int]]):
 
     The training loop calls `seed_epoch(seed, epoch)` before each epoch. With several processes, a last
     partial batch of fewer rows than processes is left out of the epoch (a few of its rows, not the same
-    ones each epoch): every process needs at least one row a step."""
+    ones each epoch): every process needs at least one row a step. Such a run then takes one step an epoch
+    fewer than a single process, and its schedule follows its own step count."""
 
     def __init__(self, size: int, batch_size: int, *, shuffle: bool = True, draws: int | None = None):
         self.size, self.batch_size, self.shuffle = size, batch_size, shuffle
