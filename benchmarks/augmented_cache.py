@@ -24,7 +24,7 @@ from pathlib import Path
 from _mnist import DEFAULT_DATA, STUDENT, accuracy, mnist, trained_teacher
 from distill import Distiller, Supervised, fit, losses
 from distill.cache import TeacherCache, Views, write_cache
-from distill.data._augment import CropFlip
+from distill.data import CropFlip
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ import yaml
 from distill import Distiller
 from distill.build import build_experiment
 from distill.config import load_config
-from distill.data._augment import CropFlip
+from distill.data import CropFlip
 from distill.models import build_model, count_params
 from distill.recipes.offline import Offline
 from distill.teacher_cache import make_cache

@@ -337,7 +337,7 @@ def test_an_adapter_that_cannot_be_inferred_fails_before_the_teacher_trains(tmp_
     config = write_config(tmp_path / "c.yaml", staged(tmp_path))
     cnn_teacher = ["--set", "teacher.model=cnn", "--set", "teacher.args={channels: [4]}"]
     code, out, err = run_cli(capsys, "train", config, *cnn_teacher, "--set", "method.stages.0.terms.0.teacher=block1")
-    assert_user_error(code, err, "loss term 'hint' (hidden1 -> block1)", "cannot map the student's (256, 8)")
+    assert_user_error(code, err, "loss term 'hint' (hidden1 -> block1)", "cannot map the student's (8, 8)")
     assert "] training " not in out and not (tmp_path / "runs").exists()
 
 

@@ -236,3 +236,36 @@ def test_what_one_process_cannot_share_is_refused_with_several(monkeypatch):
     with pytest.raises(DistillError, match="train.device is cuda:1, one GPU for every process"):
         parallel.local_device(torch.device("cuda", 1))
     assert parallel.local_device(torch.device("cpu")) == torch.device("cpu")
+
+
+LM_RUN = """\
+task: lm
+name: tiny-lm
+out_dir: runs
+data: {path: text.txt, context: 32, val_fraction: 0.1, test_fraction: 0.1, batch_size: 8}
+teacher: {model: gpt, args: {layers: 1, heads: 2, width: 16}, epochs: 1}
+student: {model: gpt, args: {layers: 1, heads: 1, width: 8}}
+method: {kind: token, divergence: forward_kl, alpha: 0.2}
+train: {epochs: 2, optimizer: sgd, lr: 0.5, progress: false, device: cpu}  # sgd: Adam would magnify rounding
+scratch: false
+"""
+
+
+def test_a_language_model_run_on_two_processes_weighs_tokens_as_one_does(tmp_path):
+    text = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}\n" for i in range(120))
+    runs = {}
+    for processes in (1, 2):
+        where = tmp_path / str(processes)
+        where.mkdir()
+        (where / "text.txt").write_text(text)
+        write_config(where / "lm.yaml", LM_RUN)
+        if processes == 1:
+            os.chdir(where)
+            assert main(["train", "lm.yaml"]) == 0
+        else:
+            code, output = finished(torchrun(2, "train", "lm.yaml", cwd=where, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE))  # fmt: skip
+            assert code == 0, output
+        runs[processes] = where / "runs" / "tiny-lm"
+    for name in ("teacher", "student"):
+        assert_close(weights(runs[2], name), weights(runs[1], name))

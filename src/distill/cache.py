@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from distill._io import atomic_path, remove_temporaries, write_json
-from distill.data._augment import Augment, view_key
+from distill.data import Augment, view_key
 from distill.errors import DistillError, first_line
 from distill.taps import check_paths, run_tapped
 from distill.train import parallel
@@ -309,7 +309,7 @@ class TeacherCache:
                 "missing); run `distill cache` again to complete it"
             )
         self.top_k = self.fingerprint["top_k"]
-        self.views: dict[str, Any] | None = self.fingerprint["views"]
+        self.views: dict[str, Any] | None = self.fingerprint.get("views")  # caches made before views had none
         self.num_classes = manifest["num_classes"]
         self.dtype = DTYPES[self.fingerprint["dtype"]]
         self.shards = [self._open(s, manifest["shards"][str(s)], verify) for s in range(n_shards)]

@@ -562,8 +562,14 @@ CASES = [
     Case(
         "cache-augmented",
         FROM_CACHE + " --set data.augment=crop_flip",
-        ("data.augment is 'crop_flip'", "allow_augmented"),
+        ("data.augment is 'crop_flip'", "cache.views: K", "allow_augmented"),
     ),
+    Case(
+        "cache-of-other-views",
+        FROM_CACHE + " --set data.augment=crop_flip --set cache.views=2",
+        ("was made for no augmented views, this run asks for 2 views of crop_flip (pad=4, seed=0)",),
+    ),
+    Case("cache-views-unaugmented", FROM_CACHE + " --set cache.views=2", ("cache.views records augmented views",)),
     # --- `distill cache` ---
     Case(
         "cache-without-folder",

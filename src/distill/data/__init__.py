@@ -6,7 +6,19 @@ Add a data set with `@DATASETS.register("name")` on a function returning ArrayDa
 """
 
 from distill.data import _arrays, _cifar, _csv, _idx  # noqa: F401  (importing them registers the loaders)
-from distill.data._augment import augmentation
+from distill.data._augment import Augment, CropFlip, augmentation, view_key
 from distill.data._core import DATASETS, UNLABELLED, ArrayData, DataSplits, IndexedDataset, load, split
 
-__all__ = ["DATASETS", "UNLABELLED", "ArrayData", "DataSplits", "IndexedDataset", "augmentation", "load", "split"]
+__all__ = [
+    "DATASETS",
+    "UNLABELLED",
+    "ArrayData",
+    "Augment",
+    "CropFlip",
+    "DataSplits",
+    "IndexedDataset",
+    "augmentation",
+    "load",
+    "split",
+    "view_key",
+]
