@@ -14,7 +14,6 @@ continues with the batches it would have had.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 from collections.abc import Iterator
@@ -28,7 +27,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from distill.errors import DistillError
 
-logger = logging.getLogger(__name__)
 TIMEOUT = timedelta(minutes=10)  # how long a collective waits for a silent peer before the run stops
 
 
