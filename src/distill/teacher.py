@@ -111,6 +111,7 @@ class CachedTeacher:
         self.taps = tuple(taps)
         self.top_k = cache.top_k
 
+    @torch.compiler.disable  # a read from memory-mapped NumPy arrays: nothing for train.compile to trace
     def __call__(self, batch: dict[str, Tensor], *, remember: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         if "index" not in batch:
             raise DistillError("a cached teacher reads by sample index: the batches need an 'index' entry")
