@@ -170,7 +170,7 @@ def _main(args: argparse.Namespace) -> None:
             f"{made['bytes_per_token']:.0f} bytes per token, {made['bytes'] / 2**20:.1f} MB in {made['path']}"
         )
         return
-    if args.command == "tune" and is_lm(read_yaml(args.config)):
+    if args.command == "tune" and lm:
         raise DistillError(f"{args.config}: distill tune takes image configs so far; train it with distill train")
     if args.command == "cache":
         cfg = load_config(args.config, args.overrides)
@@ -198,7 +198,7 @@ def _main(args: argparse.Namespace) -> None:
         print(format_exported_accuracy(evaluate_exported(args.run_dir)))
         return
     if args.command == "generate":
-        if not is_lm(read_yaml(args.config)):
+        if not lm:
             raise DistillError(f"{args.config}: distill generate takes a task: lm config")
         made = generate_completions(load_lm_config(args.config, args.overrides))
         print(
