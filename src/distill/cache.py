@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from distill._io import atomic_path, remove_temporaries, write_json
+from distill._io import atomic_path, file_sha256, remove_temporaries, write_json
 from distill.data import Augment, view_key
 from distill.errors import DistillError, first_line
 from distill.taps import check_paths, run_tapped
@@ -237,7 +237,7 @@ def _write_array(file: Path, values: Tensor) -> str:
         with atomic_path(file) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, _to_numpy(values))
-            return hashlib.sha256(tmp.read_bytes()).hexdigest()
+            return file_sha256(tmp)
     except OSError as e:  # numpy's own short-write error names neither the file nor the cause
         raise DistillError(
             f"cannot write {file}: {e.strerror or e}; is the disk full? run `distill cache` again to continue"
@@ -322,7 +322,7 @@ class TeacherCache:
         arrays: dict[str, np.ndarray] = {}
         for name, checksum in entry["sha256"].items():
             file = self.path / _file_name(name, shard)
-            if verify and (not file.exists() or hashlib.sha256(file.read_bytes()).hexdigest() != checksum):
+            if verify and (not file.exists() or file_sha256(file) != checksum):
                 raise DistillError(f"{file} is missing or damaged (checksum); run `distill cache` again")
             try:
                 arrays[name] = np.load(file, mmap_mode="r")

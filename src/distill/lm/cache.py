@@ -124,11 +124,11 @@ class TokenCache:
         return logprobs.float().to(device), ids.long().to(device), tail.to(device)
 
 
-def cached_views(student_logits: Tensor, cache: TokenCache, index: Tensor) -> tuple[Tensor, Tensor]:
+def cached_views(student: Tensor, cache: TokenCache, index: Tensor) -> tuple[Tensor, Tensor]:
     """The student's and the teacher's log-probabilities over the cache's k + 1 outcomes (the teacher's top k
-    tokens, then the tail; just the k tokens when the cache is complete): (B, S, k [+ 1]) each."""
+    tokens, then the tail; just the k tokens when the cache is complete): (B, S, k [+ 1]) each. `student` holds
+    the student's log-probabilities over the vocabulary, (B, S, V) float32."""
     teacher, ids, teacher_tail = cache.read(index)
-    student = student_logits.float().log_softmax(-1)
     student_top = student.gather(-1, ids)
     if cache.complete:
         return student_top, teacher

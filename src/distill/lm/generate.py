@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distill._io import existing, write_json
+from distill._io import existing, file_sha256, write_json
 from distill._lock import FolderLock
 from distill.errors import ConfigError, DistillError
 from distill.lm.config import LMConfig
@@ -95,7 +95,7 @@ def _fingerprint(cfg: LMConfig, tokenizer: Tokenizer) -> dict[str, Any]:
     """What the file's lines depend on: the teacher, the tokenizer, the prompts, the sampling settings."""
 
     def digest(path: str | Path) -> str:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return file_sha256(path)
 
     teacher = cfg.teacher.model_dump(mode="json")
     if cfg.teacher.weights is not None:

@@ -105,13 +105,13 @@ class TokenDistiller(nn.Module):
 
     def _from_cache(self, ids: Tensor, labels: Tensor, index: Tensor) -> dict[str, Tensor]:
         """The loss with the teacher's side read from the top-k cache (see `distill.lm.cache`)."""
-        logits = self.student(ids)[..., : self.vocab]  # (B, S, V)
-        student_view, teacher_view = cached_views(logits, self.cache, index)  # (B, S, k [+ 1])
-        logits, targets = shift_for_next_token(logits, labels)
+        log_probs = self.student(ids)[..., : self.vocab].float().log_softmax(-1)  # (B, S, V), once for both terms
+        student_view, teacher_view = cached_views(log_probs, self.cache, index)  # (B, S, k [+ 1])
+        log_probs, targets = shift_for_next_token(log_probs, labels)
         settings = {key: value for key, value in self.loss.settings.items() if key != "ignore_index"}
         counted = targets != self.loss.ignore_index  # (B, S-1)
         soft = token_divergence(student_view[:, :-1][counted], teacher_view[:, :-1][counted], **settings).sum()
-        hard = F.cross_entropy(logits[counted].float(), targets[counted], reduction="sum")
+        hard = F.nll_loss(log_probs[counted], targets[counted], reduction="sum")
         out = combine(soft, hard, counted.sum(), alpha=self.loss.alpha, num_tokens=None)
         return {"loss": out.loss, "kd": out.soft, "ce": out.hard, "tokens": out.tokens}
 
@@ -174,8 +174,11 @@ class OnPolicy(nn.Module):
                 if length == 0 or new_tokens < 1:  # no prompt, or no room after it: the data's row stays
                     continue
                 new = student.generate(ids[group, :length], new_tokens, temperature=self.temperature, top_k=self.top_k)
-                for row, sampled in zip(group.tolist(), new.clone(), strict=True):  # clone: out of inference mode
-                    sampled = sampled[: until_end(sampled.tolist(), end_id)]
+                tokens = new.tolist() if end_id is not None else None  # one copy to the host for every row's end
+                sampled_rows = zip(group.tolist(), new.clone(), strict=True)  # clone: out of inference mode
+                for j, (row, sampled) in enumerate(sampled_rows):
+                    if tokens is not None:
+                        sampled = sampled[: until_end(tokens[j], end_id)]
                     prompt = ids[row, :length]
                     rows[row] = (torch.cat([prompt, sampled]), torch.cat([torch.full_like(prompt, IGNORE), sampled]))
         finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import math
 import os
@@ -14,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distill._io import file_sha256
 from distill.errors import ConfigError, first_line
 from distill.registry import Registry, build
 
@@ -102,7 +102,7 @@ def _import_factory(spec: str) -> Callable[..., nn.Module]:
     if not hasattr(module, attr):
         raise ConfigError(f"'{spec}': {module_name} has no attribute '{attr}'")
     file = getattr(module, "__file__", None)  # hashed now: the file may change while a long run goes on
-    digest = hashlib.sha256(Path(file).read_bytes()).hexdigest() if file and Path(file).is_file() else None
+    digest = file_sha256(file) if file and Path(file).is_file() else None
     _IMPORTED.setdefault(spec, {"model": spec, "file": file, "sha256": digest})
     return getattr(module, attr)
 

@@ -13,7 +13,6 @@ changed on disk since they were written is refused on load, and the previous one
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill._io import fsync_dir, fsync_file, write_json
+from distill._io import file_sha256, fsync_dir, fsync_file, write_json
 from distill.errors import DistillError
 from distill.weights import load_weights, write_safetensors
 
@@ -59,14 +58,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np_kind, np_keys, *rest = state["numpy"]
     np.random.set_state((np_kind, np_keys.numpy(), *rest))
     random.setstate(state["python"])
-
-
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_pointer(path: Path) -> dict[str, Any] | None:
@@ -142,7 +133,7 @@ class Checkpoints:
             torch.save(state, f)
         for f in folder.iterdir():
             fsync_file(f)
-        checksums = {f.name: _sha256(f) for f in sorted(folder.iterdir())}
+        checksums = {f.name: file_sha256(f) for f in sorted(folder.iterdir())}
         write_json(folder / CHECKSUMS, checksums)
         fsync_dir(folder)
 
@@ -198,7 +189,7 @@ class Checkpoints:
         changed = f"{folder / CHECKSUMS} is missing or damaged" if not isinstance(checksums, dict) else None
         for name, expected in (checksums or {}).items():
             file = folder / name
-            if changed is None and (not file.is_file() or _sha256(file) != expected):
+            if changed is None and (not file.is_file() or file_sha256(file) != expected):
                 changed = f"{file} changed on disk after it was written (checksum)"
         if changed is None:
             return
