@@ -124,6 +124,22 @@ def test_two_processes_train_what_one_trains(one_process, tmp_path):
     assert metrics[-1]["train/loss"] == pytest.approx(want[-1]["train/loss"], rel=1e-5)
 
 
+SHARD = ["--set", "train.shard=true"]
+
+
+def test_a_sharded_run_trains_what_one_process_trains(one_process, tmp_path):
+    config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
+    code, output = finished(torchrun(2, "train", str(config), *RUN, *SHARD, cwd=tmp_path, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE))  # fmt: skip
+    assert code == 0, output
+    assert "sharded over 2 processes; each holds about" in output  # FSDP2, not a replica per process
+    run_dir = tmp_path / "runs" / "tiny"
+    for name in ("teacher", "student"):  # the distilled student's teacher was sharded too
+        assert_close(weights(run_dir, name), weights(one_process, name))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["student"]["accuracy"] == json.loads((one_process / "summary.json").read_text())["student"]["accuracy"]
+
+
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -143,6 +159,31 @@ def test_a_two_process_run_resumes_in_one(tmp_path):
     _wait_for(checkpoints / "last.json", process)
     kill_all(process)
     assert not (tmp_path / "runs" / "tiny" / "summary.json").exists()
+    os.chdir(tmp_path)
+    assert main(["train", str(config), *LONGER, "--resume"]) == 0
+    assert_close(weights(tmp_path / "runs" / "tiny", "student"), weights(reference, "student"))
+
+
+def test_a_sharded_run_resumes_sharded_and_then_in_one_process(tmp_path):
+    """Sharded checkpoints hold the whole state: they load into shards and into one process alike."""
+    reference = one_process_run(tmp_path / "one", *LONGER)
+    config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
+    last = tmp_path / "runs" / "tiny" / "student" / "checkpoints" / "last.json"
+    process = torchrun(2, "train", str(config), *LONGER, *SHARD, cwd=tmp_path, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)  # fmt: skip
+    _wait_for(last, process)
+    kill_all(process)
+    stopped_at = json.loads(last.read_text())["epoch"]
+    process = torchrun(2, "train", str(config), *LONGER, *SHARD, "--resume", cwd=tmp_path, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while process.poll() is None and json.loads(last.read_text())["epoch"] == stopped_at:
+        assert time.monotonic() < deadline, "the sharded run did not resume"
+        time.sleep(0.05)
+    if process.poll() is None:  # stopped again, a few epochs on
+        kill_all(process)
+    else:
+        assert process.returncode == 0, finished(process)[1]
     os.chdir(tmp_path)
     assert main(["train", str(config), *LONGER, "--resume"]) == 0
     assert_close(weights(tmp_path / "runs" / "tiny", "student"), weights(reference, "student"))
@@ -243,29 +284,31 @@ task: lm
 name: tiny-lm
 out_dir: runs
 data: {path: text.txt, context: 32, val_fraction: 0.1, test_fraction: 0.1, batch_size: 8}
-teacher: {model: gpt, args: {layers: 1, heads: 2, width: 16}, epochs: 1}
+teacher: {model: gpt, args: {layers: 2, heads: 2, width: 16}, epochs: 1}
 student: {model: gpt, args: {layers: 1, heads: 1, width: 8}}
-method: {kind: token, divergence: forward_kl, alpha: 0.2}
+method: {kind: token, divergence: forward_kl, alpha: 0.2, hidden_weight: 0.5}
 train: {epochs: 2, optimizer: sgd, lr: 0.5, progress: false, device: cpu}  # sgd: Adam would magnify rounding
 scratch: false
 """
 
 
 def test_a_language_model_run_on_two_processes_weighs_tokens_as_one_does(tmp_path):
+    """Replicated and sharded (the teacher's blocks too, with a hidden-state term reading both models' heads)."""
     text = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}\n" for i in range(120))
     runs = {}
-    for processes in (1, 2):
-        where = tmp_path / str(processes)
+    for how, argv in {"one": None, "replicated": [], "sharded": SHARD}.items():
+        where = tmp_path / how
         where.mkdir()
         (where / "text.txt").write_text(text)
         write_config(where / "lm.yaml", LM_RUN)
-        if processes == 1:
+        if argv is None:
             os.chdir(where)
             assert main(["train", "lm.yaml"]) == 0
         else:
-            code, output = finished(torchrun(2, "train", "lm.yaml", cwd=where, stdout=subprocess.PIPE,
+            code, output = finished(torchrun(2, "train", "lm.yaml", *argv, cwd=where, stdout=subprocess.PIPE,
                                              stderr=subprocess.PIPE))  # fmt: skip
             assert code == 0, output
-        runs[processes] = where / "runs" / "tiny-lm"
-    for name in ("teacher", "student"):
-        assert_close(weights(runs[2], name), weights(runs[1], name))
+        runs[how] = where / "runs" / "tiny-lm"
+    for how in ("replicated", "sharded"):
+        for name in ("teacher", "student"):
+            assert_close(weights(runs[how], name), weights(runs["one"], name))

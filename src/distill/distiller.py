@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -13,7 +13,7 @@ from distill.cache import TeacherCache
 from distill.errors import DistillError, first_line
 from distill.losses import LOSSES, LossInputError, hard_loss
 from distill.taps import check_paths, make_adapter, run_tapped
-from distill.teacher import teacher_source
+from distill.teacher import LiveTeacher, teacher_source
 from distill.train import History, TrainOptions, fit, setup
 
 RESERVED = {"loss", "accuracy", "teacher_accuracy", "agreement"}  # what forward reports besides the terms
@@ -136,6 +136,11 @@ class Distiller(nn.Module):
             adapter = make_adapter(term.adapter, student_feature.shape, teacher_feature.shape, where)
             self.adapters[name] = adapter.to(student_feature.device)
         return self.adapters[name](student_feature)
+
+    def shard_frozen(self, shard: Callable[[nn.Module], None]) -> None:
+        """A live teacher's blocks sharded (train.shard); a cache has nothing to shard."""
+        if isinstance(self.teacher, LiveTeacher):
+            self.teacher.shard(shard)
 
     def setup(self, batch: Batch) -> list[str]:
         """One forward without gradients that sizes the adapters and lazy loss parameters (`distill.train.setup`);

@@ -24,6 +24,7 @@ FREE_ON_RESUME = {
     "train.tensorboard",
     "train.compile",
     "train.channels_last",
+    "train.shard",
     "data.num_workers",
 }
 

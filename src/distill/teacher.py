@@ -8,7 +8,7 @@ what it remembered of the validation batches again). `teacher_source` picks one 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -50,8 +50,15 @@ class LiveTeacher:
         self._placed: tuple[torch.device, bool] | None = None
         self._remembered: dict[tuple, tuple[Tensor, Tensor, dict[str, Tensor]]] = {}
         self._kept_bytes = 0
+        self.remembers = True
 
     top_k = None  # a live teacher gives the full distribution
+
+    def shard(self, shard: Callable[[nn.Module], None]) -> None:
+        """Shard the model in place with `shard` (see `distill.train.sharding`). Its forward is then a collective,
+        which every process runs at every batch: nothing is remembered."""
+        shard(self.model)
+        self.remembers = False
 
     def __call__(self, batch: dict[str, Tensor], *, remember: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         inputs = batch["input"]
@@ -59,7 +66,7 @@ class LiveTeacher:
         if (inputs.device, nhwc) != self._placed:  # follow the inputs' device and memory order
             self.model.to(inputs.device, memory_format=torch.channels_last if nhwc else torch.contiguous_format)
             self._placed = (inputs.device, nhwc)
-        if not remember or "index" not in batch or "view" in batch:
+        if not (remember and self.remembers) or "index" not in batch or "view" in batch:
             return self._run(inputs)
         # The rows by their indices (under the autocast in force), checked by a position-weighted sum of each
         # row's values: other data under the same indices, even a shifted or flipped image, is run anew.

@@ -115,6 +115,9 @@ class TokenCache:
         self.complete = self.top_k == self.vocab  # no tail: the loss is the live teacher's
         self.arrays = {name: np.load(self.path / f"{name}.npy", mmap_mode="r") for name in ("logprobs", "ids", "tail")}
 
+    def __deepcopy__(self, memo: dict) -> TokenCache:
+        return self  # read-only: a sharded run's copy of the distiller reads the same files
+
     def read(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B,) training rows -> (B, S, k) float32 log-probabilities, (B, S, k) ids, (B, S) log tails."""
         rows = index.cpu().numpy()

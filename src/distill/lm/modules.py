@@ -7,6 +7,8 @@ weighs batches, and the micro-batches of an accumulation step, by their tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -69,6 +71,10 @@ class TokenDistiller(nn.Module):
     @property
     def teacher(self) -> nn.Module:
         return self._teacher[0]
+
+    def shard_frozen(self, shard: Callable[[nn.Module], None]) -> None:
+        """The teacher's blocks sharded (train.shard)."""
+        shard(self.teacher)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         ids, labels = batch["input"], batch["label"]

@@ -26,6 +26,7 @@ from distill.train.checkpoint import Checkpoints, rng_state, set_rng_state
 from distill.train.metrics import MetricsLog
 from distill.train.options import TrainOptions
 from distill.train.schedule import Optimizers
+from distill.train.sharding import Sharded, all_finite, gradient_sync, is_sharded
 
 logger = logging.getLogger(__name__)
 TOKENS = "tokens"  # what a module reports when its values are means over tokens, not over samples
@@ -109,10 +110,11 @@ def evaluate(
     """Every scalar the module returns, averaged over samples (over tokens, for a module that reports the
     `tokens` its values are means over), under `val/`. One host sync at the end. In a data-parallel run each
     process takes every N-th batch (all of them when there are fewer batches than processes) and the sums
-    are added up across processes."""
+    are added up across processes. A sharded module's forward is a collective: a process with a batch fewer
+    than the first runs its last one again, and counts it once."""
     module.eval()
     sums: dict[str, Tensor] = {}
-    count = 0
+    count, runs = 0, 0
     shards = parallel.world() if parallel.world() > 1 and len(loader) >= parallel.world() else 1
     for i, batch in enumerate(loader):
         if i % shards != parallel.rank() % shards:
@@ -120,11 +122,15 @@ def evaluate(
         batch = _to_device(batch, device, channels_last)
         with _autocast(device, precision):
             out = module(batch)
+        runs += 1
         n = out.pop(TOKENS, None)
         n = _batch_size(batch) if n is None else n
         for key, value in out.items():
             sums[key] = sums.get(key, 0.0) + value.detach().float() * n
         count += n
+    if is_sharded(module) and runs < math.ceil(len(loader) / shards):
+        with _autocast(device, precision):
+            module(batch)
     if shards > 1:
         sums = {key: parallel.all_sum(value) for key, value in sums.items()}
         count = parallel.all_sum(torch.as_tensor(count, dtype=torch.float64, device=device))
@@ -258,15 +264,17 @@ def _train_epoch(
 
 
 def _syncing(module: nn.Module, last_of_step: bool):
-    """DistributedDataParallel shares gradients at a step's last backward only, not at each accumulated one."""
+    """Gradients are shared across processes at a step's last backward only, not at each accumulated one."""
     if isinstance(module, DistributedDataParallel) and not last_of_step:
         return module.no_sync()
+    if is_sharded(module) and not last_of_step:
+        return gradient_sync(module, False)
     return contextlib.nullcontext()
 
 
 def _check_weights(params: list[nn.Parameter], epoch: int) -> None:
     """Once an epoch, before a checkpoint: never save NaN weights as the last good ones."""
-    if not torch.stack([p.detach().isfinite().all() for p in params]).all().item():
+    if not all_finite([p.detach() for p in params]):
         raise TrainingDiverged(
             f"the weights became NaN or infinite during epoch {epoch}; the last good checkpoint is kept; "
             "lower train.lr or set train.clip_grad_norm"
@@ -313,36 +321,41 @@ def fit(
     the metrics file as they were, so the result equals an uninterrupted run (on CPU).
 
     Launched as several processes (see `distill.train.parallel`), each trains on its share of every global
-    batch with the module wrapped in DistributedDataParallel; the first process alone writes, and a resume
-    may use another number of processes.
+    batch with the module wrapped in DistributedDataParallel, or, with `options.shard`, a sharded copy of it
+    (see `distill.train.sharding`; `module` then stays on the CPU); the first process alone writes, and a
+    resume may use another number of processes.
     """
     if len(train_loader) == 0:
         raise DistillError("the training data is empty: no batch to train on")
     run_dir = Path(run_dir) if run_dir is not None else None
     _check_parallel(train_loader, resume)
     device = parallel.local_device(resolve_device(options.device))
+    shard = _sharding(options)
+    home = torch.device("cpu") if shard else device  # where `module` itself lives
     seed_everything(options.seed)
-    module.to(device)
-    outputs = setup(module, _to_device(next(iter(val_loader if val_loader is not None else train_loader)), device))
+    module.to(home)
+    outputs = setup(module, _to_device(next(iter(val_loader if val_loader is not None else train_loader)), home))
     mode = _monitor_mode(options, [f"val/{name}" for name in outputs]) if val_loader is not None else None
-    steps_per_epoch = math.ceil(len(train_loader) / options.grad_accum)
-    optimizers = Optimizers(module, options, steps_per_epoch)
     parallel.check_module(module)
-    if options.channels_last:
-        module.to(memory_format=torch.channels_last)
-    trained = module if parallel.world() == 1 else DistributedDataParallel(module)
-    if options.compile:
-        trained.compile()  # in place: the state dict keeps its keys
     checkpoints = Checkpoints(run_dir / "checkpoints") if run_dir else None
     writes = parallel.is_main()
+    if resume and checkpoints is None:
+        raise DistillError("resume needs a run directory to resume from")
+    state = checkpoints.load("last", module, repair=writes) if resume else None  # the weights, before any copy
+    if options.channels_last:
+        module.to(memory_format=torch.channels_last)
+    sharded = Sharded(module, device) if shard else None
+    model = sharded.trained if sharded else module  # what runs: the sharded copy, or the module itself
+    steps_per_epoch = math.ceil(len(train_loader) / options.grad_accum)
+    optimizers = Optimizers(model, options, steps_per_epoch)
+    trained = model if parallel.world() == 1 or sharded else DistributedDataParallel(model)
+    if options.compile:
+        trained.compile()  # in place: the state dict keeps its keys
     history = History()
 
     # --- resume: everything a run's future depends on comes back from the checkpoint ---
     start_epoch, step = 0, 0
-    if resume:
-        if checkpoints is None:
-            raise DistillError("resume needs a run directory to resume from")
-        state = checkpoints.load("last", module, repair=writes)
+    if state is not None:
         optimizers.load_state_dict(state)
         set_rng_state(state["rng"])
         start_epoch, step = state["epoch"] + 1, state["step"]
@@ -374,29 +387,36 @@ def fit(
             # --- evaluate, record, checkpoint ---
             record: dict[str, Any] = {"step": step, "epoch": epoch + 1, **train_means}
             if val_loader is not None:
-                parallel.broadcast_buffers(module)  # evaluate with the first process's batch-norm statistics
-                record.update(evaluate(module, val_loader, device, options.precision, options.channels_last))
+                parallel.broadcast_buffers(model)  # evaluate with the first process's batch-norm statistics
+                record.update(evaluate(model, val_loader, device, options.precision, options.channels_last))
+            if sharded:
+                sharded.gather()
             _check_weights(optimizers.all_params(), epoch + 1)
             is_best = mode is not None and _is_better(record[options.monitor], history.best, mode)
             if is_best:
                 history.best = {"metric": options.monitor, "value": record[options.monitor], "epoch": epoch + 1}
             history.epochs.append(record)
             log.write(record)
-            if checkpoints is not None and writes:
-                state = {
-                    **optimizers.state_dict(),
-                    "rng": rng_state(),
-                    "history": history.epochs,
-                    "best": history.best,
-                }
-                checkpoints.save(module, state, epoch=epoch, step=step, best=history.best if is_best else None)
+            if checkpoints is not None:
+                state = {**optimizers.state_dict(), "rng": rng_state(), "history": history.epochs, "best": history.best}
+                if writes:
+                    checkpoints.save(module, state, epoch=epoch, step=step, best=history.best if is_best else None)
             for callback in callbacks:
                 callback.on_epoch_end(record)
     finally:
         bar.close()
         log.close()
     parallel.barrier()  # the others read what the first wrote (the best checkpoint) once it is there
+    if sharded:
+        module.to(device)  # holding the last epoch's weights, gathered
     return history
+
+
+def _sharding(options: TrainOptions) -> bool:
+    """Whether this run shards its module (train.shard with several processes)."""
+    if options.shard and parallel.world() == 1:
+        logger.warning("train.shard: one process holds the whole module, unsharded (launch several with torchrun)")
+    return options.shard and parallel.world() > 1
 
 
 def _check_parallel(train_loader: Iterable[Batch], resume: bool) -> None:

@@ -27,6 +27,9 @@ class TrainOptions(BaseModel):
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = Field(False, description="torch.compile the trained module's step (the first steps compile it)")
     channels_last: bool = Field(False, description="images and the trained module's weights in NHWC memory order")
+    shard: bool = Field(
+        False, description="under torchrun: shard weights, gradients and optimizer state over the processes (FSDP2)"
+    )
     grad_accum: StrictInt = Field(1, ge=1, le=4096, description="batches per optimizer step")
     clip_grad_norm: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="clip the gradient norm to this value"
@@ -52,4 +55,10 @@ class TrainOptions(BaseModel):
             raise ValueError("schedule 'multistep' needs train.milestones, e.g. [150, 180, 210]")
         if any(m < 1 or m >= self.epochs for m in self.milestones):
             raise ValueError(f"train.milestones must lie in [1, epochs={self.epochs}), got {self.milestones}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_shard(self) -> TrainOptions:
+        if self.shard and self.channels_last:
+            raise ValueError("train.shard and train.channels_last cannot be combined; set one of them to false")
         return self

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from distill.errors import DistillError
 from distill.train.checkpoint import parts_of
 from distill.train.options import TrainOptions
+from distill.train.sharding import all_finite, full, full_state, shard_optimizer_state
 
 
 class NonfiniteCheck(Protocol):
@@ -73,7 +74,7 @@ class Optimizers:
     def step(self, window: NonfiniteCheck, step: int) -> None:
         for name, optimizer in self.optimizers.items():
             if self.clip_grad_norm is not None:
-                window.check(nn.utils.clip_grad_norm_(self.params[name], self.clip_grad_norm), step)
+                window.check(full(nn.utils.clip_grad_norm_(self.params[name], self.clip_grad_norm)), step)
             optimizer.step()
             self.schedulers[name].step()
             optimizer.zero_grad(set_to_none=True)
@@ -85,8 +86,7 @@ class Optimizers:
 
     def grads_finite(self) -> bool:
         """Whether every gradient is finite (one host sync)."""
-        grads = [p.grad for p in self.all_params() if p.grad is not None]
-        return bool(torch.stack([g.isfinite().all() for g in grads]).all().item()) if grads else True
+        return all_finite([p.grad for p in self.all_params() if p.grad is not None])
 
     def skip(self) -> None:
         """Drop this step's gradients: no update, while the schedule moves on as the step count does."""
@@ -104,8 +104,9 @@ class Optimizers:
         return [p for params in self.params.values() for p in params]
 
     def state_dict(self) -> dict[str, Any]:
+        """The state to resume from; whole, as an unsharded run's, also when sharded (then every process calls it)."""
         return {
-            "optimizer": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
+            "optimizer": {name: full_state(optimizer.state_dict()) for name, optimizer in self.optimizers.items()},
             "scheduler": {name: scheduler.state_dict() for name, scheduler in self.schedulers.items()},
         }
 
@@ -117,5 +118,5 @@ class Optimizers:
                 "start the run again without --resume"
             )
         for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizer"][name])
+            optimizer.load_state_dict(shard_optimizer_state(state["optimizer"][name], optimizer))
             self.schedulers[name].load_state_dict(state["scheduler"][name])
