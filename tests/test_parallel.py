@@ -136,8 +136,8 @@ def test_a_sharded_run_trains_what_one_process_trains(one_process, tmp_path):
     run_dir = tmp_path / "runs" / "tiny"
     for name in ("teacher", "student"):  # the distilled student's teacher was sharded too
         assert_close(weights(run_dir, name), weights(one_process, name))
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["student"]["accuracy"] == json.loads((one_process / "summary.json").read_text())["student"]["accuracy"]
+    summary, reference = (json.loads((where / "summary.json").read_text()) for where in (run_dir, one_process))
+    assert summary["student"]["accuracy"] == reference["student"]["accuracy"]
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
