@@ -20,6 +20,7 @@ from conftest import TINY_RUN, tiny_net, write_config
 from distill import Distiller, DistillError, losses
 from distill.cli import main
 from distill.train import EpochBatches, parallel
+from distill.train.sharding import blocks
 
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 RUN = ["--set", "scratch=false", "--set", "train.device=cpu", "--set", "teacher.epochs=2", "--set", "train.epochs=3"]
@@ -267,6 +268,29 @@ def test_a_folder_the_first_process_refuses_stops_every_process_with_its_line(tm
                                      stderr=subprocess.PIPE))  # fmt: skip
     assert code != 0 and output.count("runs/tiny holds other files; choose another name or out_dir") == 2, output
     assert "exitcode  : 2" in output and (tmp_path / "runs" / "tiny" / "notes.txt").read_text() == "mine"
+
+
+def test_the_blocks_sharded_are_the_outermost_elements_of_containers_that_hold_parameters():
+    block = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+    layers = torch.nn.ModuleList([block, torch.nn.Linear(2, 2), torch.nn.Dropout()])
+    model = torch.nn.ModuleDict({"stem": torch.nn.Linear(2, 2), "layers": layers})
+    assert blocks(model) == [block, layers[1]]  # not the Linear inside the block, nor what holds no parameters
+    assert blocks(torch.nn.Linear(2, 2)) == []
+
+
+def test_shard_in_one_process_trains_the_whole_module_and_says_so(tmp_path, capsys):
+    config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    assert main(["train", str(config), *SHARD, "--set", "scratch=false", "--set", "train.epochs=1"]) == 0
+    assert "train.shard: one process holds the whole module, unsharded (launch several with torchrun)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_shard_and_channels_last_are_refused_together(tmp_path, capsys):
+    config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+    assert main(["train", str(config), *SHARD, "--set", "train.channels_last=true"]) == 2
+    assert "train.shard and train.channels_last cannot be combined" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_what_one_process_cannot_share_is_refused_with_several(monkeypatch):
