@@ -125,8 +125,8 @@ class Sharded:
         mesh = init_device_mesh(device.type, (parallel.world(),))
 
         def shard_blocks(model: nn.Module) -> None:
-            for block in blocks(model):
-                fully_shard(block, mesh=mesh)
+            for block in blocks(model):  # freed after its forward, also where no sharded module holds it (a teacher)
+                fully_shard(block, mesh=mesh, reshard_after_forward=True)
 
         self.trained = copy.deepcopy(module)  # the frozen models it runs too: they are sharded in the copy alone
         for part in self.trained.modules():
