@@ -26,8 +26,8 @@ import torch
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
-from distill.losses.token import TokenKD
 from distill.lm.modules import TokenDistiller
+from distill.losses.token import TokenKD
 from distill.models.gpt import GPT
 from distill.train import TrainOptions, parallel, setup
 from distill.train.schedule import Optimizers
@@ -100,7 +100,7 @@ def main() -> None:
         worker(args.worker, args.device)
         return
     print(f"student {STUDENT_WIDTH}-wide, teacher {TEACHER_WIDTH}-wide, {LAYERS} layers each, vocabulary {VOCAB:,}")
-    print("MB held by the process that holds most, after one AdamW step")
+    print("MiB held by the process that holds most, after one AdamW step")
     header = f"{'processes':>9}  {'mode':<10}  {'student':>8}  {'grads':>8}  {'AdamW':>8}  {'teacher':>8}  {'total':>8}"
     print(header + ("  peak CUDA" if args.device != "cpu" else ""))
     for processes in args.processes:
