@@ -311,13 +311,15 @@ data: {path: text.txt, context: 32, val_fraction: 0.1, test_fraction: 0.1, batch
 teacher: {model: gpt, args: {layers: 2, heads: 2, width: 16}, epochs: 1}
 student: {model: gpt, args: {layers: 1, heads: 1, width: 8}}
 method: {kind: token, divergence: forward_kl, alpha: 0.2, hidden_weight: 0.5}
-train: {epochs: 2, optimizer: sgd, lr: 0.5, progress: false, device: cpu}  # sgd: Adam would magnify rounding
+train: {epochs: 2, optimizer: sgd, lr: 0.5, grad_accum: 2, clip_grad_norm: 1.0, nonfinite: skip, progress: false,
+        device: cpu}  # sgd: Adam would magnify rounding
 scratch: false
 """
 
 
 def test_a_language_model_run_on_two_processes_weighs_tokens_as_one_does(tmp_path):
-    """Replicated and sharded (the teacher's blocks too, with a hidden-state term reading both models' heads)."""
+    """Replicated and sharded (the teacher's blocks too, with a hidden-state term reading both models' heads), with
+    accumulated batches, clipped gradient norms and the finite checks of nonfinite: skip."""
     text = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}\n" for i in range(120))
     runs = {}
     for how, argv in {"one": None, "replicated": [], "sharded": SHARD}.items():

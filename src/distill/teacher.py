@@ -37,7 +37,7 @@ class LiveTeacher:
     state dict and DDP wrapper. It follows the inputs to their device on first use. Called with `remember`
     (evaluation), it keeps its outputs on each batch of sample indices, and serves them again for the same
     rows: frozen, it would compute the same numbers every epoch. It keeps up to REMEMBER_BYTES of them (the
-    batches past that run every time), and never an augmented batch's.
+    batches past that run every time), and never an augmented batch's; sharded (`shard`), none.
     """
 
     def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float32, taps: Sequence[str] = ()):

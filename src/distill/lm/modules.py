@@ -80,7 +80,8 @@ class TokenDistiller(nn.Module):
         ids, labels = batch["input"], batch["label"]
         if self.cache is not None and self.training:
             return self._from_cache(ids, labels, batch["index"])
-        self.teacher.to(ids.device)
+        if self.teacher.head.weight.device != ids.device:  # moved once (a sharded teacher's blocks are in place)
+            self.teacher.to(ids.device)
         student_hidden, student_maps = self._inner(self.student, ids)
         with torch.no_grad():
             teacher_hidden, teacher_maps = self._inner(self.teacher, ids)

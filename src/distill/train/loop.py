@@ -177,8 +177,8 @@ class _Window:
 
 def _share(batch: Batch, device: torch.device) -> Tensor | float:
     """How much this process's rows weigh in the global batch, times the number of processes: 1 when the
-    batch splits evenly. DistributedDataParallel averages gradients over processes; scaled by this, the
-    average is the gradient of the global batch's mean loss, whatever the split."""
+    batch splits evenly. DistributedDataParallel and FSDP2 average gradients over processes; scaled by this,
+    the average is the gradient of the global batch's mean loss, whatever the split."""
     if parallel.world() == 1:
         return 1.0
     rows = torch.as_tensor(float(_batch_size(batch)), device=device)
@@ -198,8 +198,8 @@ def _train_epoch(
     bar: tqdm,
 ) -> tuple[int, dict[str, float]]:
     """One pass over `loader`; returns the new step count and the epoch's mean train metrics. `module` may be
-    wrapped in DistributedDataParallel, which then adds up gradients across processes at each step's last
-    backward.
+    wrapped in DistributedDataParallel or sharded, and then shares gradients across processes at each step's
+    last backward.
 
     With train.nonfinite "skip", a step whose loss or gradient is NaN or infinite makes no update and adds
     nothing to the metrics (checked at every step: one host sync each); more than train.max_skips in an epoch
@@ -265,11 +265,11 @@ def _train_epoch(
 
 def _syncing(module: nn.Module, last_of_step: bool):
     """Gradients are shared across processes at a step's last backward only, not at each accumulated one."""
-    if isinstance(module, DistributedDataParallel) and not last_of_step:
+    if last_of_step:
+        return contextlib.nullcontext()
+    if isinstance(module, DistributedDataParallel):
         return module.no_sync()
-    if is_sharded(module) and not last_of_step:
-        return gradient_sync(module, False)
-    return contextlib.nullcontext()
+    return gradient_sync(module, False) if is_sharded(module) else contextlib.nullcontext()
 
 
 def _check_weights(params: list[nn.Parameter], epoch: int) -> None:
@@ -322,8 +322,8 @@ def fit(
 
     Launched as several processes (see `distill.train.parallel`), each trains on its share of every global
     batch with the module wrapped in DistributedDataParallel, or, with `options.shard`, a sharded copy of it
-    (see `distill.train.sharding`; `module` then stays on the CPU); the first process alone writes, and a
-    resume may use another number of processes.
+    (see `distill.train.sharding`; `module` waits on the CPU meanwhile and gets the weights back each epoch);
+    the first process alone writes, and a resume may use another number of processes.
     """
     if len(train_loader) == 0:
         raise DistillError("the training data is empty: no batch to train on")
@@ -341,25 +341,25 @@ def fit(
     writes = parallel.is_main()
     if resume and checkpoints is None:
         raise DistillError("resume needs a run directory to resume from")
-    state = checkpoints.load("last", module, repair=writes) if resume else None  # the weights, before any copy
+    resumed = checkpoints.load("last", module, repair=writes) if resume else None  # the weights, before any copy
     if options.channels_last:
         module.to(memory_format=torch.channels_last)
     sharded = Sharded(module, device) if shard else None
-    model = sharded.trained if sharded else module  # what runs: the sharded copy, or the module itself
+    working = sharded.copy if sharded else module  # what computes: the sharded copy, or the module itself
     steps_per_epoch = math.ceil(len(train_loader) / options.grad_accum)
-    optimizers = Optimizers(model, options, steps_per_epoch)
-    trained = model if parallel.world() == 1 or sharded else DistributedDataParallel(model)
+    optimizers = Optimizers(working, options, steps_per_epoch)
+    trained = working if parallel.world() == 1 or sharded else DistributedDataParallel(working)  # what steps call
     if options.compile:
         trained.compile()  # in place: the state dict keeps its keys
     history = History()
 
     # --- resume: everything a run's future depends on comes back from the checkpoint ---
     start_epoch, step = 0, 0
-    if state is not None:
-        optimizers.load_state_dict(state)
-        set_rng_state(state["rng"])
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        history.epochs, history.best = state["history"], state["best"]
+    if resumed is not None:
+        optimizers.load_state_dict(resumed)
+        set_rng_state(resumed["rng"])
+        start_epoch, step = resumed["epoch"] + 1, resumed["step"]
+        history.epochs, history.best = resumed["history"], resumed["best"]
     log_dir = run_dir if writes else None
     log = MetricsLog(log_dir, keep_until_step=step if resume else None, tensorboard=options.tensorboard)
     bar = tqdm(
@@ -387,8 +387,8 @@ def fit(
             # --- evaluate, record, checkpoint ---
             record: dict[str, Any] = {"step": step, "epoch": epoch + 1, **train_means}
             if val_loader is not None:
-                parallel.broadcast_buffers(model)  # evaluate with the first process's batch-norm statistics
-                record.update(evaluate(model, val_loader, device, options.precision, options.channels_last))
+                parallel.broadcast_buffers(working)  # evaluate with the first process's batch-norm statistics
+                record.update(evaluate(working, val_loader, device, options.precision, options.channels_last))
             if sharded:
                 sharded.gather()
             _check_weights(optimizers.all_params(), epoch + 1)
@@ -407,8 +407,9 @@ def fit(
         bar.close()
         log.close()
     parallel.barrier()  # the others read what the first wrote (the best checkpoint) once it is there
-    if sharded:
-        module.to(device)  # holding the last epoch's weights, gathered
+    if sharded:  # `module` holds the last epoch's weights, gathered; the shards go before it takes the device
+        del trained, working, optimizers, sharded
+        module.to(device)
     return history
 
 

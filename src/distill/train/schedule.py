@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from distill.errors import DistillError
 from distill.train.checkpoint import parts_of
 from distill.train.options import TrainOptions
-from distill.train.sharding import all_finite, full, full_state, shard_optimizer_state
+from distill.train.sharding import all_finite, full_state, shard_optimizer_state, whole
 
 
 class NonfiniteCheck(Protocol):
@@ -74,7 +74,7 @@ class Optimizers:
     def step(self, window: NonfiniteCheck, step: int) -> None:
         for name, optimizer in self.optimizers.items():
             if self.clip_grad_norm is not None:
-                window.check(full(nn.utils.clip_grad_norm_(self.params[name], self.clip_grad_norm)), step)
+                window.check(whole(nn.utils.clip_grad_norm_(self.params[name], self.clip_grad_norm)), step)
             optimizer.step()
             self.schedulers[name].step()
             optimizer.zero_grad(set_to_none=True)
@@ -104,7 +104,8 @@ class Optimizers:
         return [p for params in self.params.values() for p in params]
 
     def state_dict(self) -> dict[str, Any]:
-        """The state to resume from; whole, as an unsharded run's, also when sharded (then every process calls it)."""
+        """The state to resume from, whole as an unsharded run's. Sharded, every process calls it and the first
+        gets it (see `full_state`)."""
         return {
             "optimizer": {name: full_state(optimizer.state_dict()) for name, optimizer in self.optimizers.items()},
             "scheduler": {name: scheduler.state_dict() for name, scheduler in self.schedulers.items()},

@@ -8,9 +8,9 @@ module is one more unit. A frozen teacher the module runs has its blocks sharded
 forward alone; its other weights (embeddings, head) stay whole on every process.
 
 What trains is a copy. The module handed to `fit` waits on the CPU and gets the full weights back at every
-epoch's end (for the checkpoint) and when training ends, so what follows a sharded `fit` sees an ordinary
-module. Checkpoints hold the full state, as an unsharded run's do: a run resumes sharded or not, at any
-number of processes.
+epoch's end (for the checkpoint, and as the result), so what follows a sharded `fit` sees an ordinary module.
+Checkpoints hold the full state, as an unsharded run's do: a run resumes sharded or not, at any number of
+processes.
 """
 
 from __future__ import annotations
@@ -54,27 +54,34 @@ def blocks(model: nn.Module) -> list[nn.Module]:
 
 
 def is_sharded(module: nn.Module) -> bool:
+    """Whether `module` is (the root of) a sharded module: its forward is then a collective."""
     return isinstance(module, FSDPModule)
 
 
-def full(tensor: Tensor) -> Tensor:
-    """The whole of a sharded tensor, on the CPU (a collective: every process calls it); others as they are."""
-    return tensor.detach().full_tensor().cpu() if isinstance(tensor, DTensor) else tensor
+def whole(tensor: Tensor) -> Tensor:
+    """A sharded tensor made whole, where its shards are (a collective: every process calls it); others as
+    they are."""
+    return tensor.detach().full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 def full_state(state: Any) -> Any:
-    """`state` (dicts and lists of tensors: an optimizer's state dict) with every sharded tensor made whole, one
-    at a time, on the CPU: what an unsharded run would save. Every process calls it, in the same order."""
+    """`state` (dicts and lists of tensors: an optimizer's state dict) as an unsharded run holds it: every
+    sharded tensor made whole, one at a time, and kept in the CPU memory of the first process alone, which
+    writes it (the others hold None in its place). Every process calls it, in the same order."""
     if isinstance(state, dict):
         return {key: full_state(value) for key, value in state.items()}
     if isinstance(state, list | tuple):
         return type(state)(full_state(value) for value in state)
-    return full(state) if isinstance(state, Tensor) else state
+    if isinstance(state, DTensor):
+        tensor = whole(state)
+        return tensor.cpu() if parallel.is_main() else None
+    return state
 
 
 def shard_optimizer_state(state: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """A saved (whole) optimizer state dict, its per-parameter tensors cut as `optimizer`'s parameters are:
-    this process's shard of each, with no communication (every process read the same file)."""
+    """A saved (whole) optimizer state dict with each tensor shaped like its parameter (momentum, Adam's
+    moments) cut as the parameter is: this process's shard, with no communication (every process read the
+    same file). Other entries, such as the step count, stay as they are."""
     params = [param for group in optimizer.param_groups for param in group["params"]]
     if not any(isinstance(param, DTensor) for param in params):
         return state
@@ -82,13 +89,13 @@ def shard_optimizer_state(state: dict[str, Any], optimizer: torch.optim.Optimize
     for index, values in state["state"].items():
         param = params[index]
         per_param[index] = {
-            key: _like(value, param) if isinstance(value, Tensor) and value.shape == param.shape else value
+            key: _cut_like(value, param) if isinstance(value, Tensor) and value.shape == param.shape else value
             for key, value in values.items()
         }
     return {**state, "state": per_param}
 
 
-def _like(value: Tensor, param: Tensor) -> Tensor:
+def _cut_like(value: Tensor, param: Tensor) -> Tensor:
     if not isinstance(param, DTensor):
         return value
     value = value.to(param.device_mesh.device_type)
@@ -118,34 +125,40 @@ def gradient_sync(module: nn.Module, on: bool) -> Iterator[None]:
 
 
 class Sharded:
-    """The sharded copy of `module` that trains on `device`; `gather()` brings its weights back to `module`."""
+    """The sharded `copy` of `module` that trains on `device`; `gather()` brings its weights back to `module`."""
 
     def __init__(self, module: nn.Module, device: torch.device):
-        self.module, self.device = module, device
+        self.module = module
         mesh = init_device_mesh(device.type, (parallel.world(),))
 
         def shard_blocks(model: nn.Module) -> None:
             for block in blocks(model):  # freed after its forward, also where no sharded module holds it (a teacher)
                 fully_shard(block, mesh=mesh, reshard_after_forward=True)
 
-        self.trained = copy.deepcopy(module)  # the frozen models it runs too: they are sharded in the copy alone
-        for part in self.trained.modules():
+        self.copy = copy.deepcopy(module)  # the frozen models it runs too: they are sharded in the copy alone
+        for part in self.copy.modules():
             if isinstance(part, RunsFrozen):
                 part.shard_frozen(shard_blocks)
-        shard_blocks(self.trained)
-        fully_shard(self.trained, mesh=mesh)
-        held = [(p.to_local().numel(), p.numel()) for p in self.trained.parameters() if isinstance(p, DTensor)]
+        shard_blocks(self.copy)
+        fully_shard(self.copy, mesh=mesh)
+        held = [(p.to_local().numel(), p.numel()) for p in self.copy.parameters() if isinstance(p, DTensor)]
+        mine, total = sum(h for h, _ in held), sum(n for _, n in held)
         logger.info(
             "train.shard: %d blocks and the rest of the module sharded over %d processes; each holds about %s of "
-            "its %s parameters", len(blocks(self.trained)), parallel.world(), f"{sum(h for h, _ in held):,}",
-            f"{sum(n for _, n in held):,}",
-        )  # fmt: skip
+            "its %s parameters",
+            len(blocks(self.copy)),
+            parallel.world(),
+            f"{mine:,}",
+            f"{total:,}",
+        )
 
     @torch.no_grad()
     def gather(self) -> None:
-        """The trained weights and buffers, whole, into `module` (a collective: every process calls it)."""
-        params, buffers = dict(self.trained.named_parameters()), dict(self.trained.named_buffers())
+        """The trained weights, whole, and the first process's buffers into `module` (a collective: every process
+        calls it), so every process continues with the same module."""
+        parallel.broadcast_buffers(self.copy)
+        params, buffers = dict(self.copy.named_parameters()), dict(self.copy.named_buffers())
         for name, param in self.module.named_parameters():
-            param.copy_(full(params[name]))
+            param.copy_(whole(params[name]))
         for name, buffer in self.module.named_buffers():
             buffer.copy_(buffers[name])
