@@ -57,7 +57,7 @@ class Stages:
         loader = self.exp.train_loader if loader is None else loader
         fit(module, loader, self.exp.val_loader, options, run_dir=self.exp.run_dir / name, resume=resume)
         if options.select == "best" and checkpoints.pointer("best") is not None:
-            checkpoints.load("best", module, repair=parallel.is_main())
+            checkpoints.load("best", module)
         for result, path in paths.items():
             self._write(path, results[result], {"stage": name, "select": options.select})
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from distill._io import file_sha256, fsync_dir, fsync_file, write_json
 from distill.errors import DistillError
+from distill.train import parallel
 from distill.weights import load_weights, write_safetensors
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np_kind, np_keys, *rest = state["numpy"]
     np.random.set_state((np_kind, np_keys.numpy(), *rest))
     random.setstate(state["python"])
+
+
+def _same(file: Path, checksum: str) -> bool:
+    return file.is_file() and file_sha256(file) == checksum
 
 
 def _load_pointer(path: Path) -> dict[str, Any] | None:
@@ -144,10 +149,11 @@ class Checkpoints:
             if folder.name not in keep:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def load(self, which: str, module: nn.Module, *, repair: bool = True) -> dict[str, Any]:
+    def load(self, which: str, module: nn.Module) -> dict[str, Any]:
         """Load the `which` checkpoint's weights into `module`; return its training state. A last checkpoint
-        whose folder was deleted gives way to the previous one. `repair` lets it fix a pointer a crash left
-        behind (off in all but one of the processes of a data-parallel run: they read, one writes)."""
+        whose folder was deleted gives way to the previous one. In a data-parallel run every process loads it;
+        the first alone checks its checksums (and tells the others) and fixes a pointer a crash left behind."""
+        repair = parallel.is_main()
         pointer = self.pointer(which)
         if pointer is None:
             raise DistillError(f"{self.root} holds no '{which}' checkpoint; train without --resume to start the run")
@@ -160,7 +166,9 @@ class Checkpoints:
         folder = self.root / pointer["dir"]
         if not folder.is_dir():
             raise DistillError(f"{folder}, which {which}.json names, is gone; train without --resume")
-        self._verify(folder, pointer, which)
+        problem = self._changed(folder, pointer, which) if repair else None
+        if problem := parallel.gathered(problem)[0]:
+            raise DistillError(problem)
         for part, net in parts_of(module).items():
             load_weights(net, folder / f"{part}.safetensors")
         try:
@@ -180,19 +188,20 @@ class Checkpoints:
             (self.root / "best.json").unlink()
             fsync_dir(self.root)
 
-    def _verify(self, folder: Path, pointer: dict[str, Any], which: str) -> None:
-        """Refuse a checkpoint whose files changed since they were written, naming the one to fall back to."""
+    def _changed(self, folder: Path, pointer: dict[str, Any], which: str) -> str | None:
+        """Why a checkpoint whose files changed since they were written is refused, naming the one to fall back
+        to; None when its files are as written."""
         try:
             checksums = json.loads((folder / CHECKSUMS).read_text())
         except (OSError, ValueError):
             checksums = None
-        changed = f"{folder / CHECKSUMS} is missing or damaged" if not isinstance(checksums, dict) else None
-        for name, expected in (checksums or {}).items():
-            file = folder / name
-            if changed is None and (not file.is_file() or file_sha256(file) != expected):
-                changed = f"{file} changed on disk after it was written (checksum)"
+        if not isinstance(checksums, dict):
+            changed = f"{folder / CHECKSUMS} is missing or damaged"
+        else:
+            files = (folder / name for name, expected in checksums.items() if not _same(folder / name, expected))
+            changed = next((f"{file} changed on disk after it was written (checksum)" for file in files), None)
         if changed is None:
-            return
+            return None
         previous = pointer.get("previous")
         if which != "last":
             offer = f"the {which} checkpoint cannot be trusted: delete {self.root / f'{which}.json'} and train again"
@@ -202,7 +211,7 @@ class Checkpoints:
             offer += f"delete {folder} to resume from it"
         else:
             offer = "no earlier checkpoint is kept: train without --resume"
-        raise DistillError(f"{changed}; {offer}")
+        return f"{changed}; {offer}"
 
     def _repoint_best(self, state: dict[str, Any], last: dict[str, Any]) -> None:
         """A crash between last.json and best.json of a new best epoch leaves best.json naming the one before;

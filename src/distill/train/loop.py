@@ -26,7 +26,7 @@ from distill.train.checkpoint import Checkpoints, rng_state, set_rng_state
 from distill.train.metrics import MetricsLog
 from distill.train.options import TrainOptions
 from distill.train.schedule import Optimizers
-from distill.train.sharding import Sharded, all_finite, gradient_sync, is_sharded
+from distill.train.sharding import Sharded, all_finite, is_sharded, without_gradient_sync
 
 logger = logging.getLogger(__name__)
 TOKENS = "tokens"  # what a module reports when its values are means over tokens, not over samples
@@ -115,7 +115,7 @@ def evaluate(
     module.eval()
     sums: dict[str, Tensor] = {}
     count, runs = 0, 0
-    shards = parallel.world() if parallel.world() > 1 and len(loader) >= parallel.world() else 1
+    shards = parallel.world() if len(loader) >= parallel.world() else 1
     for i, batch in enumerate(loader):
         if i % shards != parallel.rank() % shards:
             continue
@@ -131,13 +131,11 @@ def evaluate(
     if is_sharded(module) and runs < math.ceil(len(loader) / shards):
         with _autocast(device, precision):
             module(batch)
-    if shards > 1:
-        sums = {key: parallel.all_sum(value) for key, value in sums.items()}
-        count = parallel.all_sum(torch.as_tensor(count, dtype=torch.float64, device=device))
-    count = float(count)
+    totals = torch.stack([t.double() for t in (torch.as_tensor(count, device=device), *sums.values())])
+    count, *values = (parallel.all_sum(totals) if shards > 1 else totals).tolist()  # one reduction, one host sync
     if count == 0:
         raise DistillError("the validation data is empty: no batch to evaluate on")
-    return {f"val/{key}": value.item() / count for key, value in sums.items()}
+    return {f"val/{key}": value / count for key, value in zip(sums, values, strict=True)}
 
 
 class _Window:
@@ -163,8 +161,11 @@ class _Window:
         self.finite &= ok
 
     def read(self, epoch: int) -> dict[str, float]:
-        """The means since the last read, over every process (all of them read at the same steps)."""
-        if parallel.all_sum(self.finite.logical_not().int()).item() > 0:
+        """The means since the last read, over every process (all of them read at the same steps): one reduction
+        and one host sync."""
+        values = [self.finite.logical_not(), *self.sums.values()]
+        bad, *sums = parallel.all_sum(torch.stack([value.double() for value in values])).tolist()
+        if bad > 0:
             step = self.first_bad_step.item()
             where = f"at step {step}" if step >= 0 else "in another process of the run"
             raise TrainingDiverged(
@@ -172,17 +173,17 @@ class _Window:
                 "is kept; lower train.lr or set train.clip_grad_norm"
             )
         n = self.count * parallel.world()
-        return {f"train/{key}": parallel.all_sum(value).item() / n for key, value in self.sums.items()}
+        return {f"train/{key}": value / n for key, value in zip(self.sums, sums, strict=True)}
 
 
-def _share(batch: Batch, device: torch.device) -> Tensor | float:
-    """How much this process's rows weigh in the global batch, times the number of processes: 1 when the
-    batch splits evenly. DistributedDataParallel and FSDP2 average gradients over processes; scaled by this,
-    the average is the gradient of the global batch's mean loss, whatever the split."""
+def _share(batch: Batch, loader: Iterable[Batch], i: int) -> float:
+    """How much this process's rows of the `i`-th global batch weigh in it, times the number of processes: 1
+    when the batch splits evenly. DistributedDataParallel and FSDP2 average gradients over processes; scaled by
+    this, the average is the gradient of the global batch's mean loss, whatever the split. The global batch's
+    rows come from the loader's `EpochBatches` (see `_check_parallel`), without communication."""
     if parallel.world() == 1:
         return 1.0
-    rows = torch.as_tensor(float(_batch_size(batch)), device=device)
-    return rows * parallel.world() / parallel.all_sum(rows)
+    return _batch_size(batch) * parallel.world() / loader.batch_sampler.rows(i)
 
 
 def _train_epoch(
@@ -222,7 +223,7 @@ def _train_epoch(
             if skipping and parallel.world() == 1 and not torch.isfinite(out["loss"].detach()).item():
                 bad = True
             elif not bad:
-                share = _share(batch, device) if tokens is None else 1.0
+                share = _share(batch, loader, i) if tokens is None else 1.0
                 if tokens is None:
                     (out["loss"] * share / group).backward()
                 else:  # a mean over tokens: the step's gradient is the mean over all its batches' tokens
@@ -263,13 +264,13 @@ def _train_epoch(
     return step, {**means, "train/skipped_steps": skipped} if skipping else means
 
 
-def _syncing(module: nn.Module, last_of_step: bool):
+def _syncing(module: nn.Module, last_of_step: bool) -> contextlib.AbstractContextManager:
     """Gradients are shared across processes at a step's last backward only, not at each accumulated one."""
     if last_of_step:
         return contextlib.nullcontext()
     if isinstance(module, DistributedDataParallel):
         return module.no_sync()
-    return gradient_sync(module, False) if is_sharded(module) else contextlib.nullcontext()
+    return without_gradient_sync(module) if is_sharded(module) else contextlib.nullcontext()
 
 
 def _check_weights(params: list[nn.Parameter], epoch: int) -> None:
@@ -341,7 +342,7 @@ def fit(
     writes = parallel.is_main()
     if resume and checkpoints is None:
         raise DistillError("resume needs a run directory to resume from")
-    resumed = checkpoints.load("last", module, repair=writes) if resume else None  # the weights, before any copy
+    resumed = checkpoints.load("last", module) if resume else None  # the weights, before any copy
     if options.channels_last:
         module.to(memory_format=torch.channels_last)
     sharded = Sharded(module, device) if shard else None
@@ -386,8 +387,8 @@ def fit(
             )
             # --- evaluate, record, checkpoint ---
             record: dict[str, Any] = {"step": step, "epoch": epoch + 1, **train_means}
+            parallel.broadcast_buffers(working)  # evaluate and keep the first process's batch-norm statistics
             if val_loader is not None:
-                parallel.broadcast_buffers(working)  # evaluate with the first process's batch-norm statistics
                 record.update(evaluate(working, val_loader, device, options.precision, options.channels_last))
             if sharded:
                 sharded.gather()

@@ -164,6 +164,10 @@ class EpochBatches(Sampler[list[int]]):
         perms = [torch.randperm(self.size, generator=generator) for _ in range(math.ceil(self.draws / self.size))]
         return torch.cat(perms)[: self.draws]
 
+    def rows(self, batch: int) -> int:
+        """The rows of the epoch's `batch`-th global batch, over every process."""
+        return min(self.batch_size, self.draws - batch * self.batch_size)
+
     def __len__(self) -> int:
         full, rest = divmod(self.draws, self.batch_size)
         return full + (rest >= world())  # a last batch of fewer rows than processes is left out

@@ -115,9 +115,9 @@ def all_finite(tensors: list[Tensor]) -> bool:
 
 
 @contextlib.contextmanager
-def gradient_sync(module: nn.Module, on: bool) -> Iterator[None]:
+def without_gradient_sync(module: nn.Module) -> Iterator[None]:
     """FSDP2's counterpart of DistributedDataParallel.no_sync: gradients reduced at a step's last backward only."""
-    module.set_requires_gradient_sync(on)
+    module.set_requires_gradient_sync(False)
     try:
         yield
     finally:
@@ -154,9 +154,8 @@ class Sharded:
 
     @torch.no_grad()
     def gather(self) -> None:
-        """The trained weights, whole, and the first process's buffers into `module` (a collective: every process
-        calls it), so every process continues with the same module."""
-        parallel.broadcast_buffers(self.copy)
+        """The trained weights, whole, and the buffers into `module` (a collective: every process calls it, after
+        `parallel.broadcast_buffers`, so that every process continues with the same module)."""
         params, buffers = dict(self.copy.named_parameters()), dict(self.copy.named_buffers())
         for name, param in self.module.named_parameters():
             param.copy_(whole(params[name]))
