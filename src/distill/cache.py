@@ -193,11 +193,9 @@ def write_cache(
         entry = None
         if mine is not None:
             indices = torch.arange(mine * rows, min((mine + 1) * rows, len(labels)))
-            sets = {"": inputs[indices]}  # the samples as they are, then each view: (name prefix, inputs)
-            for view in range(views.count if views else 0):
-                sets[f"view{view}."] = views.of(sets[""], indices, view)
-            checksums = {}
-            for prefix, part in sets.items():
+            clean, checksums = inputs[indices], {}
+            for view in (None, *range(views.count if views else 0)):  # the samples as they are, then each view
+                prefix, part = ("", clean) if view is None else (f"view{view}.", views.of(clean, indices, view))
                 batches = [
                     _teacher_outputs(teacher, part[i : i + batch_size].to(device), features, top_k, DTYPES[dtype])
                     for i in range(0, len(part), batch_size)

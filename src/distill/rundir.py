@@ -42,7 +42,7 @@ def opened(
             try:
                 held.enter_context(FolderLock(cfg.run_dir))
                 prepare(cfg, resume=resume, overwrite=overwrite, read=read)
-            except DistillError as e:
+            except (DistillError, OSError) as e:  # the folder is taken, or cannot be written
                 refused = e
         reason = parallel.gathered(None if refused is None else str(refused))[0]  # the first process's
         if refused is not None:

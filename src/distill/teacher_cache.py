@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from distill._lock import FolderLock
 from distill.build import Experiment, build_experiment, build_net
 from distill.cache import TeacherCache, Views, fingerprint, read_manifest, state_sha256, write_cache
-from distill.data import augmentation
 from distill.errors import ConfigError, DistillError
 from distill.train import parallel, resolve_device
 from distill.weights import read_state_dict
@@ -20,18 +19,21 @@ if TYPE_CHECKING:
 
 
 def _views(exp: Experiment) -> Views | None:
-    """The augmented views a cache records (cache.views of data.augment, drawn with data.seed), or None."""
+    """The augmented views a cache records (cache.views of the training augmentation, drawn with data.seed),
+    or None."""
     cfg = exp.cfg
-    if cfg.cache.views is None:
-        return None
-    return Views(augmentation(cfg.data.augment, exp.splits.input_shape, cfg.data.name), cfg.cache.views, cfg.data.seed)
+    return None if cfg.cache.views is None else Views(exp.splits.train.augment, cfg.cache.views, cfg.data.seed)
 
 
-def _identity(exp: Experiment) -> tuple[str, dict[str, Any]]:
-    """The teacher weights' hash (from the file: no teacher is built) and what a cache must match."""
-    teacher_sha256 = state_sha256(read_state_dict(exp.cfg.teacher.weights))
-    expected = fingerprint(
-        teacher_sha256,
+def _teacher_sha256(exp: Experiment) -> str:
+    """The teacher weights' hash, from the file: no teacher is built."""
+    return state_sha256(read_state_dict(exp.cfg.teacher.weights))
+
+
+def _expected(exp: Experiment) -> dict[str, Any]:
+    """What the run's cache must match."""
+    return fingerprint(
+        _teacher_sha256(exp),
         exp.data.inputs,
         exp.data.labels,
         data=exp.data.description,
@@ -41,14 +43,13 @@ def _identity(exp: Experiment) -> tuple[str, dict[str, Any]]:
         features=exp.cfg.cache.features,
         views=_views(exp),
     )
-    return teacher_sha256, expected
 
 
 def open_cache(exp: Experiment) -> TeacherCache:
     """The run's teacher cache, refused when stale: another teacher, other data or order, other augmentation
     or views. A cache of augmented views is replayed: every part of the training data shows, in epoch e, view
     e mod K of its samples, the pixels the teacher's stored outputs are of."""
-    _, expected = _identity(exp)
+    expected = _expected(exp)
     found = read_manifest(Path(exp.cfg.teacher.cache))["fingerprint"].get("views")
     if found != expected["views"]:
         made, asked = (_described(views) for views in (found, expected["views"]))
@@ -80,7 +81,6 @@ def make_cache(cfg: Config) -> dict[str, Any]:
         raise ConfigError("distill cache needs teacher.weights (a trained teacher) and teacher.cache (the folder)")
     exp = build_experiment(cfg)
     teacher = build_net(exp, "teacher", cfg.teacher.weights)
-    teacher_sha256, expected = _identity(exp)
     start = time.perf_counter()
     with FolderLock(cfg.teacher.cache) if parallel.is_main() else contextlib.nullcontext():
         manifest = write_cache(
@@ -88,9 +88,9 @@ def make_cache(cfg: Config) -> dict[str, Any]:
             teacher,
             exp.data.inputs,
             exp.data.labels,
-            teacher_sha256=teacher_sha256,
-            data=expected["data"],
-            augment=expected["augment"],
+            teacher_sha256=_teacher_sha256(exp),
+            data=exp.data.description,
+            augment=cfg.data.augment,
             dtype=cfg.cache.dtype,
             top_k=cfg.cache.top_k,
             features=cfg.cache.features,

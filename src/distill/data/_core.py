@@ -239,8 +239,8 @@ def split(
     kept = train_idx[labels[train_idx] != UNLABELLED]
     known = train_idx[data.labels[train_idx] != UNLABELLED]
 
-    def part(rows: Tensor, transform: Augment | None = None, labels: Tensor = labels) -> IndexedDataset:
-        return IndexedDataset(inputs[rows], labels[rows], rows, transform)
+    def part(rows: Tensor, augment: Augment | None = None, labels: Tensor = labels) -> IndexedDataset:
+        return IndexedDataset(inputs[rows], labels[rows], rows, augment)
 
     sizes = f"{len(train_idx)} train ({len(kept)} labelled) / {len(val_idx)} val / {len(test_idx)} test"
     return DataSplits(

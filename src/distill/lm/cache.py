@@ -127,13 +127,13 @@ class TokenCache:
         return logprobs.float().to(device), ids.long().to(device), tail.to(device)
 
 
-def cached_views(student: Tensor, cache: TokenCache, index: Tensor) -> tuple[Tensor, Tensor]:
+def cached_views(student_log_probs: Tensor, cache: TokenCache, index: Tensor) -> tuple[Tensor, Tensor]:
     """The student's and the teacher's log-probabilities over the cache's k + 1 outcomes (the teacher's top k
-    tokens, then the tail; just the k tokens when the cache is complete): (B, S, k [+ 1]) each. `student` holds
-    the student's log-probabilities over the vocabulary, (B, S, V) float32."""
+    tokens, then the tail; just the k tokens when the cache is complete): (B, S, k [+ 1]) each, from the
+    student's over the vocabulary, (B, S, V) float32."""
     teacher, ids, teacher_tail = cache.read(index)
-    student_top = student.gather(-1, ids)
+    student_top = student_log_probs.gather(-1, ids)
     if cache.complete:
         return student_top, teacher
-    student_tail = student.scatter(-1, ids, -torch.inf).logsumexp(-1)
+    student_tail = student_log_probs.scatter(-1, ids, -torch.inf).logsumexp(-1)
     return torch.cat([student_top, student_tail[..., None]], -1), torch.cat([teacher, teacher_tail[..., None]], -1)
