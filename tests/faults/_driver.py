@@ -29,7 +29,6 @@ import safetensors.torch
 import torch
 
 import distill.cli
-import distill.teacher_cache
 from distill.train.metrics import MetricsLog
 
 PLAN: dict = {}  # from the command line, in main()
