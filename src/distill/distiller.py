@@ -94,8 +94,7 @@ class Distiller(nn.Module):
         inputs, labels = batch["input"], batch["label"]
         # The teacher first (float32, no grad: live or from the cache; in evaluation, an unsharded live teacher's
         # outputs on a batch once a run): its activations are freed before the student's are made and kept for
-        # backward. On a CPU the other order made a live epoch 1.066 x a plain loop's, this one 1.017
-        # (benchmarks/epoch_time.py).
+        # backward: on a CPU the other order made a live epoch several percent slower (benchmarks/epoch_time.py).
         teacher_logits, teacher_features = self.teacher(batch, remember=not self.training)
         student_logits, student_features = run_tapped(self.student, inputs, self.student_taps)  # (B, C), {path: …}
         if student_logits.shape != teacher_logits.shape:
