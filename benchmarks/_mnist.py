@@ -18,10 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from distill import Supervised, TrainOptions, fit
-from distill.cache import TeacherCache, write_cache
+from distill.cache.logits import TeacherCache, write_cache
 from distill.data import ArrayData, DataSplits, load, split
 from distill.models import cnn, count_params
-from distill.selfdistill import ensemble_accuracy
+from distill.modules.self_distiller import ensemble_accuracy
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-test"
 TEACHER = {"channels": (32, 64, 128), "hidden": 256}  # taps: block2 (64, 7x7), block3 (128, 3x3), hidden (256)

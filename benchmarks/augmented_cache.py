@@ -23,7 +23,7 @@ from pathlib import Path
 
 from _mnist import DEFAULT_DATA, STUDENT, accuracy, mnist, trained_teacher
 from distill import Distiller, Supervised, fit, losses
-from distill.cache import TeacherCache, Views, write_cache
+from distill.cache.logits import TeacherCache, Views, write_cache
 from distill.data import CropFlip
 
 

@@ -36,7 +36,7 @@ from distill.config import load_config
 from distill.data import CropFlip, view_key
 from distill.models import build_model, count_params
 from distill.recipes.offline import Offline
-from distill.teacher_cache import make_cache
+from distill.tasks.classify_cache import make_cache
 from distill.train import fit
 from distill.weights import load_weights, save_weights
 

@@ -55,7 +55,7 @@ def main() -> None:
         scratch = Path(scratch)
         zoo = scratch / "zoo.yaml"
         zoo.write_text(yaml.safe_dump(zoo_config(args.data.resolve())))
-        with resources.as_file(resources.files("distill") / "demo.yaml") as demo:
+        with resources.as_file(resources.files("distill") / "demos" / "classify.yaml") as demo:
             runs = {"demo student (mlp [32], digits)": trained(demo, scratch)}
         runs["zoo student (resnet8, MNIST)"] = trained(zoo, scratch)
         print(f"{'student':34}{'runtime':26}{'test acc':>9}{'size':>10}{'latency b=1':>13}{'p95':>10}"

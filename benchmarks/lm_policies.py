@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
-from distill.lm.cache import fingerprint as cache_fingerprint
-from distill.lm.cache import write_token_cache
-from distill.lm.config import validate_lm
-from distill.lm.generate import generate
-from distill.lm.models import build_lm
-from distill.lm.run import build_experiment, run, sequence_losses
+from distill.cache.tokens import fingerprint as cache_fingerprint
+from distill.cache.tokens import write_token_cache
+from distill.lm_config import validate_lm
+from distill.generate import generate
+from distill.models.lm import build_lm
+from distill.tasks.lm_run import build_experiment, run, sequence_losses
 from distill.weights import load_weights
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"

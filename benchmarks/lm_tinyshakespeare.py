@@ -18,8 +18,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from distill.lm.config import validate_lm
-from distill.lm.run import run
+from distill.lm_config import validate_lm
+from distill.tasks.lm_run import run
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 SEEDS = [0, 1, 2]

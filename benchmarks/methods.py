@@ -22,7 +22,7 @@ from torch import nn
 
 from _mnist import DEFAULT_DATA, STUDENT, Mnist, accuracy, cached, mnist, trained_teacher
 from distill import Distiller, Supervised, fit, losses
-from distill.cache import TeacherCache
+from distill.cache.logits import TeacherCache
 
 
 def ce() -> nn.Module:

@@ -21,8 +21,8 @@ import statistics
 from _mnist import DEFAULT_DATA, STUDENT, accuracy, mnist, trained_teacher
 from distill import Distiller, Supervised, fit, losses
 from distill.models import cnn
-from distill.online import MutualLearning
-from distill.selfdistill import born_again, ensemble_accuracy
+from distill.modules.mutual import MutualLearning
+from distill.modules.self_distiller import born_again, ensemble_accuracy
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ import torch
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
-from distill.lm.modules import TokenDistiller
+from distill.modules.token import TokenDistiller
 from distill.losses.token import TokenKD
 from distill.models.gpt import GPT
 from distill.train import TrainOptions, parallel, setup

@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 from distill import Distiller, Supervised, losses
-from distill.cache import TeacherCache, write_cache
+from distill.cache.logits import TeacherCache, write_cache
 from distill.models import cnn, count_params
-from distill.teacher import LiveTeacher
+from distill.modules.teacher import LiveTeacher
 
 
 def train_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict) -> Callable[[], None]:

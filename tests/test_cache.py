@@ -10,12 +10,12 @@ from torch.utils.data import DataLoader
 from conftest import TINY_RUN, write_config
 from distill import Distiller, DistillError, losses
 from distill.build import build_experiment
-from distill.cache import TeacherCache, topk_logits, write_cache
+from distill.cache.logits import TeacherCache, topk_logits, write_cache
 from distill.cli import main
 from distill.config import load_config
 from distill.models import cnn, mlp
-from distill.teacher import CachedTeacher
-from distill.teacher_cache import open_cache
+from distill.modules.teacher import CachedTeacher
+from distill.tasks.classify_cache import open_cache
 from distill.weights import load_weights, save_weights
 
 
@@ -113,7 +113,7 @@ def test_an_interrupted_cache_resumes_to_the_same_files(tmp_path, images, teache
     inputs, labels = images
     write_cache(tmp_path / "whole", teacher, inputs, labels, data="test", shard_rows=8, progress=False)
 
-    import distill.cache as cache_module
+    import distill.cache.logits as cache_module
 
     real = cache_module._teacher_outputs
     calls = {"n": 0}

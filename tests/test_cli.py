@@ -359,7 +359,7 @@ def test_a_stage_override_is_checked_with_the_train_group(tmp_path, capsys, trai
 def test_a_run_interrupted_in_its_second_stage_resumes_exactly(tmp_path, capsys, monkeypatch):
     from safetensors.torch import load_file
 
-    from distill.recipes import _stages
+    from distill import stages as _stages
 
     straight = write_config(tmp_path / "a.yaml", staged(tmp_path / "a"))
     assert run_cli(capsys, "train", straight, "--set", "scratch=false")[0] == 0
@@ -389,7 +389,7 @@ def test_a_run_interrupted_in_its_second_stage_resumes_exactly(tmp_path, capsys,
 @pytest.fixture
 def distiller_pairs(monkeypatch):
     """(student, teacher) of every Distiller the recipes build to train, in order."""
-    from distill import selfdistill
+    from distill.modules import self_distiller as selfdistill
     from distill.recipes import offline
 
     pairs = []

@@ -7,7 +7,7 @@ from distill import ConfigError, DistillError
 from distill.config import Config, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
-DEMO = Path(__file__).resolve().parents[1] / "src" / "distill" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[1] / "src" / "distill" / "demos" / "classify.yaml"
 
 
 @pytest.mark.parametrize("path", [*CONFIGS, DEMO], ids=lambda p: p.name)

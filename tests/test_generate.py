@@ -148,8 +148,8 @@ def _qa(path: Path) -> Path:
 
 
 def test_on_policy_batches_mask_the_prompt_and_the_teacher_grades_the_students_tokens(tmp_path):
-    from distill.lm.data import IGNORE, CharTokenizer, text_splits
-    from distill.lm.modules import OnPolicy, TokenDistiller
+    from distill.data.text import IGNORE, CharTokenizer, text_splits
+    from distill.modules.token import OnPolicy, TokenDistiller
     from distill.losses.token import TokenKD
 
     path = _qa(tmp_path / "qa.jsonl")
@@ -199,7 +199,7 @@ def test_an_on_policy_run_trains_from_a_config(world, tmp_path, capsys):
 
 
 def test_a_sample_counts_through_its_end_token():
-    from distill.lm.modules import until_end
+    from distill.modules.token import until_end
 
     assert until_end([5, 6, 2, 2, 2], end_id=2) == 3  # the end token counts; the padding after it does not
     assert until_end([5, 6, 7], end_id=2) == 3

@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader
 from conftest import write_config
 from distill.cli import main
 from distill.errors import DistillError
-from distill.lm.data import IGNORE, CharTokenizer, TokenSequences, text_splits
-from distill.lm.models import check_vocabularies
-from distill.lm.modules import NextToken, TokenDistiller
+from distill.data.text import IGNORE, CharTokenizer, TokenSequences, text_splits
+from distill.models.lm import check_vocabularies
+from distill.modules.token import NextToken, TokenDistiller
 from distill.losses.token import TokenKD
 from distill.models.gpt import GPT
 from distill.train import TrainOptions, fit
@@ -80,7 +80,7 @@ def test_bad_text_data_is_one_line_naming_the_line(tmp_path, content, expected, 
 
 
 def test_a_char_tokenizer_fitted_on_another_file(tmp_path):
-    from distill.lm.models import tokenizer_for
+    from distill.models.lm import tokenizer_for
 
     (tmp_path / "wide.txt").write_text("abcdefgh")
     assert tokenizer_for(f"char:{tmp_path / 'wide.txt'}", "abc").vocab_size == 8
@@ -343,7 +343,7 @@ def chat_tokenizer(tmp_path_factory) -> Path:
 
 
 def test_chat_data_counts_the_assistant_turns_only(tmp_path, chat_tokenizer):
-    from distill.lm.models import HFTokenizer
+    from distill.models.lm import HFTokenizer
 
     chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
             {"role": "user", "content": "ok?"}, {"role": "assistant", "content": "no"}]  # fmt: skip

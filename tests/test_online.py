@@ -5,7 +5,7 @@ from torch.utils.data import DataLoader
 
 from conftest import tiny_net
 from distill import DistillError, TrainOptions, fit
-from distill.online import MutualLearning
+from distill.modules.mutual import MutualLearning
 from distill.weights import load_weights
 
 

@@ -7,10 +7,10 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-import distill.selfdistill as selfdistill
+import distill.modules.self_distiller as selfdistill
 from conftest import DictBatches, blobs
 from distill import Distiller, DistillError, TrainOptions, fit, losses
-from distill.selfdistill import SelfDistiller, born_again, ensemble_accuracy
+from distill.modules.self_distiller import SelfDistiller, born_again, ensemble_accuracy
 from distill.train import evaluate
 
 OPTIONS = dict(epochs=2, optimizer="adamw", lr=0.02, schedule="constant", progress=False)

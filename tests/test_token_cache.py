@@ -9,9 +9,9 @@ import torch
 
 from conftest import write_config
 from distill.cli import main
-from distill.lm.cache import TokenCache, cached_views, fingerprint, write_token_cache
-from distill.lm.data import IGNORE, CharTokenizer, TokenSequences
-from distill.lm.modules import TokenDistiller
+from distill.cache.tokens import TokenCache, cached_views, fingerprint, write_token_cache
+from distill.data.text import IGNORE, CharTokenizer, TokenSequences
+from distill.modules.token import TokenDistiller
 from distill.losses.token import DIVERGENCES, TokenKD
 from distill.models.gpt import GPT
 from distill.weights import save_weights

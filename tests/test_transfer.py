@@ -14,7 +14,7 @@ from conftest import TINY_RUN, write_config
 from distill import Distiller, DistillError, losses
 from distill.cli import main
 from distill.data import UNLABELLED, load, split
-from distill.recipes import _stages
+from distill import stages as _stages
 
 
 def test_unlabelled_rows_reach_only_the_soft_loss(teacher, student):

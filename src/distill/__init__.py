@@ -1,7 +1,7 @@
 """distill: train a small student model to imitate a large teacher, and prove what it gained."""
 
 from distill import losses
-from distill.distiller import Distiller, Supervised
+from distill.modules.distiller import Distiller, Supervised
 from distill.errors import ConfigError, DistillError, TrainingDiverged
 from distill.taps import Taps
 from distill.train import TrainOptions, fit

@@ -22,19 +22,19 @@ import torch.distributed
 from distill.config import load_config, read_yaml
 from distill.errors import DistillError, first_line
 from distill.export import FILES, evaluate_exported, export
-from distill.lm.config import is_lm, load_lm_config
-from distill.lm.generate import generate as generate_completions
-from distill.lm.run import make_token_cache
-from distill.lm.run import run as run_lm
+from distill.lm_config import is_lm, load_lm_config
+from distill.generate import generate as generate_completions
+from distill.tasks.lm_run import make_token_cache
+from distill.tasks.lm_run import run as run_lm
 from distill.pipeline import evaluate_run, run
 from distill.report import format_export, format_exported_accuracy, format_lm_summary, format_summary, format_tuning
 from distill.report.document import make_report
-from distill.teacher_cache import make_cache
+from distill.tasks.classify_cache import make_cache
 from distill.train import parallel
 from distill.tune import tune
 
-DEMO_CONFIG = resources.files("distill") / "demo.yaml"
-LM_DEMO_CONFIG = resources.files("distill") / "lm" / "demo.yaml"
+DEMO_CONFIG = resources.files("distill") / "demos" / "classify.yaml"
+LM_DEMO_CONFIG = resources.files("distill") / "demos" / "lm.yaml"
 
 
 class _Parser(argparse.ArgumentParser):

@@ -29,7 +29,7 @@ from distill.config import Config, read_saved, read_yaml
 from distill.diagnosis import diagnose
 from distill.errors import DistillError
 from distill.recipes import RECIPES, Recipe, Trained
-from distill.recipes._stages import Stages
+from distill.stages import Stages
 from distill.summary import code_that_ran, describe, outputs_of
 from distill.train import parallel, resolve_device
 

@@ -22,10 +22,10 @@ from distill import rundir
 from distill._io import write_text
 from distill._lock import FolderLock
 from distill.build import build_experiment, build_net, build_terms
-from distill.distiller import Distiller
+from distill.modules.distiller import Distiller
 from distill.errors import ConfigError, DistillError, TrainingDiverged
 from distill.recipes import RECIPES
-from distill.recipes._stages import Stages, train_scratch, train_teacher
+from distill.stages import Stages, train_scratch, train_teacher
 from distill.schema import TermConfig
 from distill.summary import logits_on
 from distill.train import fit, resolve_device

@@ -695,10 +695,10 @@ CASES = [
         both(write("t.csv", COLOURS_CSV + "1,1,red,c\n"), copied_run(with_data(path="{tmp}/t.csv"), "csvrun")),
     ),
     # --- demo ---
-    Case("demo-epochs-0", DEMO + " --set train.epochs=0", ("demo.yaml: train.epochs",)),
-    Case("demo-batch-size-0", DEMO + " --set data.batch_size=0", ("demo.yaml: data.batch_size",)),
+    Case("demo-epochs-0", DEMO + " --set train.epochs=0", ("classify.yaml: train.epochs",)),
+    Case("demo-batch-size-0", DEMO + " --set data.batch_size=0", ("classify.yaml: data.batch_size",)),
     Case("demo-epochs-huge", DEMO + f" --set train.epochs={HUGE}", ("train.epochs", str(HUGE))),
-    Case("demo-unknown-key", DEMO + " --set bogus=1", ("demo.yaml: bogus: unknown key",)),
+    Case("demo-unknown-key", DEMO + " --set bogus=1", ("classify.yaml: bogus: unknown key",)),
     Case("demo-bad-channels", DEMO + " --set teacher.args.channels=[0]", ("teacher.args", "channels must be positive")),
     Case(
         "demo-weights-missing", DEMO + " --set teacher.weights={tmp}/t.safetensors", ("t.safetensors does not exist",)

@@ -57,7 +57,7 @@ def reference(tmp_path_factory):
     [
         ("distill.weights.save_model", 3),  # the teacher's last checkpoint
         ("torch.save", 5),  # the state file of the student's second checkpoint
-        ("distill.recipes._stages.save_weights", 2),  # the student's result, after its last checkpoint
+        ("distill.stages.save_weights", 2),  # the student's result, after its last checkpoint
         ("distill.pipeline.write_json", 1),  # summary.json
     ],
 )

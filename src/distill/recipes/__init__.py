@@ -25,7 +25,7 @@ from distill.registry import Registry
 if TYPE_CHECKING:
     from distill.build import Experiment
     from distill.config import Config
-    from distill.recipes._stages import Stages
+    from distill.stages import Stages
     from distill.schema import Group
 
 

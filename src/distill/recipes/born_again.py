@@ -10,9 +10,9 @@ from distill.build import Experiment, build_net, check_outputs_match, new_net
 from distill.errors import ConfigError
 from distill.losses import KD
 from distill.recipes import RECIPES, Trained
-from distill.recipes._stages import Stages, keep_loaded_teacher, train_teacher
+from distill.stages import Stages, keep_loaded_teacher, train_teacher
 from distill.schema import MethodGroup
-from distill.selfdistill import ensemble_accuracy, train_generations
+from distill.modules.self_distiller import ensemble_accuracy, train_generations
 
 if TYPE_CHECKING:
     from distill.config import Config

@@ -11,14 +11,14 @@ from pydantic import Field, StrictInt, ValidationError, model_serializer, model_
 from torch import nn
 
 from distill.build import Experiment, build_net, build_terms, check_outputs_match, check_stage, copies
-from distill.cache import TeacherCache
-from distill.distiller import Distiller
+from distill.cache.logits import TeacherCache
+from distill.modules.distiller import Distiller
 from distill.losses import LOSSES
 from distill.recipes import RECIPES, Trained
-from distill.recipes._stages import Stages, keep_loaded_teacher, train_scratch, train_teacher
+from distill.stages import Stages, keep_loaded_teacher, train_scratch, train_teacher
 from distill.registry import did_you_mean
 from distill.schema import NAME, Group, MethodGroup, ModelConfig, TermConfig, describe_error
-from distill.teacher_cache import open_cache
+from distill.tasks.classify_cache import open_cache
 from distill.train import TrainOptions
 
 if TYPE_CHECKING:

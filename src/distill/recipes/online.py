@@ -9,9 +9,9 @@ from pydantic import Field
 from torch import nn
 
 from distill.build import Experiment, build_net, check_outputs_match, check_stage, copies, model_spec
-from distill.online import MutualLearning
+from distill.modules.mutual import MutualLearning
 from distill.recipes import RECIPES, Trained
-from distill.recipes._stages import Stages, train_scratch
+from distill.stages import Stages, train_scratch
 from distill.schema import MethodGroup, ModelConfig
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ from pydantic import Field
 
 from distill.build import Experiment, build_net, check_outputs_match, check_stage, copies
 from distill.recipes import RECIPES, Trained
-from distill.recipes._stages import Stages, train_scratch
+from distill.stages import Stages, train_scratch
 from distill.schema import MethodGroup
-from distill.selfdistill import SelfDistiller
+from distill.modules.self_distiller import SelfDistiller
 
 if TYPE_CHECKING:
     from torch import nn

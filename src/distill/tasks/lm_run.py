@@ -28,14 +28,14 @@ from distill._lock import FolderLock
 from distill.config import read_yaml
 from distill.diagnosis import paired_interval
 from distill.errors import ConfigError, DistillError
-from distill.lm.cache import TokenCache, fingerprint, write_token_cache
-from distill.lm.config import LMConfig, validate_lm
-from distill.lm.data import IGNORE, TextSplits, Tokenizer, text_splits, tokenizer_text
-from distill.lm.models import build_lm, check_vocabularies, model_tokenizer, parameters, tokenizer_for, with_lora
-from distill.lm.modules import NextToken, OnPolicy, TokenDistiller, check_fusable
+from distill.cache.tokens import TokenCache, fingerprint, write_token_cache
+from distill.lm_config import LMConfig, validate_lm
+from distill.data.text import IGNORE, TextSplits, Tokenizer, text_splits, tokenizer_text
+from distill.models.lm import build_lm, check_vocabularies, model_tokenizer, parameters, tokenizer_for, with_lora
+from distill.modules.token import NextToken, OnPolicy, TokenDistiller, check_fusable
 from distill.losses.token import TokenKD, shift_for_next_token
 from distill.measure import THREADS, where_measured
-from distill.recipes._stages import Stages
+from distill.stages import Stages
 from distill.train import parallel, resolve_device, seed_everything, shuffled
 from distill.weights import load_weights
 

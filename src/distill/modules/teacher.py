@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from distill.cache import TeacherCache, topk_logits
+from distill.cache.logits import TeacherCache, topk_logits
 from distill.errors import DistillError
 from distill.taps import check_paths, run_tapped
 

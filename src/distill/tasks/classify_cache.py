@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from distill._lock import FolderLock
 from distill.build import Experiment, build_experiment, build_net
-from distill.cache import TeacherCache, Views, fingerprint, read_manifest, state_sha256, write_cache
+from distill.cache.logits import TeacherCache, Views, fingerprint, read_manifest, state_sha256, write_cache
 from distill.errors import ConfigError, DistillError
 from distill.train import parallel, resolve_device
 from distill.weights import read_state_dict

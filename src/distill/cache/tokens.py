@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from distill._io import write_json
 from distill.errors import DistillError
-from distill.lm.data import Tokenizer, TokenSequences
+from distill.data.text import Tokenizer, TokenSequences
 from distill.weights import read_state_dict
 
 

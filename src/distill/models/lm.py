@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import ConfigError, DistillError, first_line
-from distill.lm.config import LoraConfig
-from distill.lm.data import CharTokenizer, Tokenizer, read_text
+from distill.lm_config import LoraConfig
+from distill.data.text import CharTokenizer, Tokenizer, read_text
 from distill.models.gpt import GPT
 from distill.schema import ModelConfig
 

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from distill.build import Experiment, build_net
-from distill.distiller import Supervised, supervised_options
+from distill.modules.distiller import Supervised, supervised_options
 from distill.train import Checkpoints, TrainOptions, fit, parallel
 from distill.weights import load_weights, save_weights
 

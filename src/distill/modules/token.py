@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
-from distill.lm.cache import TokenCache, cached_views
-from distill.lm.data import IGNORE
+from distill.cache.tokens import TokenCache, cached_views
+from distill.data.text import IGNORE
 from distill.losses.attention import attention_kl_loss
 from distill.losses.fused import fused_token_distillation_loss
 from distill.losses.token import TokenKD, combine, shift_for_next_token, token_distillation_loss, token_divergence
@@ -111,7 +111,7 @@ class TokenDistiller(nn.Module):
         return {"loss": loss, **parts, "tokens": out.tokens}
 
     def _from_cache(self, ids: Tensor, labels: Tensor, index: Tensor) -> dict[str, Tensor]:
-        """The loss with the teacher's side read from the top-k cache (see `distill.lm.cache`)."""
+        """The loss with the teacher's side read from the top-k cache (see `distill.cache.tokens`)."""
         log_probs = self.student(ids)[..., : self.vocab].float().log_softmax(-1)  # (B, S, V), once for both terms
         student_view, teacher_view = cached_views(log_probs, self.cache, index)  # (B, S, k [+ 1])
         log_probs, targets = shift_for_next_token(log_probs, labels)

@@ -27,10 +27,10 @@ from torch import nn
 from distill._io import existing, file_sha256, write_json
 from distill._lock import FolderLock
 from distill.errors import ConfigError, DistillError
-from distill.lm.config import LMConfig
-from distill.lm.data import Tokenizer, read_text, tokenizer_text
-from distill.lm.models import build_lm, tokenizer_for
-from distill.lm.modules import until_end
+from distill.lm_config import LMConfig
+from distill.data.text import Tokenizer, read_text, tokenizer_text
+from distill.models.lm import build_lm, tokenizer_for
+from distill.modules.token import until_end
 from distill.weights import load_weights
 
 
