@@ -18,7 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from distill import Supervised, TrainOptions, fit
-from distill.cache.logits import TeacherCache, write_cache
+from distill.cache.logits import TeacherCache
+from distill.cache.write import write_cache
 from distill.data import ArrayData, DataSplits, load, split
 from distill.models import cnn, count_params
 from distill.modules.self_distiller import ensemble_accuracy

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from _mnist import DEFAULT_DATA, STUDENT, accuracy, mnist, trained_teacher
 from distill import Distiller, Supervised, fit, losses
-from distill.cache.logits import TeacherCache, Views, write_cache
+from distill.cache.logits import TeacherCache, Views
+from distill.cache.write import write_cache
 from distill.data import CropFlip
 
 

@@ -1,7 +1,7 @@
 """Whole epochs of distillation against a plain hand-written PyTorch loop doing the same work, side by side.
 
     python benchmarks/epoch_time.py [--train 3840] [--val 512] [--batch 64] [--epochs 3] [--views 4]
-                                    [--channels-last] [--compile] [--device cpu]
+                                    [--channels-last] [--compile] [--device cpu] [--fixed-cost-only] [--scratch]
 
 The work: resnet56 -> resnet20, 100 classes, random 3x32x32 images (nothing to download), SGD, KD at T = 4
 and alpha = 0.5, a validation pass and a checkpoint each epoch. Three ways to get the teacher's outputs:
@@ -14,14 +14,24 @@ callback, so machine noise falls on both alike. The library's first epoch is lef
 teacher computes its validation outputs, which it keeps for the epochs after). Printed: median seconds per
 epoch, and the ratio library / plain (target for the live teacher: at most 1.03). Start-up is timed apart:
 from the config to the first training step, against the plain loop's from nothing to its first step.
+
+First, a whole run's fixed cost: a one-epoch `distill train` of that work with a live teacher, through the CLI's
+`main`, from the config read to summary.json written, each phase named (its functions wrapped here, by the
+library's own names: nothing is timed inside the library). Fixed cost = that span less the training stage;
+target: at most 1.5 x torchdistill's 11.0 s on the same work. --fixed-cost-only stops there; --scratch adds
+the student alone (and so the diagnosis) to the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import statistics
+import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,12 +41,12 @@ import torch.nn.functional as F
 import yaml
 
 from distill import Distiller
-from distill.build import build_experiment
+from distill.cache.open import make_cache
 from distill.config import load_config
 from distill.data import CropFlip, view_key
 from distill.models import build_model, count_params
 from distill.recipes.offline import Offline
-from distill.tasks.classify_cache import make_cache
+from distill.tasks.classify import build_experiment
 from distill.train import fit
 from distill.weights import load_weights, save_weights
 
@@ -170,6 +180,109 @@ def library_epochs(cfg_path: Path, folder: Path, plain_epoch: Callable[[], float
     return {"library": library[1:], "plain": plain[1:], "start-up": loader.starts[0] - start}
 
 
+# --- a whole run's fixed cost ---------------------------------------------------------------------------------------
+
+TRAINING = "training stage (1 epoch: steps, validation, checkpoint)"
+WRITE = "user code, write summary.json"
+PHASES = {  # phase: the library functions it wraps, "module:name", in this version or the one before
+    "read config": ["distill.config:load_config"],
+    "build experiment (data, splits, loaders)": ["distill.tasks:experiment", "distill.build:build_experiment"],
+    "build models, load weights": ["distill.tasks.classify:build_net", "distill.build:build_net"],
+    "checks (outputs, a step on copies)": ["distill.tasks.classify:check_outputs_match", "distill.build:check_stage",
+                                           "distill.tasks.classify:check_stage", "distill.build:check_outputs_match"],
+    "run folder (config.yaml, checks)": ["distill.rundir:prepare"],
+    TRAINING: ["distill.train:fit"],
+    "write weights": ["distill.weights:save_weights"],
+    "outputs on validation and test": ["distill.summary:outputs_of"],
+    "summary measurement (latency, samples/s, memory)": ["distill.measure:costs"],
+    "rest of the summary (accuracy, agreement, size)": ["distill.summary:describe"],
+    "diagnosis": ["distill.diagnosis:diagnose"],
+    WRITE: ["distill.pipeline:code_that_ran", "distill.summary:code_that_ran", "distill._io:write_json"],
+}  # fmt: skip
+OUTERMOST = ("distill._io:write_json",)  # timed only where no other phase calls it (a checkpoint's: training)
+
+
+class Phases:
+    """Seconds in each phase, a nested phase's taken out of the one around it; when the config was first read
+    and summary.json written."""
+
+    def __init__(self):
+        self.seconds, self.calls, self.stack = defaultdict(float), Counter(), []
+        self.first = self.written = None
+
+    def wrapped(self, original: Callable, phase: str, *, outermost: bool = False) -> Callable:
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if outermost and self.stack:
+                return original(*args, **kwargs)
+            start = time.perf_counter()
+            self.first, self.stack = self.first or start, [*self.stack, 0.0]
+            try:
+                return original(*args, **kwargs)
+            finally:
+                elapsed, nested = time.perf_counter() - start, self.stack.pop()
+                self.seconds[phase] += elapsed - nested
+                self.calls[phase] += 1
+                if self.stack:
+                    self.stack[-1] += elapsed
+                if phase == WRITE and args and str(args[0]).endswith("summary.json"):
+                    self.written = time.perf_counter()
+
+        return timed
+
+
+def install(phases: Phases) -> list[tuple[Any, str, Any]]:
+    """Every name a loaded distill module binds to a phase's function now binds to it wrapped; the recipe's
+    construction counts as building the models (the checks inside it apart). Returns what to put back."""
+    undo = [(Offline, "__init__", Offline.__init__)]
+    Offline.__init__ = phases.wrapped(Offline.__init__, "build models, load weights")
+    for phase, names in PHASES.items():
+        for where in names:
+            module, name = where.split(":")
+            try:
+                original = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):  # the other version's name
+                continue
+            timed = phases.wrapped(original, phase, outermost=where in OUTERMOST)
+            for loaded in [m for key, m in list(sys.modules.items()) if key.split(".")[0] == "distill" and m]:
+                for attr, value in list(vars(loaded).items()):
+                    if value is original:
+                        undo.append((loaded, attr, value))
+                        setattr(loaded, attr, timed)
+    return undo
+
+
+def fixed_cost(args: argparse.Namespace) -> None:
+    """A one-epoch `distill train` of the work through the CLI, its phases timed; prints the table."""
+    cli = importlib.import_module("distill.cli")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_data(folder, args)
+        torch.manual_seed(0)
+        teacher = build_model("resnet56", input_shape=SHAPE, num_classes=CLASSES, args={}, field="teacher")
+        save_weights(teacher, folder / "teacher.safetensors")
+        path = config(folder, args, train__epochs=1)
+        phases = Phases()
+        undo = install(phases)
+        try:
+            code = cli.main(["train", str(path), *(["--set", "scratch=true"] if args.scratch else [])])
+        finally:
+            for owner, attr, value in reversed(undo):
+                setattr(owner, attr, value)
+    if code != 0 or phases.written is None:
+        raise SystemExit(f"distill train failed (exit {code}): no fixed cost to show")
+    span = phases.written - phases.first
+    print(f"\nfixed cost of one `distill train` (1 epoch{', with scratch' if args.scratch else ''}), from the config "
+          f"read to summary.json written; {torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
+    print(f"{'phase':56}{'seconds':>9}{'calls':>7}")
+    for phase in PHASES:
+        print(f"{phase:56}{phases.seconds[phase]:>9.2f}{phases.calls[phase]:>7}")
+    print(f"{'other (between the phases)':56}{span - sum(phases.seconds.values()):>9.2f}")
+    print(f"{'total, config read to summary.json written':56}{span:>9.2f}")
+    fixed = span - phases.seconds[TRAINING]
+    print(f"{'fixed cost: the total less the training stage':56}{fixed:>9.2f}   target <= 16.5 (1.5 x 11.0)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=3840)
@@ -180,7 +293,12 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="train.compile, and torch.compile in the plain loop")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fixed-cost-only", action="store_true", help="a run's fixed cost, not the epochs")
+    parser.add_argument("--scratch", action="store_true", help="the fixed-cost run trains the student alone too")
     args = parser.parse_args()
+    fixed_cost(args)
+    if args.fixed_cost_only:
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

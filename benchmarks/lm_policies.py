@@ -29,10 +29,12 @@ import torch
 
 from distill.cache.tokens import fingerprint as cache_fingerprint
 from distill.cache.tokens import write_token_cache
-from distill.lm_config import validate_lm
+from distill.config import validate
 from distill.generate import generate
 from distill.models.lm import build_lm
-from distill.tasks.lm_run import build_experiment, run, sequence_losses
+from distill.pipeline import run
+from distill.tasks.lm import build_experiment
+from distill.tasks.perplexity import sequence_losses
 from distill.weights import load_weights
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -65,7 +67,7 @@ def config(name: str, out: Path, data: Path, tokenizer: str, teacher: Path | Non
 
 def real_perplexity(run_dir: Path, real: dict) -> list[float]:
     """Each seed's student, scored on the real data's test completions."""
-    exp = build_experiment(validate_lm(real, "benchmark"))
+    exp = build_experiment(validate(real, "benchmark"))
     device = torch.device("cpu")
     perplexities = []
     for seed in SEEDS:
@@ -92,31 +94,31 @@ def main() -> None:
         if teacher is None:
             text_run = config("teacher", out, args.data, tokenizer, None, seeds=[0])
             text_run["data"].update(val_fraction=0.05, test_fraction=0.05)
-            run(validate_lm(text_run, "benchmark"))
+            run(validate(text_run, "benchmark"))
             teacher = out / "teacher" / "teacher.safetensors"
         real = config("off-policy", out, tasks, tokenizer, teacher)
-        run(validate_lm(real, "benchmark"))
+        run(validate(real, "benchmark"))
         rows["off-policy"] = real_perplexity(out / "off-policy", real)
 
         prompts = out / "prompts.jsonl"
         prompts.write_text("".join(json.dumps({"id": json.loads(line)["id"], "prompt": json.loads(line)["prompt"]})
                                    + "\n" for line in tasks.read_text().splitlines()))  # fmt: skip
         written = out / "teacher.jsonl"
-        generate(validate_lm({**real, "generate": {"prompts": str(prompts), "output": str(written),
+        generate(validate({**real, "generate": {"prompts": str(prompts), "output": str(written),
                                                    "max_new_tokens": 64, "temperature": 1.0, "batch_size": 64}},
                              "benchmark"))  # fmt: skip
         sequence = config("sequence-level", out, written, tokenizer, teacher)
         sequence["method"]["alpha"] = 1.0
-        run(validate_lm(sequence, "benchmark"))
+        run(validate(sequence, "benchmark"))
         rows["sequence-level"] = real_perplexity(out / "sequence-level", real)
 
         policy = config("on-policy", out, tasks, tokenizer, teacher)
         policy["method"] = {"kind": "on_policy", "divergence": "forward_kl", "alpha": 0.5, "student_share": 0.5,
                             "max_new_tokens": 64, "sample_temperature": 1.0}  # fmt: skip
-        run(validate_lm(policy, "benchmark"))
+        run(validate(policy, "benchmark"))
         rows["on-policy"] = real_perplexity(out / "on-policy", real)
 
-        exp = build_experiment(validate_lm(real, "benchmark"))
+        exp = build_experiment(validate(real, "benchmark"))
         model = build_lm(exp.cfg.teacher, exp.tokenizer.vocab_size, 128, field="teacher")
         load_weights(model, teacher)
         sizes = {}

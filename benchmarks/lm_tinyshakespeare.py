@@ -18,8 +18,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from distill.lm_config import validate_lm
-from distill.tasks.lm_run import run
+from distill.config import validate
+from distill.pipeline import run
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 SEEDS = [0, 1, 2]
@@ -64,7 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch)
         first, *others = DIVERGENCES.items()
-        summary = run(validate_lm(config(args.data, out, "kd0", first[1], scratch=True), "benchmark"))
+        summary = run(validate(config(args.data, out, "kd0", first[1], scratch=True), "benchmark"))
         print(f"data: {summary['data'].replace(str(args.data.resolve()), os.path.relpath(args.data))}")
         teacher_weights = out / "kd0" / "teacher.safetensors"
         rows["teacher"], rows["student alone"], rows[first[0]] = (
@@ -74,7 +74,7 @@ def main() -> None:
         )
         for i, (label, method) in enumerate(others, start=1):
             teacher = {"model": "gpt", "args": {"layers": 4, "heads": 4, "width": 128}, "weights": str(teacher_weights)}
-            cfg = validate_lm(config(args.data, out, f"kd{i}", method, teacher=teacher), "benchmark")
+            cfg = validate(config(args.data, out, f"kd{i}", method, teacher=teacher), "benchmark")
             rows[label] = run(cfg)["student"]
     print(f"{'model':26}{'params':>10}{'val perplexity':>20}{'test perplexity':>20}")
     for label, row in rows.items():

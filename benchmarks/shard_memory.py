@@ -26,9 +26,9 @@ import torch
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
-from distill.modules.token import TokenDistiller
-from distill.losses.token import TokenKD
+from distill.losses.token_kd import TokenKD
 from distill.models.gpt import GPT
+from distill.modules.token import TokenDistiller
 from distill.train import TrainOptions, parallel, setup
 from distill.train.schedule import Optimizers
 from distill.train.sharding import Sharded

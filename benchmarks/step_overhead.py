@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from distill import Distiller, Supervised, losses
-from distill.cache.logits import TeacherCache, write_cache
+from distill.cache.logits import TeacherCache
+from distill.cache.write import write_cache
 from distill.models import cnn, count_params
 from distill.modules.teacher import LiveTeacher
 

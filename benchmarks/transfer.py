@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from _mnist import DEFAULT_DATA, STUDENT, cached, mnist, trained_teacher
 from distill import Distiller, Supervised, fit, losses
-from distill.diagnosis import paired_interval
+from distill.verdict import paired_interval
 
 
 def correct(net: torch.nn.Module, loader: DataLoader) -> torch.Tensor:

@@ -56,6 +56,25 @@ def write_config(path: Path, text: str) -> Path:
     return path
 
 
+def perplexity_on_test(weights: Path, data: Path, context: int, **gpt_args) -> float:
+    """exp of the mean next-token cross-entropy of a saved GPT over the counted tokens of the test part of a
+    `task: lm` run on `data` (its character tokenizer, val_fraction and test_fraction 0.1, data.seed 0)."""
+    import math
+
+    from distill.data.text import IGNORE, CharTokenizer, text_splits, tokenizer_text
+    from distill.models.gpt import GPT
+    from distill.weights import load_weights
+
+    tokenizer = CharTokenizer.fit(tokenizer_text(data))
+    test = text_splits(data, tokenizer, context=context, val_fraction=0.1, test_fraction=0.1, seed=0).test
+    model = GPT(tokenizer.vocab_size, context=context, **gpt_args).eval()
+    load_weights(model, weights)
+    with torch.no_grad():
+        logits = model(test.ids)[:, :-1]  # position i predicts token i + 1
+    loss = nn.functional.cross_entropy(logits.flatten(0, 1), test.labels[:, 1:].flatten(), ignore_index=IGNORE)
+    return math.exp(loss.item())
+
+
 TINY_RUN = """\
 name: tiny
 out_dir: {out}

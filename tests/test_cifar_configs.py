@@ -42,6 +42,7 @@ def test_the_seven_classic_pairs_ship():
     }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_each_pair_trains_a_few_steps(config, cifar100, tmp_path, monkeypatch):
     # CPU latency of ResNet50 at batch 256 is measured by benchmarks, not here

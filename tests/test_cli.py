@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from conftest import TINY_RUN, write_config
 from distill import losses
 from distill.cli import main
-from distill.pipeline import evaluate_run
+from distill.pipeline import evaluate_run, open_run
 from distill.report import format_summary
 
 SUMMARY_KEYS = {"accuracy", "agreement", "params", "size_bytes", "latency_ms", "throughput"}
@@ -37,6 +37,18 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def accuracy_on_test(run, *names: str) -> float:
+    """Accuracy on the run's test split of the saved models `names`, their softmax probabilities averaged."""
+    nets = [run.net(name).eval() for name in names]
+    right = total = 0
+    with torch.no_grad():
+        for batch in run.exp.test_loader:
+            probs = torch.stack([net(batch["input"]).softmax(-1) for net in nets]).mean(0)
+            right += (probs.argmax(-1) == batch["label"]).sum().item()
+            total += len(batch["label"])
+    return right / total
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """One tiny run shared by the tests that only read it."""
@@ -46,18 +58,21 @@ def finished_run(tmp_path_factory):
     return config, tmp / "runs" / "tiny"
 
 
+@pytest.mark.e2e
 def test_train_writes_the_summary_and_every_stage(finished_run):
     _, run_dir = finished_run
     summary = json.loads((run_dir / "summary.json").read_text())
+    run = open_run(run_dir)
     for role in ("teacher", "student", "scratch"):
         assert set(summary[role]) >= SUMMARY_KEYS
-        assert 0.0 <= summary[role]["accuracy"] <= 1.0
+        assert summary[role]["accuracy"] == pytest.approx(accuracy_on_test(run, role))  # the saved model's
         assert summary[role]["size_bytes"] == (run_dir / f"{role}.safetensors").stat().st_size
     assert summary["student"]["params"] < summary["teacher"]["params"]
     assert summary["teacher"]["accuracy"] > 0.5  # two epochs already learn the digits
     assert (run_dir / "config.yaml").exists() and (run_dir / "student" / "metrics.jsonl").exists()
 
 
+@pytest.mark.e2e
 def test_eval_re_measures_a_run(finished_run, capsys):
     _, run_dir = finished_run
     code, out, _ = run_cli(capsys, "eval", run_dir)
@@ -66,6 +81,7 @@ def test_eval_re_measures_a_run(finished_run, capsys):
     assert f"{saved['student']['accuracy']:.2%}" in out and "student / teacher" in out
 
 
+@pytest.mark.e2e
 def test_resume_of_a_finished_run_retrains_nothing(finished_run, capsys):
     config, run_dir = finished_run
     before = snapshot(run_dir / "student")
@@ -74,6 +90,7 @@ def test_resume_of_a_finished_run_retrains_nothing(finished_run, capsys):
     assert snapshot(run_dir / "student") == before
 
 
+@pytest.mark.e2e
 def test_a_second_run_never_overwrites_the_first(finished_run, capsys):
     config, run_dir = finished_run
     before = snapshot(run_dir)
@@ -82,6 +99,7 @@ def test_a_second_run_never_overwrites_the_first(finished_run, capsys):
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.e2e
 def test_resume_with_changed_settings_is_refused(finished_run, capsys):
     config, _ = finished_run
     code, _, err = run_cli(capsys, "train", config, "--resume", "--set", "method.assistant={model: mlp}")
@@ -90,6 +108,7 @@ def test_resume_with_changed_settings_is_refused(finished_run, capsys):
     assert_user_error(code, err, "train.lr is 0.5 but the run started with 0.01")
 
 
+@pytest.mark.e2e
 def test_teacher_weights_and_an_interrupted_student_resume(tmp_path, finished_run, capsys):
     _, first = finished_run
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
@@ -102,6 +121,7 @@ def test_teacher_weights_and_an_interrupted_student_resume(tmp_path, finished_ru
     assert summary["teacher"]["accuracy"] == json.loads((first / "summary.json").read_text())["teacher"]["accuracy"]
 
 
+@pytest.mark.e2e
 def test_demo_prints_its_table(tmp_path, capsys):
     code, out, _ = run_cli(
         capsys, "demo", "--set", f"out_dir={tmp_path}", "--set", "train.epochs=1", "--set", "teacher.epochs=1"
@@ -144,6 +164,7 @@ def test_bad_settings(tmp_path, capsys, edit, fragments):
     assert not (tmp_path / "runs" / "tiny" / "summary.json").exists()
 
 
+@pytest.mark.e2e
 def test_a_failed_start_can_be_run_again_fixed(tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     code, _, err = run_cli(capsys, "train", config, "--set", "train.monitor=val/acc")
@@ -161,7 +182,7 @@ def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path, capsys):
     assert precious.read_text() == "mine"
 
 
-def test_paths_that_cannot_be_used(tmp_path, capsys, finished_run):
+def test_paths_that_cannot_be_used(tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     (tmp_path / "afile").write_text("")
     code, _, err = run_cli(capsys, "train", config, "--set", f"out_dir={tmp_path / 'afile'}")
@@ -182,6 +203,7 @@ def test_a_user_model_that_rejects_the_inputs(tmp_path, capsys, monkeypatch):
     assert_user_error(code, err, "student.model cannot take the data's inputs of shape (1, 8, 8)")
 
 
+@pytest.mark.e2e
 def test_teacher_checkpoint_of_another_architecture(tmp_path, finished_run, capsys):
     _, first = finished_run
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
@@ -207,6 +229,7 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.e2e
 def test_a_plain_pt_state_dict_loads(tmp_path, finished_run, capsys):
     _, first = finished_run
     from safetensors.torch import load_file
@@ -243,6 +266,7 @@ def test_csv_mistakes(tmp_path, capsys):
     assert_user_error(code, err, "t.csv, row 21 (line 22): column 'a' is numeric but has 'NA'")
 
 
+@pytest.mark.e2e
 def test_a_csv_run_trains(tmp_path, capsys):
     rows = ["x1,x2,color,label"] + [f"{i % 7},{(i * 3) % 5},{'red' if i % 2 else 'blue'},{i % 2}" for i in range(80)]
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
@@ -273,6 +297,7 @@ def test_missing_and_broken_config_files(tmp_path, capsys):
     assert_user_error(code, err, "not a run directory")
 
 
+@pytest.mark.e2e
 def test_python_dash_m_prints_no_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "distill", "train", str(tmp_path / "nope.yaml")],
@@ -304,6 +329,7 @@ def staged(tmp_path):
     return plain.format(out=tmp_path / "runs") + FITNETS
 
 
+@pytest.mark.e2e
 def test_a_two_stage_fitnets_run(tmp_path, capsys):
     from safetensors.torch import load_file
 
@@ -356,6 +382,7 @@ def test_a_stage_override_is_checked_with_the_train_group(tmp_path, capsys, trai
     assert "] training " not in out and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.e2e
 def test_a_run_interrupted_in_its_second_stage_resumes_exactly(tmp_path, capsys, monkeypatch):
     from safetensors.torch import load_file
 
@@ -404,6 +431,7 @@ def distiller_pairs(monkeypatch):
     return pairs
 
 
+@pytest.mark.e2e
 def test_a_teacher_assistant_chain(tmp_path, capsys, distiller_pairs):
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     code, out, err = run_cli(capsys, "train", config, "--set", "method.assistant={model: mlp, args: {hidden: [16]}}")
@@ -418,6 +446,7 @@ def test_a_teacher_assistant_chain(tmp_path, capsys, distiller_pairs):
     assert_user_error(code, err, "method.assistant.modle: unknown key (did you mean 'model'?)")
 
 
+@pytest.mark.e2e
 def test_online_peers_each_have_an_optimizer_a_checkpoint_and_a_row(tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", staged(tmp_path).split("method:")[0])
     online = "method={kind: online, mutual: true, peers: [{model: mlp, args: {hidden: [12]}}]}"
@@ -477,6 +506,7 @@ def test_a_clash_of_ways_of_distilling_is_one_line_naming_both_keys(tmp_path, ca
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.e2e
 def test_born_again_generations_from_the_command_line(tmp_path, capsys, distiller_pairs):
     plain = "\n".join(line for line in TINY_RUN.splitlines() if not line.startswith(("method:", "student:")))
     config = write_config(
@@ -489,7 +519,8 @@ def test_born_again_generations_from_the_command_line(tmp_path, capsys, distille
     assert summary["stages"] == ["gen1", "gen2"] and summary["models"] == ["teacher", "gen1", "gen2", "student"]
     for name in ("gen1", "gen2"):  # a full row per generation
         assert set(summary[name]) >= SUMMARY_KEYS and summary[name]["params"] == summary["teacher"]["params"]
-    assert 0.0 <= summary["born_again"]["ensemble_accuracy"] <= 1.0
+    run = open_run(tmp_path / "runs" / "tiny")  # the ensemble: mean probabilities of the teacher and generations
+    assert summary["born_again"]["ensemble_accuracy"] == pytest.approx(accuracy_on_test(run, "teacher", "gen1", "gen2"))
     assert summary["student"]["accuracy"] == summary["gen2"]["accuracy"]  # the last generation is the student
     (gen1, _), (_, teacher_of_gen2) = distiller_pairs
     assert teacher_of_gen2 is gen1  # generation 2 learns from generation 1
@@ -516,6 +547,7 @@ train: {{epochs: 2, optimizer: adamw, lr: 0.01, progress: false}}
 """
 
 
+@pytest.mark.e2e
 def test_deep_self_distillation_from_a_config_needs_no_teacher(tmp_path, capsys):
     config = write_config(tmp_path / "sd.yaml", SELF_DISTILL.format(out=tmp_path / "runs"))
     code, out, err = run_cli(capsys, "train", config)
@@ -591,6 +623,7 @@ def test_an_internal_error_shows_its_traceback_on_request(tmp_path, capsys, monk
     assert code == 1 and "Traceback (most recent call last)" in err
 
 
+@pytest.mark.e2e
 def test_quiet_and_verbose(finished_run, tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     code, out, _ = run_cli(capsys, "--quiet", "train", config, "--set", "scratch=false")

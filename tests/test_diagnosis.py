@@ -8,7 +8,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import TINY_RUN, write_config
 from distill.cli import main
-from distill.diagnosis import calibration_error, diagnose, paired_interval
+from distill.diagnosis import calibration_error, diagnose
+from distill.verdict import paired_interval
 from distill.summary import Outputs
 
 LABELS = torch.arange(200) % 4
@@ -59,6 +60,7 @@ def run(tmp_path, capsys, text, *overrides):
     return json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text()), out
 
 
+@pytest.mark.e2e
 def test_a_wrong_teacher_is_diagnosed_as_negative_transfer(tmp_path, capsys):
     # a teacher trained here, then made to name the wrong class: its class c becomes c + 1
     good, _ = run(tmp_path / "good", capsys, TINY_RUN.format(out=tmp_path / "good" / "runs"))
@@ -87,6 +89,7 @@ def test_a_wrong_teacher_is_diagnosed_as_negative_transfer(tmp_path, capsys):
     assert "diagnosis: negative transfer" in out and "why: the teacher's validation accuracy" in out
 
 
+@pytest.mark.e2e
 def test_a_teacher_that_knows_more_labels_is_diagnosed_as_helping(tmp_path, capsys):
     few_labels = [
         "--set", "data.labelled_per_class=3",

@@ -5,7 +5,7 @@ from torch.utils.data import DataLoader
 from conftest import blobs, tiny_net
 from distill import Distiller, DistillError, Supervised, losses
 from distill.train import evaluate
-from distill.train.loop import SETUP_ROWS
+from distill.train.steps import SETUP_ROWS
 
 
 def batch(n=4, in_features=8, num_classes=3):

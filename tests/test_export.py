@@ -45,6 +45,7 @@ def _pytorch_logits(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Te
         return Deployable(run.net("student")).eval()(test.inputs), test.inputs, test.labels
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", list(STUDENTS))
 def test_onnx_export_matches_pytorch_on_the_test_inputs(runs, name, capsys):
     assert main(["export", str(runs[name]), "-q"]) == 0
@@ -58,6 +59,7 @@ def test_onnx_export_matches_pytorch_on_the_test_inputs(runs, name, capsys):
     assert "ONNX Runtime fp32" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_onnx_file_carries_what_a_user_needs(runs):
     main(["export", str(runs["mlp"]), "-q"])
     model = onnx.load(str(runs["mlp"] / "export" / "student.onnx"))
@@ -76,6 +78,7 @@ def test_onnx_file_carries_what_a_user_needs(runs):
     assert shipped == sum(p.numel() for p in student.parameters())
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("fmt", ["torchscript", "torch-export"])
 def test_other_formats_match_pytorch(runs, fmt):
     assert main(["export", str(runs["cnn"]), "--format", fmt, "-q"]) == 0
@@ -86,6 +89,7 @@ def test_other_formats_match_pytorch(runs, fmt):
     assert meta["run"] == "cnn"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "torch-export"])
 def test_an_exported_file_evaluates_to_the_pytorch_students_accuracy(runs, fmt, capsys):
     main(["export", str(runs["cnn"]), "--format", fmt, "-q"])
@@ -97,6 +101,7 @@ def test_an_exported_file_evaluates_to_the_pytorch_students_accuracy(runs, fmt, 
     assert f"{accuracy:.2%} test accuracy on the {len(labels)} test samples of run cnn" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_int8_reports_accuracy_size_and_speed_before_and_after(runs, capsys):
     assert main(["export", str(runs["cnn"]), "--int8"]) == 0
     out = capsys.readouterr().out
@@ -111,6 +116,7 @@ def test_int8_reports_accuracy_size_and_speed_before_and_after(runs, capsys):
     assert main(["eval", str(runs["cnn"] / "export" / "student.int8-static.onnx"), "-q"]) == 0
 
 
+@pytest.mark.e2e
 def test_an_mlp_gets_dynamic_int8_only(runs):
     assert main(["export", str(runs["mlp"]), "--int8", "-q"]) == 0
     assert (runs["mlp"] / "export" / "student.int8.onnx").exists()
@@ -120,6 +126,7 @@ def test_an_mlp_gets_dynamic_int8_only(runs):
 # --- bad input -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_parity_past_the_tolerance_keeps_the_file_aside_and_the_earlier_export(runs, capsys):
     main(["export", str(runs["mlp"]), "-q"])
     good = runs["mlp"] / "export" / "student.onnx"
@@ -151,6 +158,7 @@ def running(input_shape, num_classes):
 """
 
 
+@pytest.mark.e2e
 def test_an_operator_onnx_lacks_is_named_with_a_format_that_works(tmp_path, monkeypatch, capsys):
     (tmp_path / "running_max.py").write_text(UNSUPPORTED)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -181,6 +189,7 @@ def flat(input_shape, num_classes):
 """
 
 
+@pytest.mark.e2e
 def test_a_trace_that_fixed_the_batch_size_fails_parity_and_is_kept_aside(tmp_path, monkeypatch, capsys):
     (tmp_path / "fixed_batch.py").write_text(FIXED_BATCH)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -194,6 +203,7 @@ def test_a_trace_that_fixed_the_batch_size_fails_parity_and_is_kept_aside(tmp_pa
     assert "fails on a batch of another size" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_without_onnxruntime_the_extra_to_install_is_named(runs, monkeypatch, capsys):
     real_import = builtins.__import__
 
@@ -207,6 +217,7 @@ def test_without_onnxruntime_the_extra_to_install_is_named(runs, monkeypatch, ca
     assert "pip install 'distill[export]'" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -8,7 +8,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from distill.hf import DistillationTrainer  # noqa: E402
-from distill.losses.token import TokenKD  # noqa: E402
+from distill.losses.token_kd import TokenKD  # noqa: E402
 
 VOCAB, LENGTH = 20, 12
 

@@ -106,6 +106,7 @@ def test_each_process_takes_its_share_of_every_global_batch(monkeypatch):
 # --- torchrun ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_two_processes_train_what_one_trains(one_process, tmp_path):
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
     code, output = finished(torchrun(2, "train", str(config), *RUN, cwd=tmp_path, stdout=subprocess.PIPE,
@@ -128,6 +129,7 @@ def test_two_processes_train_what_one_trains(one_process, tmp_path):
 SHARD = ["--set", "train.shard=true"]
 
 
+@pytest.mark.e2e
 def test_a_sharded_run_trains_what_one_process_trains(one_process, tmp_path):
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
     code, output = finished(torchrun(2, "train", str(config), *RUN, *SHARD, cwd=tmp_path, stdout=subprocess.PIPE,
@@ -152,6 +154,7 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> No
 LONGER = [*RUN, "--set", "train.epochs=15"]  # time to stop a run in the middle
 
 
+@pytest.mark.e2e
 def test_a_two_process_run_resumes_in_one(tmp_path):
     reference = one_process_run(tmp_path / "one", *LONGER)
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
@@ -165,6 +168,7 @@ def test_a_two_process_run_resumes_in_one(tmp_path):
     assert_close(weights(tmp_path / "runs" / "tiny", "student"), weights(reference, "student"))
 
 
+@pytest.mark.e2e
 def test_a_sharded_run_resumes_sharded_and_then_in_one_process(tmp_path):
     """Sharded checkpoints hold the whole state: they load into shards and into one process alike."""
     reference = one_process_run(tmp_path / "one", *LONGER)
@@ -205,6 +209,7 @@ def workers(launcher: int) -> dict[int, int]:
     return found
 
 
+@pytest.mark.e2e
 def test_when_a_process_dies_the_others_stop_and_the_checkpoints_stay_whole(tmp_path):
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
     run = [*LONGER, "--set", "train.log_every=1"]
@@ -225,6 +230,7 @@ def test_when_a_process_dies_the_others_stop_and_the_checkpoints_stay_whole(tmp_
     assert main(["train", str(config), *run, "--resume"]) == 0  # and it continues
 
 
+@pytest.mark.e2e
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path):
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
     process = torchrun(3, "train", str(config), *RUN, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -241,6 +247,7 @@ def test_other_commands_say_they_run_in_one_process(tmp_path, monkeypatch, capsy
     assert "distill report runs in one process: start it without torchrun" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_a_parallel_cache_equals_one_process_cache_byte_for_byte(one_process, tmp_path):
     teacher = one_process / "teacher.safetensors"
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
@@ -260,6 +267,7 @@ def test_a_parallel_cache_equals_one_process_cache_byte_for_byte(one_process, tm
     assert len(made[1]) > 3 and made[1] == made[2]
 
 
+@pytest.mark.e2e
 def test_a_folder_the_first_process_refuses_stops_every_process_with_its_line(tmp_path):
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
     (tmp_path / "runs" / "tiny").mkdir(parents=True)
@@ -278,6 +286,7 @@ def test_the_blocks_sharded_are_the_outermost_elements_of_containers_that_hold_p
     assert blocks(torch.nn.Linear(2, 2)) == []
 
 
+@pytest.mark.e2e
 def test_shard_in_one_process_trains_the_whole_module_and_says_so(tmp_path, capsys):
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     assert main(["train", str(config), *SHARD, "--set", "scratch=false", "--set", "train.epochs=1"]) == 0
@@ -317,6 +326,7 @@ scratch: false
 """
 
 
+@pytest.mark.e2e
 def test_a_language_model_run_on_two_processes_weighs_tokens_as_one_does(tmp_path):
     """Replicated and sharded (the teacher's blocks too, with a hidden-state term reading both models' heads), with
     accumulated batches, clipped gradient norms and the finite checks of nonfinite: skip."""

@@ -33,6 +33,7 @@ def _text(html: str) -> str:
     return re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)>.*?</\1>", "", html, flags=re.S))
 
 
+@pytest.mark.e2e
 def test_the_html_holds_every_figure_and_loads_nothing_from_outside(run_dir):
     html = (run_dir / "report.html").read_text()
     text = _text(html)
@@ -55,6 +56,7 @@ def test_the_html_holds_every_figure_and_loads_nothing_from_outside(run_dir):
     assert not re.search(r"(src|href)=\"(https?:|//|file:)", html)
 
 
+@pytest.mark.e2e
 def test_the_markdown_links_its_plots_beside_it(run_dir):
     markdown = (run_dir / "report.md").read_text()
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown)
@@ -66,6 +68,7 @@ def test_the_markdown_links_its_plots_beside_it(run_dir):
     assert "| student (distilled) | ONNX Runtime int8 |" in markdown
 
 
+@pytest.mark.e2e
 def test_the_payoff_figures_are_of_the_models_that_ship(run_dir):
     markdown = (run_dir / "report.md").read_text()
     exported = json.loads((run_dir / "export" / "export.json").read_text())
@@ -105,6 +108,7 @@ def test_per_class_change_averages_seeds():
 # --- bad input -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_an_unfinished_run_names_what_is_missing_and_the_command(run_dir, tmp_path, capsys):
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
@@ -116,6 +120,7 @@ def test_an_unfinished_run_names_what_is_missing_and_the_command(run_dir, tmp_pa
     assert "no config.yaml" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_without_matplotlib_the_extra_is_named_and_the_old_report_kept(run_dir, monkeypatch, capsys):
     before = (run_dir / "report.html").read_bytes()
     real_import = builtins.__import__
@@ -140,6 +145,7 @@ KINDS = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_a_report_of_every_way_of_distilling(kind, tmp_path):
     text = TINY_RUN.format(out=tmp_path / "runs").replace(

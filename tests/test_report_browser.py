@@ -15,6 +15,7 @@ BROWSER = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.e2e,
     pytest.mark.skipif(BROWSER is None, reason="no Chromium installed (apt-get install chromium)"),
 ]
 

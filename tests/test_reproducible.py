@@ -4,7 +4,11 @@ import hashlib
 import subprocess
 import sys
 
+import pytest
+
 from conftest import TINY_RUN, write_config
+
+pytestmark = pytest.mark.e2e
 
 # A CNN teacher trained here and an MLP student, with AdamW: the case where fresh processes once wrote
 # different weight files (safetensors' metadata in a per-process hash order).

@@ -7,13 +7,14 @@ import json
 import pytest
 import torch
 
-from conftest import write_config
-from distill.cli import main
+from conftest import perplexity_on_test, write_config
 from distill.cache.tokens import TokenCache, cached_views, fingerprint, write_token_cache
+from distill.cli import main
 from distill.data.text import IGNORE, CharTokenizer, TokenSequences
-from distill.modules.token import TokenDistiller
-from distill.losses.token import DIVERGENCES, TokenKD
+from distill.losses.token import DIVERGENCES
+from distill.losses.token_kd import TokenKD
 from distill.models.gpt import GPT
+from distill.modules.token import TokenDistiller
 from distill.weights import save_weights
 
 TEXT = "abcdefghij klmnop. " * 50
@@ -73,14 +74,15 @@ task: lm
 name: cached
 out_dir: {out}
 data: {{path: {data}, context: 24, val_fraction: 0.1, test_fraction: 0.1, batch_size: 8}}
-teacher: {{model: gpt, args: {{layers: 1, heads: 2, width: 16}}, weights: {weights}}}
+teacher: {{model: gpt, args: {{layers: 1, heads: 2, width: 16}}, weights: {weights}, cache: {cache}}}
 student: {{model: gpt, args: {{layers: 1, heads: 1, width: 8}}}}
 method: {{kind: token, divergence: forward_kl}}
-cache: {{path: {cache}, top_k: 8}}
+cache: {{top_k: 8}}
 train: {{epochs: 1, optimizer: adamw, lr: 0.01, progress: false}}
 """
 
 
+@pytest.mark.e2e
 def test_distill_cache_then_train_from_it_and_a_stale_cache_is_refused(tmp_path, capsys):
     (tmp_path / "t.txt").write_text(TEXT * 2)
     torch.manual_seed(0)
@@ -95,7 +97,9 @@ def test_distill_cache_then_train_from_it_and_a_stale_cache_is_refused(tmp_path,
     assert "bytes per token" in out and f"{8 * (2 + 2) + 4} bytes per token" in out  # k x (float16 + int16) + tail
     assert main(["train", str(config), "--set", "scratch=false", "-q"]) == 0
     summary = json.loads((tmp_path / "runs" / "cached" / "summary.json").read_text())
-    assert summary["student"]["test_perplexity"] > 1
+    student = tmp_path / "runs" / "cached" / "student.safetensors"
+    measured = perplexity_on_test(student, tmp_path / "t.txt", 24, layers=1, heads=1, width=8)
+    assert summary["student"]["test_perplexity"] == pytest.approx(measured, rel=1e-5)
     torch.manual_seed(5)  # another teacher
     save_weights(GPT(teacher.vocab_size, context=24, layers=1, heads=2, width=16), tmp_path / "teacher.safetensors")
     assert main(["train", str(config), "--set", "name=again"]) == 2
@@ -104,7 +108,7 @@ def test_distill_cache_then_train_from_it_and_a_stale_cache_is_refused(tmp_path,
 
 @pytest.mark.parametrize(
     ("override", "expected"),
-    [("teacher.weights=null", "cache: needs teacher.weights"), ("method.temperature=2.0", "temperature 1")],
+    [("teacher.weights=null", "teacher.cache needs teacher.weights"), ("method.temperature=2.0", "temperature 1")],
 )
 def test_a_cache_needs_the_teachers_file_and_temperature_one(tmp_path, override, expected, capsys):
     (tmp_path / "t.txt").write_text(TEXT * 2)

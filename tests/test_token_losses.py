@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from distill.losses import LossInputError
-from distill.losses.token import DIVERGENCES, TokenKD, token_distillation_loss, token_divergence
+from distill.losses.token import DIVERGENCES, token_distillation_loss, token_divergence
+from distill.losses.token_kd import TokenKD
 
 B, S, V = 3, 6, 7
 
@@ -133,6 +134,11 @@ def _hidden(seed: int = 0, bias: bool = True):
     return student_hidden, student_head, teacher_hidden, teacher_head, labels
 
 
+def _fused(loss, student_hidden, student_head, teacher_hidden, teacher_head, labels, num_tokens=None, **options):
+    return loss(student_hidden, teacher_hidden, labels, num_tokens, student_head=student_head,
+                teacher_head=teacher_head, fused=True, **options)  # fmt: skip
+
+
 @pytest.mark.parametrize("divergence", DIVERGENCES)
 @pytest.mark.parametrize("chunk_size", [1, 4, 1000])
 @pytest.mark.parametrize("bias", [True, False])
@@ -142,7 +148,7 @@ def test_the_fused_form_equals_the_plain_one_in_value_and_gradients(divergence, 
     plain = loss(student_head(student_hidden), teacher_head(teacher_hidden).detach(), labels)
     trained = [student_hidden, *student_head.parameters()]
     expected = torch.autograd.grad(plain.loss, trained)
-    fused = loss.fused(student_hidden, student_head, teacher_hidden, teacher_head, labels, chunk_size=chunk_size)
+    fused = _fused(loss, student_hidden, student_head, teacher_hidden, teacher_head, labels, chunk_size=chunk_size)
     got = torch.autograd.grad(fused.loss, trained)
     torch.testing.assert_close(fused.loss, plain.loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fused.soft, plain.soft.detach(), rtol=1e-5, atol=1e-6)
@@ -153,21 +159,63 @@ def test_the_fused_form_equals_the_plain_one_in_value_and_gradients(divergence, 
 
 def test_the_fused_form_gives_the_teacher_no_gradient_and_scales_by_the_incoming_one():
     student_hidden, student_head, teacher_hidden, teacher_head, labels = _hidden()
-    fused = TokenKD("reverse_kl").fused(student_hidden, student_head, teacher_hidden, teacher_head, labels)
+    fused = _fused(TokenKD("reverse_kl"), student_hidden, student_head, teacher_hidden, teacher_head, labels)
     (3 * fused.loss).backward()
     assert all(p.grad is None for p in teacher_head.parameters())
     once = student_head.weight.grad.clone()
     student_head.zero_grad()
-    TokenKD("reverse_kl").fused(student_hidden, student_head, teacher_hidden, teacher_head, labels).loss.backward()
+    _fused(TokenKD("reverse_kl"), student_hidden, student_head, teacher_hidden, teacher_head, labels).loss.backward()
     torch.testing.assert_close(once, 3 * student_head.weight.grad)
 
 
 def test_a_vocabulary_mismatch_is_refused():
     student_hidden, student_head, teacher_hidden, _, labels = _hidden()
     with pytest.raises(LossInputError, match="share a vocabulary"):
-        TokenKD().fused(student_hidden, student_head, teacher_hidden, torch.nn.Linear(8, V + 1), labels)
+        _fused(TokenKD(), student_hidden, student_head, teacher_hidden, torch.nn.Linear(8, V + 1), labels)
     with pytest.raises(LossInputError, match="share a vocabulary"):
         token_distillation_loss(torch.randn(1, 3, V), torch.randn(1, 3, V + 1), torch.zeros(1, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_from_hidden_states_only_the_first_vocab_ids_of_padded_heads_are_compared(fused):
+    """TokenKD's one call, as TokenDistiller and DistillationTrainer make it: heads two rows longer than the
+    vocabulary compared, fused or not, give the loss of the logits cut to that vocabulary."""
+    student_hidden, _, teacher_hidden, _, labels = _hidden()
+    torch.manual_seed(1)
+    student_head, teacher_head = torch.nn.Linear(5, V + 2), torch.nn.Linear(8, V + 2)
+    loss = TokenKD("jsd", alpha=0.3, temperature=1.5)
+    plain = loss(student_head(student_hidden)[..., :V], teacher_head(teacher_hidden)[..., :V].detach(), labels)
+    expected = torch.autograd.grad(plain.loss, [student_hidden, student_head.weight])
+    got = loss(student_hidden, teacher_hidden, labels, student_head=student_head, teacher_head=teacher_head, vocab=V,
+               fused=fused, chunk_size=4)  # fmt: skip
+    torch.testing.assert_close(got.loss, plain.loss, rtol=1e-5, atol=1e-6)
+    assert got.tokens.item() == plain.tokens.item()
+    for a, b in zip(torch.autograd.grad(got.loss, [student_hidden, student_head.weight]), expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert all(p.grad is None for p in teacher_head.parameters())
+
+
+def test_the_fused_form_without_both_heads_is_refused():
+    student_hidden, student_head, teacher_hidden, _, labels = _hidden()
+    with pytest.raises(LossInputError, match="output layers"):
+        TokenKD()(student_hidden, teacher_hidden, labels, fused=True)
+    with pytest.raises(LossInputError, match="output layers"):
+        TokenKD()(student_hidden, teacher_hidden, labels, student_head=student_head)
+
+
+def test_the_logit_divergences_import_neither_the_fused_form_nor_the_loss_that_chooses():
+    """No import cycle: token.py <- fused.py <- token_kd.py, never back (not even inside a function)."""
+    import ast
+    from pathlib import Path
+
+    import distill.losses.fused
+    import distill.losses.token
+
+    for module, forbidden in ((distill.losses.token, {"fused", "token_kd"}), (distill.losses.fused, {"token_kd"})):
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert not {f"distill.losses.{name}" for name in forbidden} & imported, module.__name__
 
 
 @pytest.mark.parametrize(
@@ -180,14 +228,14 @@ def test_settings_out_of_range_are_refused(option, value):
 
 def test_the_fused_form_under_bfloat16_autocast_and_without_gradients():
     student_hidden, student_head, teacher_hidden, teacher_head, labels = _hidden()
-    expected = TokenKD().fused(student_hidden, student_head, teacher_hidden, teacher_head, labels).loss
+    expected = _fused(TokenKD(), student_hidden, student_head, teacher_hidden, teacher_head, labels).loss
     with torch.autocast("cpu", dtype=torch.bfloat16):  # train.precision: bf16
-        got = TokenKD().fused(student_hidden, student_head, teacher_hidden, teacher_head, labels).loss
+        got = _fused(TokenKD(), student_hidden, student_head, teacher_hidden, teacher_head, labels).loss
     got.backward()
     assert student_head.weight.grad.dtype == torch.float32
     torch.testing.assert_close(got, expected)  # the logits stay float32
     with torch.no_grad():  # evaluation: values only
-        assert TokenKD().fused(student_hidden, student_head, teacher_hidden, teacher_head, labels).loss == expected
+        assert _fused(TokenKD(), student_hidden, student_head, teacher_hidden, teacher_head, labels).loss == expected
 
 
 # --- accumulation ----------------------------------------------------------------------------------------------
@@ -202,8 +250,8 @@ def test_accumulating_micro_batches_gives_the_full_batchs_loss_and_gradient(fuse
 
     def run(rows, num_tokens=None):
         if fused:
-            return loss.fused(student_hidden[rows], student_head, teacher_hidden[rows], teacher_head, labels[rows],
-                              num_tokens)  # fmt: skip
+            return _fused(loss, student_hidden[rows], student_head, teacher_hidden[rows], teacher_head, labels[rows],
+                          num_tokens)  # fmt: skip
         logits = student_head(student_hidden[rows])
         return loss(logits, teacher_head(teacher_hidden[rows]).detach(), labels[rows], num_tokens)
 

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from conftest import DictBatches, blobs, tiny_net
 from distill import Distiller, DistillError, Supervised, TrainingDiverged, losses
-from distill.train import Checkpoints, TrainOptions, fit
+from distill.train import Checkpoints, TrainOptions, evaluate, fit
 from distill.train.schedule import lr_factor
 
 OPTIONS = dict(optimizer="sgd", lr=0.05, schedule="cosine", warmup_epochs=1, progress=False, log_every=2)
@@ -202,10 +202,11 @@ def test_gradient_accumulation_equals_a_bigger_batch(tmp_path):
 
 def test_bf16_autocast_and_clipping_train(loaders):
     train, val = loaders
-    history = fit(
-        Supervised(tiny_net()), train, val, TrainOptions(epochs=2, precision="bf16", clip_grad_norm=1.0, progress=False)
-    )
-    assert 0.0 <= history.epochs[-1]["val/accuracy"] <= 1.0
+    module = Supervised(tiny_net())
+    before = evaluate(module, val, torch.device("cpu"))
+    history = fit(module, train, val, TrainOptions(epochs=2, precision="bf16", clip_grad_norm=1.0, progress=False))
+    last = history.epochs[-1]
+    assert last["val/loss"] < before["val/loss"] / 2 and last["val/accuracy"] > 2 / 3  # 3 classes: chance is 1/3
 
 
 @pytest.mark.parametrize(

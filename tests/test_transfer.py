@@ -71,6 +71,7 @@ def run_recording(tmp_path, monkeypatch, capsys, *overrides):
     return json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text()), seen
 
 
+@pytest.mark.e2e
 def test_scratch_never_sees_a_hidden_label_and_takes_the_students_steps(tmp_path, monkeypatch, capsys):
     summary, seen = run_recording(tmp_path, monkeypatch, capsys, "--set", "data.labelled_per_class=2")
     parts = split(load("digits"), val_fraction=0.25, seed=0, labelled_per_class=2)
@@ -84,6 +85,7 @@ def test_scratch_never_sees_a_hidden_label_and_takes_the_students_steps(tmp_path
     assert "(1078 train (20 labelled)" in summary["data"]
 
 
+@pytest.mark.e2e
 def test_test_rows_are_never_seen_by_training_or_selection(tmp_path, monkeypatch, capsys):
     summary, seen = run_recording(tmp_path, monkeypatch, capsys)
     test = set(split(load("digits"), val_fraction=0.25, seed=0).test.indices.tolist())
@@ -139,6 +141,7 @@ def test_bad_splits_are_one_line(tmp_path, capsys, override, message):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.e2e
 def test_explicit_train_val_and_test_files_are_the_parts(tmp_path, capsys):
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(3, 4)) * 3

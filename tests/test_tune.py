@@ -35,6 +35,7 @@ def _states_so_far(run_dir) -> list[str]:
         return []
 
 
+@pytest.mark.e2e
 def test_a_search_killed_in_its_second_trial_resumes_without_rerunning_the_first(tmp_path):
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     command = [sys.executable, "-m", "distill", "-q", "tune", str(config), "--trials", "3", "--set", "train.epochs=6"]
@@ -61,8 +62,9 @@ def test_a_search_killed_in_its_second_trial_resumes_without_rerunning_the_first
     assert (run_dir / "best.yaml").exists() and "best: trial" in done.stdout
 
 
+@pytest.mark.e2e
 def test_a_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys, monkeypatch):
-    import distill.tune
+    import distill.tune.study
 
     calls = []
 
@@ -72,8 +74,8 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys, 
             raise TrainingDiverged("the loss became NaN at step 3")
         return real_fit(*args, **kwargs)
 
-    real_fit = distill.tune.fit
-    monkeypatch.setattr(distill.tune, "fit", diverge_once)
+    real_fit = distill.tune.study.fit
+    monkeypatch.setattr(distill.tune.study, "fit", diverge_once)
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     assert main(["-q", "tune", str(config), "--trials", "3"]) == 0
     out = capsys.readouterr().out
@@ -83,6 +85,7 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys, 
     assert "fail" in out and "best: trial" in out
 
 
+@pytest.mark.e2e
 def test_best_yaml_trains_from_the_searched_teacher(tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     assert main(["-q", "tune", str(config), "--trials", "2", "--set", "tune.losses=[kd]"]) == 0
@@ -112,6 +115,7 @@ def test_a_bad_search_is_one_line(tmp_path, capsys, override, message):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.e2e
 def test_a_study_of_another_config_is_refused(tmp_path, capsys):
     config = write_config(tmp_path / "c.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     assert main(["-q", "tune", str(config), "--trials", "1", "--set", "tune.losses=[kd]"]) == 0

@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from distill import Distiller, Supervised, losses
-from distill.cache.logits import TeacherCache, Views, write_cache
+from distill.cache.logits import TeacherCache, Views
+from distill.cache.write import write_cache
 from distill.data import CropFlip, view_key
 from distill.losses.fused import fused_token_distillation_loss
 from distill.losses.token import token_distillation_loss

@@ -13,28 +13,26 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import NoReturn
 
 import torch.distributed
 
-from distill.config import load_config, read_yaml
+from distill.cache.open import make_cache
+from distill.config import Config, load_config
 from distill.errors import DistillError, first_line
 from distill.export import FILES, evaluate_exported, export
-from distill.lm_config import is_lm, load_lm_config
 from distill.generate import generate as generate_completions
-from distill.tasks.lm_run import make_token_cache
-from distill.tasks.lm_run import run as run_lm
 from distill.pipeline import evaluate_run, run
-from distill.report import format_export, format_exported_accuracy, format_lm_summary, format_summary, format_tuning
+from distill.report import format_export, format_exported_accuracy, format_result, format_tuning
 from distill.report.document import make_report
-from distill.tasks.classify_cache import make_cache
+from distill.tasks import experiment
 from distill.train import parallel
 from distill.tune import tune
 
-DEMO_CONFIG = resources.files("distill") / "demos" / "classify.yaml"
-LM_DEMO_CONFIG = resources.files("distill") / "demos" / "lm.yaml"
+DEMOS = resources.files("distill") / "demos"  # classify.yaml, lm.yaml
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,9 +91,11 @@ def _parser() -> argparse.ArgumentParser:
         "demo", parents=[options], help="teacher, scratch and distilled student on the bundled digits (or --task lm)"
     )
     demo.add_argument(
-        "--task", choices=["classify", "lm"], default="classify",
+        "--task",
+        choices=["classify", "lm"],
+        default="classify",
         help="classify: an MLP student on 8x8 digits; lm: a character GPT on the standard library's source",
-    )  # fmt: skip
+    )
     _add_overrides(demo)
 
     evaluate = commands.add_parser(
@@ -157,83 +157,91 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logger.setLevel(logging.WARNING if quiet else logging.DEBUG if args.verbose else logging.INFO)
 
 
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.overrides)
+
+
+def _train(args: argparse.Namespace) -> None:
+    cfg = _load(args)
+    with parallel.session(cfg.train.device):
+        summary = run(cfg, resume=args.resume)
+    if summary:  # else another process of a parallel run prints it
+        print(format_result(summary))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    with resources.as_file(DEMOS / f"{args.task}.yaml") as path:
+        cfg = load_config(path, args.overrides)
+    print(format_result(run(cfg, overwrite=True)))
+    print(_demo_report(cfg.run_dir))
+
+
+def _cache(args: argparse.Namespace) -> None:
+    cfg = _load(args)
+    if cfg.task == "lm" and parallel.launched():
+        raise DistillError("distill cache of a language model runs in one process: start it without torchrun")
+    with parallel.session(cfg.train.device):
+        made = make_cache(experiment(cfg))
+    if not made:  # another process of a parallel run reports
+        return
+    unit = "tokens" if cfg.task == "lm" else "samples"
+    print(
+        f"cached the teacher's outputs for {made[unit]} {unit} in {made['seconds']:.1f} s: "
+        f"{made[f'bytes_per_{unit[:-1]}']:.0f} bytes per {unit[:-1]}, {made['bytes'] / 2**20:.1f} MB in {made['path']}"
+    )
+
+
+def _tune(args: argparse.Namespace) -> None:
+    if args.trials < 1:
+        raise DistillError(f"--trials must be at least 1, got {args.trials}")
+    print(format_tuning(tune(_load(args), args.trials)))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    """A run folder (it has config.yaml) is re-measured; anything else is taken for what `distill export` wrote:
+    a file, or a Hugging Face student's folder."""
+    if (Path(args.run_dir) / "config.yaml").is_file():
+        print(format_result(evaluate_run(args.run_dir)))
+    else:
+        print(format_exported_accuracy(evaluate_exported(args.run_dir)))
+
+
+def _generate(args: argparse.Namespace) -> None:
+    cfg = _load(args)
+    if cfg.task != "lm":
+        raise DistillError(f"{args.config}: distill generate takes a task: lm config")
+    made = generate_completions(cfg)
+    earlier = f" ({made['already']} were there from an earlier run)" if made["already"] else ""
+    print(f"wrote {made['written']} completions to {made['output']} in {made['seconds']:.1f} s{earlier}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    print(_wrote(make_report(args.run_dir)))
+
+
+def _export(args: argparse.Namespace) -> None:
+    print(format_export(export(args.run_dir, fmt=args.fmt, atol=args.atol, int8=args.int8)))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "train": _train,
+    "cache": _cache,
+    "tune": _tune,
+    "demo": _demo,
+    "eval": _eval,
+    "generate": _generate,
+    "report": _report,
+    "export": _export,
+}
+PARALLEL = ("train", "cache")  # the commands a torchrun launch may start
+
+
 def _main(args: argparse.Namespace) -> None:
     if args.quiet and "overrides" in vars(args):  # a command that trains
         args.overrides.append("train.progress=false")  # quiet means no progress bar either
-    lm = "config" in vars(args) and is_lm(read_yaml(args.config))
-    if parallel.launched() and (args.command not in ("train", "cache") or (lm and args.command == "cache")):
+    if parallel.launched() and args.command not in PARALLEL:
         raise DistillError(f"distill {args.command} runs in one process: start it without torchrun")
-    if args.command == "cache" and lm:
-        made = make_token_cache(load_lm_config(args.config, args.overrides))
-        print(
-            f"cached the teacher's top-k for {made['tokens']} tokens in {made['seconds']:.1f} s: "
-            f"{made['bytes_per_token']:.0f} bytes per token, {made['bytes'] / 2**20:.1f} MB in {made['path']}"
-        )
-        return
-    if args.command == "tune" and lm:
-        raise DistillError(f"{args.config}: distill tune takes image configs so far; train it with distill train")
-    if args.command == "cache":
-        cfg = load_config(args.config, args.overrides)
-        with parallel.session(cfg.train.device):
-            made = make_cache(cfg)
-        if not made:  # another process of a parallel run reports
-            return
-        print(
-            f"cached the teacher's outputs for {made['samples']} samples in {made['seconds']:.1f} s: "
-            f"{made['bytes_per_sample']:.0f} bytes per sample, {made['bytes'] / 2**20:.1f} MB in {made['path']}"
-        )
-        return
-    if args.command == "tune":
-        if args.trials < 1:
-            raise DistillError(f"--trials must be at least 1, got {args.trials}")
-        print(format_tuning(tune(load_config(args.config, args.overrides), args.trials)))
-        return
-    if args.command == "report":
-        print(_wrote(make_report(args.run_dir)))
-        return
-    if args.command == "export":
-        print(format_export(export(args.run_dir, fmt=args.fmt, atol=args.atol, int8=args.int8)))
-        return
-    if args.command == "eval" and Path(args.run_dir).is_file():
-        print(format_exported_accuracy(evaluate_exported(args.run_dir)))
-        return
-    if args.command == "generate":
-        if not lm:
-            raise DistillError(f"{args.config}: distill generate takes a task: lm config")
-        made = generate_completions(load_lm_config(args.config, args.overrides))
-        print(
-            f"wrote {made['written']} completions to {made['output']} in {made['seconds']:.1f} s"
-            + (f" ({made['already']} were there from an earlier run)" if made["already"] else "")
-        )
-        return
-    if args.command == "train" and lm:
-        cfg = load_lm_config(args.config, args.overrides)
-        with parallel.session(cfg.train.device):
-            summary = run_lm(cfg, resume=args.resume)
-        if summary:  # else another process of a parallel run prints it
-            print(format_lm_summary(summary))
-        return
-    if args.command == "demo" and args.task == "lm":
-        with resources.as_file(LM_DEMO_CONFIG) as path:
-            cfg = load_lm_config(path, args.overrides)
-        print(format_lm_summary(run_lm(cfg, overwrite=True)))
-        return
-    if args.command == "train":
-        cfg = load_config(args.config, args.overrides)
-        with parallel.session(cfg.train.device):
-            summary = run(cfg, resume=args.resume)
-        if not summary:  # another process of a parallel run prints it
-            return
-    elif args.command == "demo":
-        with resources.as_file(DEMO_CONFIG) as path:
-            cfg = load_config(path, args.overrides)
-        summary = run(cfg, overwrite=True)
-        print(format_summary(summary))
-        print(_demo_report(cfg.run_dir))
-        return
-    else:
-        summary = evaluate_run(args.run_dir)
-    print(format_summary(summary))
+    COMMANDS[args.command](args)
 
 
 def _wrote(paths: dict[str, Path]) -> str:

@@ -12,30 +12,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from distill.verdict import RESAMPLES, paired_verdict
+
 if TYPE_CHECKING:
     from distill.summary import Outputs
 
-RESAMPLES = 2000
-LEVEL = 0.95
 CLEARLY_BETTER = 0.01  # a teacher within a point of the student alone has little to teach
 
 
 def _correct(outputs: list[Outputs], labels: Tensor, split: str) -> Tensor:
     """(S, N) 1.0 where seed s's model is right on sample n of `split`."""
     return torch.stack([(getattr(o, split).argmax(-1) == labels).float() for o in outputs])
-
-
-def paired_interval(differences: Tensor, *, seed: int = 0) -> tuple[float, float]:
-    """The central LEVEL interval of the mean of per-sample `differences` (N,), by paired bootstrap: the same
-    resampled samples for both models, RESAMPLES times."""
-    generator = torch.Generator().manual_seed(seed)
-    means = []
-    for _ in range(0, RESAMPLES, 100):  # 100 resamples at a time: bounded memory on large test sets
-        rows = torch.randint(len(differences), (100, len(differences)), generator=generator)
-        means.append(differences[rows].mean(1))
-    tail = (1 - LEVEL) / 2
-    low, high = torch.quantile(torch.cat(means), torch.tensor([tail, 1 - tail]))
-    return low.item(), high.item()
 
 
 def calibration_error(probs: Tensor, labels: Tensor, bins: int = 15) -> float:
@@ -60,17 +47,14 @@ def diagnose(
     differences = (
         _correct(outputs["student"], test_labels, "test") - _correct(outputs["scratch"], test_labels, "test")
     ).mean(0)
-    low, high = paired_interval(differences)
-    verdict = "helped" if low > 0 else "negative_transfer" if high < 0 else "no_difference"
+    decided = paired_verdict(differences)
     measured = _measurements(outputs, val_labels, temperature)
     causes = _causes(measured, temperature)
     suggestions = [suggestion for _, _, suggestion in causes]
-    if verdict == "negative_transfer":
+    if decided["verdict"] == "negative_transfer":
         suggestions.append("more weight on the hard loss (raise alpha), so the labels outweigh the teacher")
     return {
-        "verdict": verdict,
-        "margin": differences.mean().item(),
-        "interval": [low, high],
+        **decided,
         "method": f"paired bootstrap, {RESAMPLES} resamples of the {len(test_labels)} test samples, "
         f"{len(outputs['student'])} seed{'s' if len(outputs['student']) > 1 else ''} averaged per sample",
         "causes": [{"cause": cause, "detail": detail} for cause, detail, _ in causes],

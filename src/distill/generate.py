@@ -13,7 +13,6 @@ together, each completion with a cache of keys and values (one forward per new t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -26,12 +25,12 @@ from torch import nn
 
 from distill._io import existing, file_sha256, write_json
 from distill._lock import FolderLock
+from distill.config import LMConfig
+from distill.data.text import Tokenizer, read_text, tokenizer_sha256, tokenizer_text
 from distill.errors import ConfigError, DistillError
-from distill.lm_config import LMConfig
-from distill.data.text import Tokenizer, read_text, tokenizer_text
 from distill.models.lm import build_lm, tokenizer_for
 from distill.modules.token import until_end
-from distill.weights import load_weights
+from distill.weights import load_weights, weights_sha256
 
 
 def generate(cfg: LMConfig) -> dict[str, Any]:
@@ -83,8 +82,10 @@ def _prompts(path: Path, tokenizer: Tokenizer, max_new_tokens: int, context: int
             raise DistillError(f"{path}:{number}: id {key!r} again; give each prompt its own id")
         ids = tokenizer.encode(record["prompt"])
         if len(ids) + max_new_tokens > context:
-            raise DistillError(f"{path}:{number}: {len(ids)} prompt tokens and generate.max_new_tokens "
-                               f"{max_new_tokens} pass the context {context}; shorten it or lower either")  # fmt: skip
+            raise DistillError(
+                f"{path}:{number}: {len(ids)} prompt tokens and generate.max_new_tokens "
+                f"{max_new_tokens} pass the context {context}; shorten it or lower either"
+            )
         prompts[key] = ids
     if not prompts:
         raise DistillError(f"{path}: no prompts; one JSON object with a 'prompt' per line")
@@ -94,18 +95,14 @@ def _prompts(path: Path, tokenizer: Tokenizer, max_new_tokens: int, context: int
 def _fingerprint(cfg: LMConfig, tokenizer: Tokenizer) -> dict[str, Any]:
     """What the file's lines depend on: the teacher, the tokenizer, the prompts, the sampling settings."""
 
-    def digest(path: str | Path) -> str:
-        return file_sha256(path)
-
     teacher = cfg.teacher.model_dump(mode="json")
     if cfg.teacher.weights is not None:
-        teacher["weights"] = digest(cfg.teacher.weights)
-    vocab = json.dumps(sorted(tokenizer.vocab().items()), ensure_ascii=False).encode()
+        teacher["weights"] = weights_sha256(cfg.teacher.weights)
     sampling = cfg.generate.model_dump(mode="json", exclude={"output", "batch_size", "prompts"})
     return {
         "teacher": teacher,
-        "tokenizer": hashlib.sha256(vocab).hexdigest(),
-        "prompts": digest(cfg.generate.prompts),
+        "tokenizer": tokenizer_sha256(tokenizer),
+        "prompts": file_sha256(cfg.generate.prompts),
         "sampling": sampling,
     }
 
@@ -155,7 +152,8 @@ def _batches(prompts: dict[str, list[int]], size: int):
 def _complete(teacher: nn.Module, prompts: list[list[int]], settings: Any, tokenizer: Tokenizer) -> list[str]:
     ids = torch.tensor(prompts, dtype=torch.long)
     generator = torch.Generator().manual_seed(settings.seed + sum(map(sum, prompts)))  # reproducible per batch
-    new = teacher.generate(ids, settings.max_new_tokens, temperature=settings.temperature, top_k=settings.top_k,
-                           generator=generator)  # fmt: skip
+    new = teacher.generate(
+        ids, settings.max_new_tokens, temperature=settings.temperature, top_k=settings.top_k, generator=generator
+    )
     end_id = getattr(teacher, "end_id", None)
     return [tokenizer.decode(row[: until_end(row, end_id) - (end_id in row)]) for row in new.tolist()]

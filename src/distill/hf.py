@@ -6,7 +6,7 @@
     trainer.train()
 
 Batches hold `input_ids` and `labels` (-100 where no loss counts), as for causal LM fine-tuning. The loss is
-`distill.losses.token`'s, from hidden states chunk by chunk (`fused=True`, the default) or from logits,
+`TokenKD`'s, from hidden states chunk by chunk (`fused=True`, the default) or from the models' own logits,
 normalised by the counted tokens of the whole accumulation step, so `gradient_accumulation_steps` leaves it
 unchanged. Each term (`kd`, `ce`) is logged beside `loss`. The teacher is frozen and never wrapped or saved.
 """
@@ -20,8 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from distill.errors import DistillError
-from distill.losses.fused import fused_token_distillation_loss
-from distill.losses.token import TokenKD, token_distillation_loss
+from distill.losses.token_kd import TokenKD
 
 try:
     from transformers import Trainer
@@ -30,8 +29,15 @@ except ImportError:  # the module still imports, and says what to install when u
 
 
 class DistillationTrainer(Trainer):
-    def __init__(self, *args: Any, teacher: nn.Module, loss: TokenKD | None = None, fused: bool = True,
-                 chunk_size: int | None = None, **kwargs: Any):  # fmt: skip
+    def __init__(
+        self,
+        *args: Any,
+        teacher: nn.Module,
+        loss: TokenKD | None = None,
+        fused: bool = True,
+        chunk_size: int | None = None,
+        **kwargs: Any,
+    ):
         if Trainer is object:
             raise DistillError("DistillationTrainer needs the transformers package: pip install 'distill[hf]'")
         super().__init__(*args, **kwargs)
@@ -49,27 +55,29 @@ class DistillationTrainer(Trainer):
             counted = self.accelerator.gather(counted).sum()
         return batches, counted
 
-    def compute_loss(self, model: nn.Module, inputs: dict[str, Tensor], return_outputs: bool = False,
-                     num_items_in_batch: Tensor | int | None = None) -> Tensor | tuple[Tensor, Any]:  # fmt: skip
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor | tuple[Tensor, Any]:
         ids, labels = inputs["input_ids"], inputs["labels"]
         mask = inputs.get("attention_mask")
         self.teacher.to(ids.device)
-        settings = {"alpha": self.token_loss.alpha, "num_tokens": num_items_in_batch, **self.token_loss.settings}
-        if self.fused:
-            student_hidden = _base(model)(input_ids=ids, attention_mask=mask).last_hidden_state
-            with torch.no_grad():
-                teacher_hidden = _base(self.teacher)(input_ids=ids, attention_mask=mask).last_hidden_state
-            student_head, teacher_head = _head(model), _head(self.teacher)
-            out = fused_token_distillation_loss(
-                student_hidden, student_head.weight, teacher_hidden, teacher_head.weight, labels,
-                student_bias=student_head.bias, teacher_bias=teacher_head.bias, chunk_size=self.chunk_size,
-                **settings,
-            )  # fmt: skip
-        else:
-            student_logits = model(input_ids=ids, attention_mask=mask).logits
-            with torch.no_grad():
-                teacher_logits = self.teacher(input_ids=ids, attention_mask=mask).logits.float()
-            out = token_distillation_loss(student_logits, teacher_logits, labels, **settings)
+        student, student_head = _outputs(model, ids, mask, self.fused)
+        with torch.no_grad():
+            teacher, teacher_head = _outputs(self.teacher, ids, mask, self.fused)
+        out = self.token_loss(
+            student,
+            teacher,
+            labels,
+            num_items_in_batch,
+            student_head=student_head,
+            teacher_head=teacher_head,
+            fused=self.fused,
+            chunk_size=self.chunk_size,
+        )
         if model.training:  # evaluation's values are Trainer's to report
             self._terms["kd"].append(out.soft.detach())
             self._terms["ce"].append(out.hard.detach())
@@ -83,6 +91,15 @@ class DistillationTrainer(Trainer):
                 logs[name] = torch.stack(values).sum().item() / steps  # one sync, at a log
         self._terms.clear()
         super().log(logs, *args, **kwargs)
+
+
+def _outputs(model: nn.Module, ids: Tensor, mask: Tensor | None, fused: bool) -> tuple[Tensor, nn.Linear | None]:
+    """What the loss reads of `model`: for the fused form its (B, S, H) final hidden states and its output
+    layer; else its (B, S, V) logits from its own forward, which may post-process them (soft-capping, a scale)
+    where `head(hidden)` would not."""
+    if fused:
+        return _base(model)(input_ids=ids, attention_mask=mask).last_hidden_state, _head(model)
+    return model(input_ids=ids, attention_mask=mask).logits, None
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:

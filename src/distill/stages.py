@@ -1,17 +1,19 @@
-"""What every recipe does the same way: train a stage unless it is done, the teacher on its labels, the
-scratch baseline."""
+"""What every recipe does the same way, in every task: train a stage unless it is done, the teacher on its
+labels, the scratch baseline."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 from torch.utils.data import DataLoader
 
-from distill.build import Experiment, build_net
-from distill.modules.distiller import Supervised, supervised_options
 from distill.train import Checkpoints, TrainOptions, fit, parallel
 from distill.weights import load_weights, save_weights
+
+if TYPE_CHECKING:
+    from distill.tasks.base import Task
 
 SHARED = ("teacher", "assistant")  # trained once, with the first seed; every other stage once per seed
 
@@ -22,7 +24,7 @@ class Stages:
     again (their weights are loaded); one with a checkpoint continues from it on resume. With a `tag` (the
     seeds after the first), every name but the SHARED ones becomes NAME-TAG."""
 
-    def __init__(self, exp: Experiment, *, resume: bool, tag: str = ""):
+    def __init__(self, exp: Task, *, resume: bool, tag: str = ""):
         self.exp, self.resume, self.tag = exp, resume, tag
 
     def _name(self, name: str) -> str:
@@ -74,17 +76,18 @@ class Stages:
 
 
 def train_teacher(stages: Stages, teacher: nn.Module) -> None:
-    """The teacher on its labels, for teacher.epochs (default train.epochs), unless the config loads it."""
-    cfg = stages.exp.cfg
-    if cfg.teacher.weights is not None:
+    """The teacher on its labels, for teacher.epochs (default train.epochs), unless it comes ready."""
+    exp = stages.exp
+    if exp.teacher_given():
         return
-    options = supervised_options(cfg.train, cfg.teacher.epochs or cfg.train.epochs)
-    stages.train("teacher", Supervised(teacher), teacher, options, stages.exp.teacher_loader)
+    options = exp.alone_options(exp.cfg.train, exp.cfg.teacher.epochs or exp.cfg.train.epochs)
+    stages.train("teacher", exp.alone(teacher), teacher, options, exp.teacher_loader)
 
 
 def keep_loaded_teacher(stages: Stages, teacher: nn.Module) -> None:
-    """A teacher loaded from teacher.weights, written beside the run's other models once they are trained."""
-    if stages.exp.cfg.teacher.weights is not None:
+    """A teacher that came ready (teacher.weights, a pretrained model), written beside the run's other models
+    once they are trained, so the run folder holds every model it reports on."""
+    if stages.exp.teacher_given():
         stages.save("teacher", teacher, source="teacher.weights")
 
 
@@ -92,7 +95,7 @@ def train_scratch(stages: Stages, *, epochs: int, label_smoothing: float = 0.0) 
     """The student alone: the same architecture, initial weights, epochs and steps, on the labelled rows only
     (a row whose label a few-label study hid is never seen)."""
     exp = stages.exp
-    scratch = build_net(exp, "student", exp.cfg.student.weights)
-    module = Supervised(scratch, label_smoothing=label_smoothing)
-    stages.train("scratch", module, scratch, supervised_options(exp.cfg.train, epochs), exp.labelled_loader)
+    scratch = exp.net("student", exp.cfg.student.weights)
+    module = exp.alone(scratch, label_smoothing=label_smoothing)
+    stages.train("scratch", module, scratch, exp.alone_options(exp.cfg.train, epochs), exp.labelled_loader)
     return scratch

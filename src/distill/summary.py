@@ -11,14 +11,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from distill.build import Experiment, model_spec
 from distill.measure import costs, where_measured
-from distill.models import count_params, user_code
+from distill.models import count_params
 from distill.taps import logits_of
 from distill.train import resolve_device
 
 if TYPE_CHECKING:
-    from distill.config import Config
+    from distill.tasks.classify import Experiment
 
 ROLES = ("teacher", "assistant", "scratch", "student")  # summary.json always has these keys (null when absent)
 SEEDED = ("scratch", "student")  # the rows trained once per seed; the others once per run
@@ -89,15 +88,3 @@ def describe(exp: Experiment, runs: list[dict[str, nn.Module]], outputs: dict[st
     summary["measured_on"] = where_measured()
     summary["ratios"] = {k: student[k] / summary["teacher"][k] for k in keys} if teacher is not None else None
     return summary
-
-
-def code_that_ran(cfg: Config, fields: list[str]) -> list[dict[str, str]]:
-    """The user modules that the `package.module:factory` models of the config groups `fields` imported:
-    which config key, file, sha256. Nothing else in a run imports code: weights load without pickle, YAML is
-    read safely."""
-    ran = []
-    for field in dict.fromkeys(fields):
-        spec = model_spec(cfg, field)
-        if spec is not None and (code := user_code(spec.model)) is not None:
-            ran.append({"config": f"{field}.model", **code})
-    return ran

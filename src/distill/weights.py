@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -93,3 +94,18 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
             details.append(f"{k} is {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} in the model")
         raise DistillError(f"{path} was saved from another architecture: {'; '.join(details)}")
     module.load_state_dict(state, strict=False)  # strictness checked above, tied tensors allowed
+
+
+def state_sha256(state: dict[str, Tensor]) -> str:
+    """The weights' fingerprint: each tensor's name and bytes, in name order. A file's metadata (the stage that
+    wrote it) is left out, so the same weights always give the same hash, however they were saved."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def weights_sha256(path: str | Path) -> str:
+    """`state_sha256` of a weights file's tensors."""
+    return state_sha256(read_state_dict(path))

@@ -51,6 +51,7 @@ def reference(tmp_path_factory):
     return tmp / "runs" / "tiny"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize(
     "target, call",
@@ -107,6 +108,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("limit", [5_000, 12_000])  # inside the first checkpoint's weights; its state
 def test_a_real_failed_write_is_one_line_and_resume_finishes(tmp_path, reference, limit):
     """No stand-in this time: the kernel refuses the write (a file size limit, as a full disk would)."""
@@ -123,6 +125,7 @@ def test_a_real_failed_write_is_one_line_and_resume_finishes(tmp_path, reference
         assert all((got[k] == want[k]).all() for k in want)
 
 
+@pytest.mark.e2e
 def test_a_cache_write_that_fails_is_one_line_naming_the_shard(tmp_path, reference):
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     teacher, folder = reference / "teacher.safetensors", tmp_path / "c"

@@ -34,6 +34,8 @@ from distill.cli import main
 from distill.models import mlp
 from distill.weights import save_weights
 
+pytestmark = pytest.mark.e2e  # every test reads runs of `distill` in child processes, killed or whole
+
 DRIVER = Path(__file__).with_name("_driver.py")
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the same arithmetic in every run
 

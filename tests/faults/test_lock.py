@@ -33,6 +33,7 @@ def hold_lock(folder, then: str) -> subprocess.Popen:
     return child
 
 
+@pytest.mark.e2e
 def test_a_second_run_on_the_same_directory_is_refused(tmp_path, capsys):
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     holder = hold_lock(tmp_path / "runs" / "tiny", "sleep")
@@ -49,6 +50,7 @@ def test_a_second_run_on_the_same_directory_is_refused(tmp_path, capsys):
     assert not (tmp_path / "runs" / ".tiny.lock").exists()  # a finished run removes its lock file
 
 
+@pytest.mark.e2e
 def test_a_stale_lock_from_a_killed_process_is_taken_over(tmp_path, capsys):
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out=tmp_path / "runs"))
     dead = hold_lock(tmp_path / "runs" / "tiny", "die")
@@ -59,6 +61,7 @@ def test_a_stale_lock_from_a_killed_process_is_taken_over(tmp_path, capsys):
     assert f"taking over the stale lock on {tmp_path / 'runs' / 'tiny'} left by pid {dead.pid}" in err
 
 
+@pytest.mark.e2e
 def test_distill_cache_takes_the_lock_of_its_folder(tmp_path, capsys):
     weights = tmp_path / "teacher.safetensors"
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out=tmp_path / "runs"))

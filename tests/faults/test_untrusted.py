@@ -11,6 +11,8 @@ import pytest
 from conftest import TINY_RUN, write_config
 from distill.cli import main
 
+pytestmark = pytest.mark.e2e
+
 USER_MODELS = """\
 from pathlib import Path
 

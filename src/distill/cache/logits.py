@@ -28,14 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from tqdm.auto import tqdm
+from torch import Tensor
 
-from distill._io import atomic_path, file_sha256, remove_temporaries, write_json
+from distill._io import file_sha256
 from distill.data import Augment, view_key
 from distill.errors import DistillError, first_line
-from distill.taps import check_paths, run_tapped
-from distill.train import parallel
 
 MANIFEST = "manifest.json"
 _VIEW = re.compile(r"view(\d+)\.")  # the prefix of an augmented view's arrays
@@ -66,11 +63,6 @@ def _sha256(*tensors: Tensor) -> str:
     return digest.hexdigest()
 
 
-def state_sha256(state: dict[str, Tensor]) -> str:
-    """A weights fingerprint: the tensors of a state dict in key order."""
-    return _sha256(*(state[key] for key in sorted(state)))
-
-
 def fingerprint(
     teacher_sha256: str,
     inputs: Tensor,
@@ -97,149 +89,13 @@ def fingerprint(
     }
 
 
-def _mismatch(found: dict[str, Any], expected: dict[str, Any]) -> str | None:
+def mismatch(found: dict[str, Any], expected: dict[str, Any]) -> str | None:
     differ = [key for key in expected if found.get(key) != expected[key]]
     return ", ".join(differ) if differ else None
 
 
-def _file_name(output: str, shard: int) -> str:
+def file_name(output: str, shard: int) -> str:
     return f"{output}-{shard:05d}.npy"
-
-
-def _to_numpy(tensor: Tensor) -> np.ndarray:
-    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: keep its bits as uint16
-        return tensor.view(torch.uint16).numpy()
-    return tensor.numpy()
-
-
-@torch.inference_mode()
-def _teacher_outputs(
-    teacher: nn.Module, inputs: Tensor, features: Sequence[str], top_k: int | None, dtype: torch.dtype
-) -> dict[str, Tensor]:
-    """The arrays one shard stores for `inputs`, on the CPU in the cache's dtype (indices as int32)."""
-    logits, tapped = run_tapped(teacher, inputs, features)
-    logits = logits.float()
-    if top_k is None:
-        outputs = {"logits": logits.to(dtype)}
-    else:
-        values, indices = logits.topk(top_k, dim=-1)  # (B, k)
-        outputs = {"topk_values": values.to(dtype), "topk_indices": indices.int(), "logsumexp": logits.logsumexp(-1)}
-    outputs.update({f"feature.{path}": value.float().to(dtype) for path, value in tapped.items()})
-    return {name: value.cpu() for name, value in outputs.items()}
-
-
-def write_cache(
-    path: str | Path,
-    teacher: nn.Module,
-    inputs: Tensor,
-    labels: Tensor,
-    *,
-    data: str,
-    augment: str = "none",
-    dtype: str = "float16",
-    top_k: int | None = None,
-    features: Sequence[str] = (),
-    shard_rows: int = 4096,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-    teacher_sha256: str | None = None,
-    views: Views | None = None,
-) -> dict[str, Any]:
-    """Run `teacher` once over every sample, in index order, and store its outputs in shards under `path`; with
-    `views`, over each augmented view of every sample as well.
-
-    Resumes an interrupted cache with the same fingerprint; refuses to touch one made for anything else.
-    `teacher_sha256` names the weights (default: hashed from `teacher`). Returns the manifest. In a
-    data-parallel run the processes take turns at the shards and the first writes the manifest: the files are
-    the same, byte for byte, as one process's.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise DistillError(f"teacher.cache {path} is a file; set teacher.cache to a folder")
-    try:
-        check_paths(teacher, features, "teacher")
-    except DistillError as e:
-        raise DistillError(f"cache.features: {e}") from None
-    teacher = teacher.eval().to(device)
-    teacher_sha256 = teacher_sha256 or state_sha256(teacher.state_dict())
-    expected = fingerprint(
-        teacher_sha256,
-        inputs,
-        labels,
-        data=data,
-        augment=augment,
-        dtype=dtype,
-        top_k=top_k,
-        features=features,
-        views=views,
-    )
-    with torch.inference_mode():  # kept apart: the top-k form does not store the width itself
-        num_classes = run_tapped(teacher, inputs[:1].to(device), ())[0].shape[-1]
-    if top_k is not None and not 1 <= top_k <= num_classes:
-        raise DistillError(f"cache.top_k={top_k} must lie in [1, {num_classes}]: the teacher has {num_classes} classes")
-    new = {"fingerprint": expected, "shard_rows": shard_rows, "num_classes": num_classes, "shards": {}}
-    manifest = _resumed(path, expected) or new
-    if parallel.is_main():
-        remove_temporaries(path)  # of shards a kill interrupted: they are written again, and would stay for good
-    parallel.barrier()
-    n_shards = -(-len(labels) // manifest["shard_rows"])
-    rows = manifest["shard_rows"]
-    todo = [shard for shard in range(n_shards) if str(shard) not in manifest["shards"]]
-    show = progress and parallel.is_main()
-    bar = tqdm(total=n_shards, initial=n_shards - len(todo), unit="shard", disable=None if show else True)
-    for turn in range(0, len(todo), parallel.world()):  # each process one shard a turn
-        mine = todo[turn + parallel.rank()] if turn + parallel.rank() < len(todo) else None
-        entry = None
-        if mine is not None:
-            indices = torch.arange(mine * rows, min((mine + 1) * rows, len(labels)))
-            clean, checksums = inputs[indices], {}
-            for view in (None, *range(views.count if views else 0)):  # the samples as they are, then each view
-                prefix, part = ("", clean) if view is None else (f"view{view}.", views.of(clean, indices, view))
-                batches = [
-                    _teacher_outputs(teacher, part[i : i + batch_size].to(device), features, top_k, DTYPES[dtype])
-                    for i in range(0, len(part), batch_size)
-                ]
-                for name in batches[0]:
-                    output = torch.cat([b[name] for b in batches])
-                    checksums[prefix + name] = _write_array(path / _file_name(prefix + name, mine), output)
-            entry = {"rows": len(indices), "sha256": checksums}
-        for shard, done in parallel.gathered((mine, entry)):  # in process order: in shard order
-            if shard is not None:
-                manifest["shards"][str(shard)] = done
-                bar.update(1)
-        if parallel.is_main():
-            write_json(path / MANIFEST, manifest)  # its shards count only from here on
-    bar.close()
-    parallel.barrier()
-    return manifest
-
-
-def _resumed(path: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
-    """The manifest of an unfinished cache of the same fingerprint, whose finished shards stay; None when there
-    is no cache yet. A cache of anything else is refused, never touched."""
-    if not (path / MANIFEST).exists():
-        return None
-    found = read_manifest(path)
-    differ = _mismatch(found["fingerprint"], expected)
-    if differ:
-        raise DistillError(
-            f"{path} holds a cache of something else ({differ} differ); delete it or set teacher.cache to a new folder"
-        )
-    return found
-
-
-def _write_array(file: Path, values: Tensor) -> str:
-    """Write `values` as a .npy file, atomically; return the file's sha256."""
-    try:
-        with atomic_path(file) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, _to_numpy(values))
-            return file_sha256(tmp)
-    except OSError as e:  # numpy's own short-write error names neither the file nor the cause
-        raise DistillError(
-            f"cannot write {file}: {e.strerror or e}; is the disk full? run `distill cache` again to continue"
-        ) from None
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -294,7 +150,7 @@ class TeacherCache:
         self.path = Path(path)
         manifest = read_manifest(self.path)
         self.fingerprint = manifest["fingerprint"]
-        if expected is not None and (differ := _mismatch(self.fingerprint, expected)):
+        if expected is not None and (differ := mismatch(self.fingerprint, expected)):
             raise DistillError(
                 f"teacher.cache {self.path} is stale: its {differ} differ from this run's; run `distill cache` again"
             )
@@ -319,7 +175,7 @@ class TeacherCache:
         """The shard's arrays by view (None: the samples as they are), each by its name within the view."""
         arrays: dict[str, np.ndarray] = {}
         for name, checksum in entry["sha256"].items():
-            file = self.path / _file_name(name, shard)
+            file = self.path / file_name(name, shard)
             if verify and (not file.exists() or file_sha256(file) != checksum):
                 raise DistillError(f"{file} is missing or damaged (checksum); run `distill cache` again")
             try:

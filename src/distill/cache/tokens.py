@@ -31,23 +31,17 @@ import torch
 from torch import Tensor, nn
 
 from distill._io import write_json
+from distill.data.text import Tokenizer, TokenSequences, tokenizer_sha256
 from distill.errors import DistillError
-from distill.data.text import Tokenizer, TokenSequences
-from distill.weights import read_state_dict
+from distill.weights import weights_sha256
 
 
 def fingerprint(
     teacher_weights: str, tokenizer: Tokenizer, train: TokenSequences, top_k: int, dtype: str = "float16"
 ) -> dict[str, Any]:
-    state = read_state_dict(teacher_weights)
-    teacher = hashlib.sha256()
-    for name in sorted(state):
-        teacher.update(name.encode())
-        teacher.update(state[name].reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    vocab = json.dumps(sorted(tokenizer.vocab().items()), ensure_ascii=False).encode()
     return {
-        "teacher_sha256": teacher.hexdigest(),
-        "tokenizer_sha256": hashlib.sha256(vocab).hexdigest(),
+        "teacher_sha256": weights_sha256(teacher_weights),
+        "tokenizer_sha256": tokenizer_sha256(tokenizer),
         "data_sha256": hashlib.sha256(train.ids.numpy().tobytes() + train.labels.numpy().tobytes()).hexdigest(),
         "top_k": top_k,
         "dtype": dtype,
@@ -55,8 +49,9 @@ def fingerprint(
 
 
 @torch.no_grad()
-def write_token_cache(path: Path, teacher: nn.Module, train: TokenSequences, meta: dict[str, Any], *,
-                      vocab: int, batch_size: int) -> dict[str, Any]:  # fmt: skip
+def write_token_cache(
+    path: Path, teacher: nn.Module, train: TokenSequences, meta: dict[str, Any], *, vocab: int, batch_size: int
+) -> dict[str, Any]:
     """Run the teacher over `train` once and write the cache folder at `path` (whole, or not at all)."""
     top_k = meta["top_k"]
     rows, length = train.ids.shape
@@ -121,8 +116,9 @@ class TokenCache:
     def read(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B,) training rows -> (B, S, k) float32 log-probabilities, (B, S, k) ids, (B, S) log tails."""
         rows = index.cpu().numpy()
-        logprobs, ids, tail = (torch.from_numpy(np.ascontiguousarray(self.arrays[name][rows]))
-                               for name in ("logprobs", "ids", "tail"))  # fmt: skip
+        logprobs, ids, tail = (
+            torch.from_numpy(np.ascontiguousarray(self.arrays[name][rows])) for name in ("logprobs", "ids", "tail")
+        )
         device = index.device
         return logprobs.float().to(device), ids.long().to(device), tail.to(device)
 

@@ -56,13 +56,27 @@ class Layout:
 
 
 CIFAR100 = Layout(
-    "cifar-100-python", "cifar-100-python.tar.gz", ("train",), "test", "meta", "fine_labels", "fine_label_names",
-    CIFAR100_MEAN, CIFAR100_STD,
-)  # fmt: skip
+    "cifar-100-python",
+    "cifar-100-python.tar.gz",
+    ("train",),
+    "test",
+    "meta",
+    "fine_labels",
+    "fine_label_names",
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+)
 CIFAR10 = Layout(
-    "cifar-10-batches-py", "cifar-10-python.tar.gz", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
-    "batches.meta", "labels", "label_names", CIFAR10_MEAN, CIFAR10_STD,
-)  # fmt: skip
+    "cifar-10-batches-py",
+    "cifar-10-python.tar.gz",
+    tuple(f"data_batch_{i}" for i in range(1, 6)),
+    "test_batch",
+    "batches.meta",
+    "labels",
+    "label_names",
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+)
 
 
 @DATASETS.register("cifar100")

@@ -15,6 +15,7 @@ by one (position t predicts token t+1).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from collections.abc import Iterator
@@ -163,8 +164,10 @@ def text_splits(
     rows = len(ids) // context
     needed = 3 * context
     if rows < 3:
-        raise DistillError(f"{path}: {len(ids)} tokens make fewer than 3 sequences of {context} (need {needed}); "
-                           "give more text or lower data.context")  # fmt: skip
+        raise DistillError(
+            f"{path}: {len(ids)} tokens make fewer than 3 sequences of {context} (need {needed}); "
+            "give more text or lower data.context"
+        )
     sequences = ids[: rows * context].view(rows, context)
     n_test, n_val = max(1, round(rows * test_fraction)), max(1, round(rows * val_fraction))
     n_train = rows - n_val - n_test
@@ -190,8 +193,10 @@ def _jsonl_splits(
             prompt_ids, completion_ids = tokenizer.encode(record["prompt"]), tokenizer.encode(record["completion"])
             row_ids, row_labels = prompt_ids + completion_ids, [IGNORE] * len(prompt_ids) + completion_ids
         if len(row_ids) > context:
-            raise DistillError(f"{path}:{number}: {len(row_ids)} tokens, longer than the model's context {context}; "
-                               "shorten the line or raise data.context")  # fmt: skip
+            raise DistillError(
+                f"{path}:{number}: {len(row_ids)} tokens, longer than the model's context {context}; "
+                "shorten the line or raise data.context"
+            )
         pad = context - len(row_ids)
         ids.append(row_ids + [tokenizer.pad_id] * pad)
         labels.append(row_labels + [IGNORE] * pad)
@@ -204,8 +209,10 @@ def _jsonl_splits(
     parts = [TokenSequences(ids[rows], labels[rows]) for rows in (train, val, test)]
     for name, part in zip(("training", "validation", "test"), parts, strict=True):
         if part.tokens == 0:
-            raise DistillError(f"{path}: the {name} part has no completion token to count; add lines with "
-                               "completions or change data.seed")  # fmt: skip
+            raise DistillError(
+                f"{path}: the {name} part has no completion token to count; add lines with "
+                "completions or change data.seed"
+            )
     description = (
         f"{path} ({len(ids)} lines, {tokenizer.name} tokens, padded to {context}): "
         f"{len(train)} train / {len(val)} val / {len(test)} test, seed={seed}"
@@ -250,8 +257,10 @@ def chat_tokens(tokenizer: Tokenizer, messages: list[dict[str, str]], where: str
     is found as the tokens between the conversation before it (with the generation prompt) and through it."""
     render = getattr(tokenizer, "render_chat", None)
     if render is None:
-        raise DistillError(f"{where}: a chat needs a tokenizer with a chat template; data.tokenizer "
-                           f"'{tokenizer.name}' has none (give a Hugging Face tokenizer's folder)")  # fmt: skip
+        raise DistillError(
+            f"{where}: a chat needs a tokenizer with a chat template; data.tokenizer "
+            f"'{tokenizer.name}' has none (give a Hugging Face tokenizer's folder)"
+        )
     ids = render(messages, generation_prompt=False)
     labels = [IGNORE] * len(ids)
     for i, message in enumerate(messages):
@@ -259,9 +268,17 @@ def chat_tokens(tokenizer: Tokenizer, messages: list[dict[str, str]], where: str
             continue
         start, through = len(render(messages[:i], generation_prompt=True)), render(messages[: i + 1])
         if ids[: len(through)] != through:
-            raise DistillError(f"{where}: the chat template renders a conversation's start differently from the "
-                               "whole; its assistant turns cannot be found")  # fmt: skip
+            raise DistillError(
+                f"{where}: the chat template renders a conversation's start differently from the "
+                "whole; its assistant turns cannot be found"
+            )
         labels[start : len(through)] = ids[start : len(through)]
     if all(label == IGNORE for label in labels):
         raise DistillError(f"{where}: no assistant turn to learn from; each conversation needs one")
     return ids, labels
+
+
+def tokenizer_sha256(tokenizer: Tokenizer) -> str:
+    """A tokenizer's fingerprint: its vocabulary, token by id."""
+    vocab = json.dumps(sorted(tokenizer.vocab().items()), ensure_ascii=False).encode()
+    return hashlib.sha256(vocab).hexdigest()

@@ -19,6 +19,7 @@ from distill.losses.feature import (
     rkd_loss,
     sp_loss,
 )
+from distill.losses.fused import fused_token_distillation_loss
 from distill.losses.kd import KD, hard_loss, kd_loss, soft_loss
 from distill.losses.logit import (
     DIST,
@@ -32,6 +33,8 @@ from distill.losses.logit import (
     logit_mse_loss,
     reverse_kl_loss,
 )
+from distill.losses.token import TokenLoss, token_distillation_loss
+from distill.losses.token_kd import TokenKD
 from distill.losses.vid import VID, vid_loss
 
 
@@ -59,6 +62,8 @@ __all__ = [
     "LogitMSE",
     "LossInputError",
     "ReverseKL",
+    "TokenKD",
+    "TokenLoss",
     "at_loss",
     "attention_kl_loss",
     "attention_map",
@@ -68,6 +73,7 @@ __all__ = [
     "crd_loss",
     "dist_loss",
     "dkd_loss",
+    "fused_token_distillation_loss",
     "hard_loss",
     "hint_loss",
     "jsd_loss",
@@ -81,5 +87,6 @@ __all__ = [
     "rkd_loss",
     "soft_loss",
     "sp_loss",
+    "token_distillation_loss",
     "vid_loss",
 ]

@@ -6,8 +6,10 @@ counted tokens it computes both models' logits, the chunk's share of the loss an
 chunk's logits alone, their gradient; the output layer's chain rule (to the hidden states, weight and bias)
 is done by hand, accumulated in place; then the chunk's logits are dropped. Backward only scales the stored
 gradients. Peak memory: one chunk's logits and their intermediates, plus a gradient the size of the
-student's output weight. Value and gradients equal
-`token_distillation_loss` on the full logits.
+student's output weight. Value and gradients equal `token_distillation_loss` on the full logits.
+
+Builds on `distill.losses.token`, which does not import it back; `TokenKD` (`distill.losses.token_kd`) picks
+this form when called with `fused=True`.
 """
 
 from __future__ import annotations
@@ -86,8 +88,10 @@ class _ChunkedTokenLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
         stored = iter(ctx.saved_tensors)
-        grads = [(next(stored) * grad_loss).to(dtype) if trained else None
-                 for trained, dtype in zip(ctx.trained, ctx.dtypes, strict=True)]  # fmt: skip
+        grads = [
+            (next(stored) * grad_loss).to(dtype) if trained else None
+            for trained, dtype in zip(ctx.trained, ctx.dtypes, strict=True)
+        ]
         return (*grads, None, None, None, None, None, None, None, None, None)
 
 
@@ -123,13 +127,27 @@ def fused_token_distillation_loss(
     check_settings(divergence, alpha=alpha, temperature=temperature, beta=beta, skew=skew)
     if not shifted:
         student_hidden, teacher_hidden, labels = student_hidden[:, :-1], teacher_hidden[:, :-1], labels[:, 1:]
-    options = {"divergence": divergence, "temperature": temperature, "beta": beta, "skew": skew,
-               "ignore_index": ignore_index}  # fmt: skip
+    options = {
+        "divergence": divergence,
+        "temperature": temperature,
+        "beta": beta,
+        "skew": skew,
+        "ignore_index": ignore_index,
+    }
     chunk_size = chunk_size or max(MIN_CHUNK, CHUNK_ELEMENTS // vocab)
     with torch.autocast(student_hidden.device.type, enabled=False):  # float32 logits, also under bf16 training
         loss, soft, hard, tokens = _ChunkedTokenLoss.apply(
-            student_hidden.reshape(-1, student_hidden.shape[-1]), student_weight, student_bias,
-            teacher_hidden.reshape(-1, teacher_hidden.shape[-1]), teacher_weight, teacher_bias,
-            labels.reshape(-1), options, alpha, num_tokens, chunk_size, torch.is_grad_enabled(),
-        )  # fmt: skip
+            student_hidden.reshape(-1, student_hidden.shape[-1]),
+            student_weight,
+            student_bias,
+            teacher_hidden.reshape(-1, teacher_hidden.shape[-1]),
+            teacher_weight,
+            teacher_bias,
+            labels.reshape(-1),
+            options,
+            alpha,
+            num_tokens,
+            chunk_size,
+            torch.is_grad_enabled(),
+        )
     return TokenLoss(loss, soft, hard, tokens)

@@ -3,7 +3,8 @@ counted position of a (batch, sequence, vocab) pair of logits.
 
 Position t's logits predict token t+1 (the causal shift, `shift_for_next_token`); a label of `ignore_index`
 (-100: prompt and padding) is not counted. Each divergence below is summed over the vocabulary per counted
-token, at a temperature of its own (never a sampling temperature), times T^2 as in the brief's `L_soft`:
+token, at a temperature of its own (never a sampling temperature), times T^2 as in KD (Hinton et al., 2015;
+`distill.losses.kd`), which keeps the gradients' size independent of T:
 
     forward_kl        KL(p_T || p_S)                                   mode-covering; plain KD
     reverse_kl        KL(p_S || p_T)                                   mode-seeking (MiniLLM)
@@ -18,8 +19,11 @@ token, at a temperature of its own (never a sampling temperature), times T^2 as 
 The total, `alpha * hard + (1 - alpha) * soft` with `hard` the next-token cross-entropy on the labels, is a
 sum over counted tokens divided by `num_tokens`: by default the tokens counted in this call, or, under
 gradient accumulation, the count over every micro-batch of the optimizer step (pass it), so accumulating
-changes nothing. No NaN when a row counts no token, a probability underflows or a logit is -inf (a masked
-vocabulary entry): 0 log 0 is 0.
+changes nothing (docs/decisions.md, "Language models"). No NaN when a row counts no token, a probability
+underflows or a logit is -inf (a masked vocabulary entry): 0 log 0 is 0.
+
+Pure functions of logits; imports neither `distill.losses.fused` (the chunked form from hidden states, which
+builds on `token_loss_sums` here) nor `distill.losses.token_kd` (`TokenKD`, which chooses between the two).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from distill.losses._term import LossInputError, check_temperature
 
@@ -140,9 +144,15 @@ def token_distillation_loss(
         teacher_logits = teacher_logits[:, :-1]
     vocab = student_logits.shape[-1]
     soft, hard, tokens = token_loss_sums(
-        student_logits.reshape(-1, vocab), teacher_logits.reshape(-1, vocab), labels.reshape(-1),
-        divergence=divergence, temperature=temperature, beta=beta, skew=skew, ignore_index=ignore_index,
-    )  # fmt: skip
+        student_logits.reshape(-1, vocab),
+        teacher_logits.reshape(-1, vocab),
+        labels.reshape(-1),
+        divergence=divergence,
+        temperature=temperature,
+        beta=beta,
+        skew=skew,
+        ignore_index=ignore_index,
+    )
     return combine(soft, hard, tokens, alpha=alpha, num_tokens=num_tokens)
 
 
@@ -175,56 +185,3 @@ def _check_shapes(student: Tensor, teacher: Tensor, labels: Tensor) -> None:
             f"token losses take (batch, sequence, vocab) logits and (batch, sequence) labels, got "
             f"{tuple(student.shape)} and {tuple(labels.shape)}"
         )
-
-
-class TokenKD(nn.Module):
-    """Token-level distillation with one divergence; `forward` takes logits, `fused` hidden states (see
-    `distill.losses.fused`), both returning a `TokenLoss`."""
-
-    def __init__(
-        self,
-        divergence: Divergence = "forward_kl",
-        *,
-        alpha: float = 0.0,
-        temperature: float = 1.0,
-        beta: float = 0.5,
-        skew: float = 0.1,
-        ignore_index: int = -100,
-    ):
-        super().__init__()
-        check_settings(divergence, alpha=alpha, temperature=temperature, beta=beta, skew=skew)
-        self.divergence, self.alpha, self.temperature = divergence, alpha, temperature
-        self.beta, self.skew, self.ignore_index = beta, skew, ignore_index
-
-    @property
-    def settings(self) -> dict[str, object]:
-        return {
-            "divergence": self.divergence, "temperature": self.temperature, "beta": self.beta, "skew": self.skew,
-            "ignore_index": self.ignore_index,
-        }  # fmt: skip
-
-    def forward(
-        self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, num_tokens: int | Tensor | None = None
-    ) -> TokenLoss:
-        return token_distillation_loss(
-            student_logits, teacher_logits, labels, alpha=self.alpha, num_tokens=num_tokens, **self.settings
-        )
-
-    def fused(
-        self,
-        student_hidden: Tensor,
-        student_head: nn.Linear,
-        teacher_hidden: Tensor,
-        teacher_head: nn.Linear,
-        labels: Tensor,
-        num_tokens: int | Tensor | None = None,
-        chunk_size: int | None = None,
-    ) -> TokenLoss:
-        """The same loss from each model's final hidden states and output layer, chunk by chunk over tokens."""
-        from distill.losses.fused import fused_token_distillation_loss
-
-        return fused_token_distillation_loss(
-            student_hidden, student_head.weight, teacher_hidden, teacher_head.weight, labels,
-            student_bias=student_head.bias, teacher_bias=teacher_head.bias, alpha=self.alpha, num_tokens=num_tokens,
-            chunk_size=chunk_size, **self.settings,
-        )  # fmt: skip

@@ -150,8 +150,10 @@ def _check_fits(model: nn.Module, field: str) -> None:
         )
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_params(model: nn.Module, *, trainable: bool = False) -> int:
+    """Distinct parameters (a tied output layer counted once); with `trainable`, those that train."""
+    distinct = {id(p): p for p in model.parameters()}.values()
+    return sum(p.numel() for p in distinct if p.requires_grad or not trainable)
 
 
 __all__ = ["MODELS", "build_model", "cnn", "count_params", "mlp", "user_code"]

@@ -200,8 +200,26 @@ def shuffle_v2(input_shape: Sequence[int] = CIFAR, num_classes: int = 100) -> nn
 
 
 ZOO = (
-    "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet8x4", "resnet32x4",
-    "ResNet18", "ResNet34", "ResNet50", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "vgg8", "vgg13",
-    "MobileNetV2", "ShuffleV1", "ShuffleV2",
-)  # fmt: skip
+    "resnet8",
+    "resnet14",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnet8x4",
+    "resnet32x4",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "wrn_16_1",
+    "wrn_16_2",
+    "wrn_40_1",
+    "wrn_40_2",
+    "vgg8",
+    "vgg13",
+    "MobileNetV2",
+    "ShuffleV1",
+    "ShuffleV2",
+)
 """Every model name this module registers."""

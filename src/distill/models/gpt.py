@@ -74,9 +74,15 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     def __init__(
-        self, vocab_size: int, *, context: int = 128, layers: int = 4, heads: int = 4, width: int = 128,
+        self,
+        vocab_size: int,
+        *,
+        context: int = 128,
+        layers: int = 4,
+        heads: int = 4,
+        width: int = 128,
         dropout: float = 0.0,
-    ):  # fmt: skip
+    ):
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} must be a multiple of heads {heads}")
@@ -125,8 +131,10 @@ class GPT(nn.Module):
         """Sample `max_new_tokens` after each of the (B, P) `prompts` (of one length), with a cache of keys and
         values: one forward of one token per new token. Temperature 0 is greedy. Returns the (B, N) new ids."""
         if prompts.shape[1] + max_new_tokens > self.context:
-            raise ValueError(f"a prompt of {prompts.shape[1]} tokens and {max_new_tokens} new ones pass the "
-                             f"model's context {self.context}")  # fmt: skip
+            raise ValueError(
+                f"a prompt of {prompts.shape[1]} tokens and {max_new_tokens} new ones pass the "
+                f"model's context {self.context}"
+            )
         caches: list[Cache | None] = [None] * len(self.blocks)
         ids, position, new = prompts, 0, []
         for _ in range(max_new_tokens):

@@ -10,15 +10,17 @@ with `method.shared_vocab: true`, distilled over the ids both have.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from distill.errors import ConfigError, DistillError, first_line
-from distill.lm_config import LoraConfig
 from distill.data.text import CharTokenizer, Tokenizer, read_text
+from distill.errors import ConfigError, DistillError, first_line
 from distill.models.gpt import GPT
-from distill.schema import ModelConfig
+
+if TYPE_CHECKING:
+    from distill.config.groups import LoraConfig, ModelConfig
 
 HF = "hf:"
 
@@ -107,8 +109,10 @@ class HFCausalLM(nn.Module):
     def hidden_and_attention(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         out = self.model.base_model(input_ids=ids, output_attentions=True)
         if not out.attentions or out.attentions[-1] is None:
-            raise DistillError("this Hugging Face model returns no attention weights with its attention kernel; "
-                               "load it with args: {attn_implementation: eager}")  # fmt: skip
+            raise DistillError(
+                "this Hugging Face model returns no attention weights with its attention kernel; "
+                "load it with args: {attn_implementation: eager}"
+            )
         return out.last_hidden_state, out.attentions[-1]
 
     def forward(self, ids: Tensor) -> Tensor:
@@ -116,9 +120,14 @@ class HFCausalLM(nn.Module):
 
     @torch.inference_mode()
     def generate(
-        self, prompts: Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
+        self,
+        prompts: Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
         generator: torch.Generator | None = None,
-    ) -> Tensor:  # fmt: skip
+    ) -> Tensor:
         """As `GPT.generate`, with the model's own `generate` (its cache; it may stop early at its end token)."""
         if generator is not None:
             torch.manual_seed(generator.initial_seed())  # transformers samples from the global generator
@@ -126,8 +135,9 @@ class HFCausalLM(nn.Module):
         settings = {"do_sample": temperature > 0, "top_p": 1.0, "repetition_penalty": 1.0, "top_k": top_k or 0}
         if temperature > 0:
             settings["temperature"] = temperature
-        out = self.model.generate(prompts, max_new_tokens=max_new_tokens, min_new_tokens=0,
-                                  pad_token_id=self.end_id, **settings)  # fmt: skip
+        out = self.model.generate(
+            prompts, max_new_tokens=max_new_tokens, min_new_tokens=0, pad_token_id=self.end_id, **settings
+        )
         return out[:, prompts.shape[1] :]
 
     @property
@@ -187,8 +197,10 @@ def check_vocabularies(
         _same_ids(data, tokenizer, who)
     if min(student_size, teacher_size) < data.vocab_size:
         who = "student" if student_size < teacher_size else "teacher"
-        raise DistillError(f"the {who}'s output layer has {min(student_size, teacher_size)} ids, fewer than the "
-                           f"tokenizer's {data.vocab_size} tokens; the model does not fit the tokenizer")  # fmt: skip
+        raise DistillError(
+            f"the {who}'s output layer has {min(student_size, teacher_size)} ids, fewer than the "
+            f"tokenizer's {data.vocab_size} tokens; the model does not fit the tokenizer"
+        )
     if student_size == teacher_size:
         return student_size
     if not shared:
@@ -214,9 +226,3 @@ def _same_ids(data: Tokenizer, model: Tokenizer, who: str) -> None:
             f"the data's tokenizer and the {who}'s differ ({len(differ)} tokens with other ids, {missing} in one "
             f"only{example}): token-level distillation needs one tokenizer; set data.tokenizer to the model's folder"
         )
-
-
-def parameters(model: nn.Module, *, trainable: bool = False) -> int:
-    """Distinct parameters (a tied output layer counted once); with `trainable`, those that train."""
-    distinct = {id(p): p for p in model.parameters()}.values()
-    return sum(p.numel() for p in distinct if p.requires_grad or not trainable)

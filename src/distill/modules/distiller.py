@@ -12,8 +12,8 @@ from distill._tensors import Batch, top1_accuracy
 from distill.cache.logits import TeacherCache
 from distill.errors import DistillError, first_line
 from distill.losses import LOSSES, LossInputError, hard_loss
-from distill.taps import check_paths, make_adapter, run_tapped
 from distill.modules.teacher import LiveTeacher, teacher_source
+from distill.taps import check_paths, make_adapter, run_tapped
 from distill.train import History, TrainOptions, fit, setup
 
 RESERVED = {"loss", "accuracy", "teacher_accuracy", "agreement"}  # what forward reports besides the terms

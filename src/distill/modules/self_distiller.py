@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill._tensors import Batch, top1_accuracy
-from distill.modules.distiller import Distiller, Supervised, supervised_options
 from distill.errors import DistillError
 from distill.losses import check_temperature, hard_loss, hint_loss, soft_loss
+from distill.modules.distiller import Distiller, Supervised, supervised_options
 from distill.taps import check_paths, logits_of, run_tapped
 from distill.train import Checkpoints, History, TrainOptions, fit, seed_everything, setup
 

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.errors import DistillError
 from distill.cache.tokens import TokenCache, cached_views
 from distill.data.text import IGNORE
+from distill.errors import DistillError
 from distill.losses.attention import attention_kl_loss
-from distill.losses.fused import fused_token_distillation_loss
-from distill.losses.token import TokenKD, combine, shift_for_next_token, token_distillation_loss, token_divergence
+from distill.losses.token import combine, shift_for_next_token, token_divergence
+from distill.losses.token_kd import TokenKD
 from distill.taps import make_adapter
 
 
@@ -52,10 +52,18 @@ class TokenDistiller(nn.Module):
     output layers hold when `method.shared_vocab` lets padded vocabularies meet)."""
 
     def __init__(
-        self, student: nn.Module, teacher: nn.Module, loss: TokenKD, *, vocab: int, fused: bool,
-        chunk_size: int | None = None, hidden_weight: float = 0.0, attention_weight: float = 0.0,
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        loss: TokenKD,
+        *,
+        vocab: int,
+        fused: bool,
+        chunk_size: int | None = None,
+        hidden_weight: float = 0.0,
+        attention_weight: float = 0.0,
         cache: TokenCache | None = None,
-    ):  # fmt: skip
+    ):
         super().__init__()
         self.cache = cache  # training batches read the teacher's top-k from it
         self.student, self.loss = student, loss
@@ -85,19 +93,16 @@ class TokenDistiller(nn.Module):
         student_hidden, student_maps = self._inner(self.student, ids)
         with torch.no_grad():
             teacher_hidden, teacher_maps = self._inner(self.teacher, ids)
-        student_head, teacher_head = self.student.head, self.teacher.head
-        if self.fused:
-            out = fused_token_distillation_loss(
-                student_hidden, student_head.weight[: self.vocab], teacher_hidden, teacher_head.weight[: self.vocab],
-                labels, student_bias=_first(student_head.bias, self.vocab),
-                teacher_bias=_first(teacher_head.bias, self.vocab), alpha=self.loss.alpha,
-                chunk_size=self.chunk_size, **self.loss.settings,
-            )  # fmt: skip
-        else:
-            student_logits = student_head(student_hidden)[..., : self.vocab]
-            teacher_logits = teacher_head(teacher_hidden)[..., : self.vocab].float()
-            out = token_distillation_loss(student_logits, teacher_logits, labels, alpha=self.loss.alpha,
-                                          **self.loss.settings)  # fmt: skip
+        out = self.loss(
+            student_hidden,
+            teacher_hidden,
+            labels,
+            student_head=self.student.head,
+            teacher_head=self.teacher.head,
+            vocab=self.vocab,
+            fused=self.fused,
+            chunk_size=self.chunk_size,
+        )
         parts, loss = {"kd": out.soft, "ce": out.hard}, out.loss
         counted = labels[:, 1:] != IGNORE  # (B, S-1): positions whose next token the loss counts
         if self.hidden_weight:
@@ -133,15 +138,15 @@ def check_fusable(student: nn.Module, teacher: nn.Module) -> None:
     """The fused loss computes logits as `head(hidden)` from the head's plain weight: refuse models where that
     is not their logits."""
     if not all(getattr(model, "fusable", True) for model in (student, teacher)):
-        raise DistillError("a Hugging Face model here post-processes its logits (soft-capping or a scale), which "
-                           "the fused loss from hidden states would skip; set method.fused: false")  # fmt: skip
+        raise DistillError(
+            "a Hugging Face model here post-processes its logits (soft-capping or a scale), which "
+            "the fused loss from hidden states would skip; set method.fused: false"
+        )
     if hasattr(student.head, "lora_A"):
-        raise DistillError("student.lora adapts the output layer, whose plain weight the fused loss reads; leave "
-                           "it out of student.lora.targets or set method.fused: false")  # fmt: skip
-
-
-def _first(bias: Tensor | None, count: int) -> Tensor | None:
-    return None if bias is None else bias[:count]
+        raise DistillError(
+            "student.lora adapts the output layer, whose plain weight the fused loss reads; leave "
+            "it out of student.lora.targets or set method.fused: false"
+        )
 
 
 class OnPolicy(nn.Module):
@@ -150,13 +155,25 @@ class OnPolicy(nn.Module):
     the teacher grades every token the student wrote; then `distiller` as usual. Samples use the key-value
     cache, one forward per token, in eval mode and without gradients; evaluation uses the data's completions."""
 
-    def __init__(self, distiller: TokenDistiller, *, student_share: float, temperature: float, max_new_tokens: int,
-                 top_k: int | None, pad_id: int, context: int):  # fmt: skip
+    def __init__(
+        self,
+        distiller: TokenDistiller,
+        *,
+        student_share: float,
+        temperature: float,
+        max_new_tokens: int,
+        top_k: int | None,
+        pad_id: int,
+        context: int,
+    ):
         super().__init__()
         self.distiller, self.context = distiller, context  # `context`: the run's, which both models take
         self.student_share, self.temperature, self.max_new_tokens, self.top_k = (
-            student_share, temperature, max_new_tokens, top_k,
-        )  # fmt: skip
+            student_share,
+            temperature,
+            max_new_tokens,
+            top_k,
+        )
         self.pad_id = pad_id
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

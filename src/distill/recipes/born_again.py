@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import Field, StrictInt
-
-from distill.build import Experiment, build_net, check_outputs_match, new_net
+from distill.config.methods import BornAgainMethod
 from distill.errors import ConfigError
 from distill.losses import KD
-from distill.recipes import RECIPES, Trained
-from distill.stages import Stages, keep_loaded_teacher, train_teacher
-from distill.schema import MethodGroup
 from distill.modules.self_distiller import ensemble_accuracy, train_generations
+from distill.recipes.base import RECIPES, Trained
+from distill.stages import Stages, keep_loaded_teacher, train_teacher
+from distill.tasks.classify import Experiment, build_net, check_outputs_match, new_net
 
 if TYPE_CHECKING:
     from distill.config import Config
-
-
-class BornAgainMethod(MethodGroup):
-    """method.kind born_again: the teacher is generation 0 (trained here or loaded); the student, of the same
-    architecture, is the last generation. No scratch run: the architecture alone is generation 0."""
-
-    teacher_keys: ClassVar[tuple[str, ...]] = ("model", "args", "weights", "epochs")
-    several_seeds: ClassVar[bool] = False  # its generations are seeded seed + k already
-
-    kind: Literal["born_again"] = "born_again"
-    generations: StrictInt = Field(2, ge=1, le=20, description="generations after the teacher (generation 0)")
-    temperature: float = Field(1.0, gt=0, le=1000)
-    alpha: float = Field(0.0, ge=0, le=1, description="weight of the hard loss (0: pure imitation, as in the paper)")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="on the hard loss of each generation")
 
 
 @RECIPES.register("born_again")

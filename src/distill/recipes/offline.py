@@ -3,106 +3,24 @@ student, optionally through a teacher assistant (TAKD) and in several stages (Fi
 
 from __future__ import annotations
 
-import inspect
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING
 
 import torch
-from pydantic import Field, StrictInt, ValidationError, model_serializer, model_validator
 from torch import nn
 
-from distill.build import Experiment, build_net, build_terms, check_outputs_match, check_stage, copies
 from distill.cache.logits import TeacherCache
+from distill.cache.open import open_cache
+from distill.config.methods import OfflineMethod, stage_options
 from distill.modules.distiller import Distiller
-from distill.losses import LOSSES
-from distill.recipes import RECIPES, Trained
+from distill.recipes.base import RECIPES, Trained
 from distill.stages import Stages, keep_loaded_teacher, train_scratch, train_teacher
-from distill.registry import did_you_mean
-from distill.schema import NAME, Group, MethodGroup, ModelConfig, TermConfig, describe_error
-from distill.tasks.classify_cache import open_cache
+from distill.tasks.classify import Experiment, build_net, build_terms, check_outputs_match, check_stage, copies
 from distill.train import TrainOptions
 
 if TYPE_CHECKING:
     from distill.config import Config
 
 Teacher = nn.Module | TeacherCache
-
-
-def _kd() -> list[TermConfig]:
-    return [TermConfig(loss="kd", temperature=4.0, alpha=0.5)]
-
-
-class StageConfig(Group):
-    """One stage of a multi-stage student run, e.g. FitNets: a hint stage, then a KD stage."""
-
-    name: str = Field(pattern=NAME)
-    epochs: StrictInt = Field(ge=1, le=100_000)
-    terms: list[TermConfig] = Field(min_length=1)
-    train: dict[str, Any] = Field(default_factory=dict, description="train options that differ in this stage")
-
-
-class OfflineMethod(MethodGroup):
-    """method.kind offline: the student learns from a frozen teacher with `terms` (or `stages`)."""
-
-    teacher_keys: ClassVar[tuple[str, ...]] = ("model", "args", "weights", "dtype", "cache", "epochs")
-
-    kind: Literal["offline"] = "offline"
-    terms: list[TermConfig] = Field(default_factory=_kd, min_length=1, description="the loss terms, summed")
-    stages: list[StageConfig] | None = Field(
-        None, min_length=1, description="student stages in order, each with its own terms; instead of terms"
-    )
-    assistant: ModelConfig | None = Field(
-        None, description="teacher assistant (TAKD): learns from the teacher with terms, then teaches the student"
-    )
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="on every hard loss: scratch, and kd's hard part")
-
-    @model_validator(mode="after")
-    def _check_stages(self) -> OfflineMethod:
-        if self.stages is None:
-            return self
-        if "terms" in self.model_fields_set:
-            raise ValueError("method.terms and method.stages both set: with stages, each stage lists its own terms")
-        names = [stage.name for stage in self.stages]
-        if len(set(names)) != len(names):
-            raise ValueError(f"method.stages: names must differ, got {names}")
-        for i, stage in enumerate(self.stages):
-            if "epochs" in stage.train:
-                raise ValueError(f"method.stages.{i}.train.epochs: give a stage's epochs as method.stages.{i}.epochs")
-            for key in stage.train:  # their values are checked with the train group's when the run is built
-                if key not in TrainOptions.model_fields:
-                    close = did_you_mean(key, list(TrainOptions.model_fields))
-                    raise ValueError(f"method.stages.{i}.train.{key}: unknown key{close}")
-        return self
-
-    @model_serializer(mode="wrap")
-    def _resolved(self, handler: Any) -> dict[str, Any]:
-        resolved = handler(self)
-        if self.stages is not None:  # the stages replace the terms: a resolved config must not give both
-            del resolved["terms"]
-        return resolved
-
-    def check(self, cfg: Any) -> None:
-        for i, stage in enumerate(self.stages or []):
-            stage_options(cfg.train, stage, i)  # a bad override fails as the config is read, naming its key
-
-    def soft_temperature(self) -> float | None:
-        """The temperature of the first term of the last student stage that has one (its default if not set)."""
-        for term in self.student_stages(1)[-1].terms:
-            given = inspect.signature(LOSSES.get(term.loss)).parameters.get("temperature")
-            if "temperature" in term.options or given is not None:
-                return float(term.options.get("temperature", given.default if given else 0.0))
-        return None
-
-    def student_stages(self, epochs: int) -> list[StageConfig]:
-        """The stages that train the student: the listed ones, or one named 'student' of `terms`."""
-        return self.stages or [StageConfig(name="student", epochs=epochs, terms=self.terms)]
-
-
-def stage_options(train: TrainOptions, stage: StageConfig, i: int) -> TrainOptions:
-    """The train group with a stage's overrides; a bad override is one line naming its key."""
-    try:
-        return TrainOptions(**{**train.model_dump(), **stage.train, "epochs": stage.epochs})
-    except ValidationError as e:
-        raise ValueError(describe_error(e.errors()[0], TrainOptions, prefix=f"method.stages.{i}.train")) from None
 
 
 @RECIPES.register("offline")

@@ -3,36 +3,19 @@ from the others (deep mutual learning), or the teacher from the labels alone."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import Field
 from torch import nn
 
-from distill.build import Experiment, build_net, check_outputs_match, check_stage, copies, model_spec
+from distill.config.methods import OnlineMethod
 from distill.modules.mutual import MutualLearning
-from distill.recipes import RECIPES, Trained
+from distill.recipes.base import RECIPES, Trained
 from distill.stages import Stages, train_scratch
-from distill.schema import MethodGroup, ModelConfig
+from distill.tasks.base import model_spec
+from distill.tasks.classify import Experiment, build_net, check_outputs_match, check_stage, copies
 
 if TYPE_CHECKING:
     from distill.config import Config
-
-
-class OnlineMethod(MethodGroup):
-    """method.kind online: no teacher is trained first; every peer trains for train.epochs in one stage."""
-
-    teacher_keys: ClassVar[tuple[str, ...]] = ("model", "args", "weights")
-    several_seeds: ClassVar[bool] = False  # its teacher trains with its students: seeds would make several teachers
-
-    kind: Literal["online"] = "online"
-    mutual: bool = Field(
-        True, description="true: each learns from the others (DML); false: the teacher from labels only"
-    )
-    temperature: float = Field(1.0, gt=0, le=1000)
-    weight: float = Field(1.0, ge=0, allow_inf_nan=False, description="factor of the KL term toward the other models")
-    peers: list[ModelConfig] = Field(
-        default_factory=list, max_length=16, description="more models trained alongside, reported as peer1, peer2, ..."
-    )
 
 
 def _peer_fields(cfg: Config) -> dict[str, str]:

@@ -3,33 +3,18 @@ trains; no teacher. The heads are dropped from the saved student."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from distill.build import Experiment, build_net, check_outputs_match, check_stage, copies
-from distill.recipes import RECIPES, Trained
-from distill.stages import Stages, train_scratch
-from distill.schema import MethodGroup
+from distill.config.methods import SelfDistillMethod
 from distill.modules.self_distiller import SelfDistiller
+from distill.recipes.base import RECIPES, Trained
+from distill.stages import Stages, train_scratch
+from distill.tasks.classify import Experiment, build_net, check_outputs_match, check_stage, copies
 
 if TYPE_CHECKING:
     from torch import nn
 
     from distill.config import Config
-
-
-class SelfDistillMethod(MethodGroup):
-    """method.kind self_distill: the one way without a teacher; compared with the student alone (scratch)."""
-
-    teacher_keys: ClassVar[tuple[str, ...]] = ()
-
-    kind: Literal["self_distill"] = "self_distill"
-    taps: list[str] = Field(min_length=1, description="student module paths that each get an auxiliary head")
-    temperature: float = Field(3.0, gt=0, le=1000)
-    alpha: float = Field(0.7, ge=0, le=1, description="weight of each head's hard loss (the paper's 1 - alpha)")
-    feature_weight: float = Field(0.0, ge=0, allow_inf_nan=False, description="factor of the feature hint (0: off)")
-    feature_tap: str | None = Field(None, description="the module whose output is the final feature, for the hint")
 
 
 @RECIPES.register("self_distill")

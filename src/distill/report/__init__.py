@@ -6,6 +6,7 @@ from distill.report.text import (
     format_export,
     format_exported_accuracy,
     format_lm_summary,
+    format_result,
     format_summary,
     format_tuning,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "format_export",
     "format_exported_accuracy",
     "format_lm_summary",
+    "format_result",
     "format_summary",
     "format_tuning",
 ]

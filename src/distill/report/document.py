@@ -1,59 +1,36 @@
 """`distill report RUN_DIR`: report.html (one self-contained file: styles and plots inside, no network) and
 report.md (its plots as PNG files in figures/ beside it), from what the run saved.
 
-The content is built once as a list of blocks (headings, paragraphs, tables, figures) and written twice.
+The content is built once as a list of blocks (`blocks.py`: headings, paragraphs, tables, figures, samples)
+and written twice. A classify run's blocks are below; a language model's are in `lm_document.py`.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-from dataclasses import dataclass
 from pathlib import Path
 
 from distill._io import atomic_write, relative_paths, write_text
-from distill.report import figures
-from distill.report.evidence import BINS, Cost, Evidence, gather
+from distill.report import figures, lm_document, lm_evidence
+from distill.report.blocks import Block, Figure, Heading, Paragraph, Table, markdown, to_html, training
+from distill.report.evidence import BINS, Cost, Evidence, finished, gather
 from distill.report.text import format_diagnosis, human_bytes, label
 
 
-@dataclass
-class Heading:
-    text: str
-
-
-@dataclass
-class Paragraph:
-    text: str
-    note: bool = False  # small print under a table or figure
-
-
-@dataclass
-class Table:
-    header: list[str]
-    rows: list[list[str]]
-
-
-@dataclass
-class Figure:
-    name: str  # its file in figures/
-    png: bytes
-    alt: str
-
-
-Block = Heading | Paragraph | Table | Figure
-
-
 def make_report(run_dir: str | Path) -> dict[str, Path]:
-    """Write the report of the run in `run_dir`; returns the paths written."""
+    """Write the report of the run in `run_dir`; returns the paths written. Everything is measured before the
+    first file is written: a run that cannot be reported leaves the folder as it was."""
     run_dir = Path(run_dir)
-    evidence = gather(run_dir)
-    blocks = _blocks(evidence)
+    run, summary, curves = finished(run_dir)
+    if run.cfg.task == "lm":
+        name, blocks = run.cfg.name, lm_document.blocks(lm_evidence.gather(run, summary, curves))
+    else:
+        evidence = gather(run, summary, curves)
+        name, blocks = evidence.name, _blocks(evidence)
     shown = [block for block in blocks if isinstance(block, Figure)]
     for figure in shown:
         atomic_write(run_dir / "figures" / figure.name, lambda tmp, png=figure.png: tmp.write_bytes(png))
-    write_text(run_dir / "report.md", _markdown(evidence.name, blocks))
-    write_text(run_dir / "report.html", _html(evidence.name, blocks))
+    write_text(run_dir / "report.md", markdown(name, blocks))
+    write_text(run_dir / "report.html", to_html(name, blocks))
     return {"html": run_dir / "report.html", "markdown": run_dir / "report.md", "figures": run_dir / "figures"}
 
 
@@ -74,7 +51,11 @@ def _blocks(evidence: Evidence) -> list[Block]:
     if born_again := summary.get("born_again"):
         blocks.append(Paragraph(f"Born-again: the ensemble of the teacher and every generation has "
                                 f"{born_again['ensemble_accuracy']:.2%} test accuracy."))  # fmt: skip
-    return [*blocks, *_models(evidence), *_payoff(evidence), *_training(evidence)]
+    training_note = (
+        "Each stage's logged loss terms (training solid, validation dashed) and accuracies, per epoch; the first "
+        "seed's stages."
+    )
+    return [*blocks, *_models(evidence), *_payoff(evidence), *training(evidence.curves, training_note)]
 
 
 def _models(evidence: Evidence) -> list[Block]:
@@ -156,85 +137,3 @@ def _ratio_row(row: Cost, teacher: Cost | None) -> list[str]:
 
     keys = ("params", "size_bytes", "peak_memory_bytes", "latency_ms", "latency_p95_ms", "throughput")
     return [label(row.name), row.runtime, *map(ratio, keys)]
-
-
-def _training(evidence: Evidence) -> list[Block]:
-    blocks: list[Block] = [
-        Heading("Training"),
-        Paragraph(
-            "Each stage's logged loss terms (training solid, validation dashed) and accuracies, per epoch; the "
-            "first seed's stages.",
-            note=True,
-        ),
-    ]
-    for curve in evidence.curves:
-        blocks.append(Figure(f"curves_{curve.stage}.png", figures.curves(curve), f"training curves of {curve.stage}"))
-    return blocks
-
-
-# --- written twice ---------------------------------------------------------------------------------------------
-
-
-def _markdown(name: str, blocks: list[Block]) -> str:
-    lines = [f"# distill report: {name}", ""]
-    for block in blocks:
-        if isinstance(block, Heading):
-            lines += [f"## {block.text}", ""]
-        elif isinstance(block, Paragraph):
-            lines += [f"_{block.text}_" if block.note else block.text, ""]
-        elif isinstance(block, Table):
-            lines.append("| " + " | ".join(block.header) + " |")
-            lines.append("|" + "---|" * len(block.header))
-            lines += ["| " + " | ".join(row) + " |" for row in block.rows]
-            lines.append("")
-        else:
-            lines += [f"![{block.alt}](figures/{block.name})", ""]
-    return "\n".join(lines)
-
-
-STYLE = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1180px; margin: 2em auto;
-       padding: 0 1em; color: #1d1d1f; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; }
-h2 { font-size: 1.2em; margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
-table { border-collapse: collapse; margin: 0.8em 0; font-variant-numeric: tabular-nums; }
-th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
-th { background: #f5f5f7; }
-p.note { color: #555; font-size: 0.85em; max-width: 60em; }
-div.wide { overflow-x: auto; }
-img { max-width: 100%; display: block; margin: 0.8em 0; }
-"""
-
-# Sets <body data-images="LOADED/TOTAL"> once the page has loaded: a check a person or a headless browser reads.
-CHECK_IMAGES = """
-window.addEventListener("load", () => {
-  const images = [...document.images];
-  const loaded = images.filter((image) => image.complete && image.naturalWidth > 0).length;
-  document.body.dataset.images = loaded + "/" + images.length;
-});
-"""
-
-
-def _html(name: str, blocks: list[Block]) -> str:
-    parts = [f"<h1>distill report: {html.escape(name)}</h1>"]
-    for block in blocks:
-        if isinstance(block, Heading):
-            parts.append(f"<h2>{html.escape(block.text)}</h2>")
-        elif isinstance(block, Paragraph):
-            parts.append(f"<p{' class=note' if block.note else ''}>{html.escape(block.text)}</p>")
-        elif isinstance(block, Table):
-            head = "".join(f"<th>{html.escape(cell)}</th>" for cell in block.header)
-            body = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in block.rows
-            )
-            parts.append(f"<div class=wide><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
-        else:
-            data = base64.b64encode(block.png).decode()
-            parts.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(block.alt)}">')
-    return (
-        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>distill report: {html.escape(name)}'
-        f"</title>\n<style>{STYLE}</style>\n<script>{CHECK_IMAGES}</script></head>\n<body>\n"
-        + "\n".join(parts)
-        + "\n</body></html>\n"
-    )

@@ -5,7 +5,6 @@ Nothing trains here: the saved weights are loaded, run once over the test split,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import statistics
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from distill.data import IndexedDataset
@@ -34,6 +32,7 @@ from distill.measure import costs, timing, where_measured
 from distill.models import count_params
 from distill.pipeline import SavedRun, open_run
 from distill.summary import ROLES
+from distill.weights import weights_sha256
 
 BINS = 10  # confidence bins of the calibration error and the reliability diagram
 TOP5_FROM = 11  # classes from which top-5 accuracy is shown
@@ -90,8 +89,9 @@ class Evidence:
     notes: list[str]
 
 
-def gather(run_dir: str | Path) -> Evidence:
-    """Everything a report of the run in `run_dir` shows. A missing summary means an unfinished run."""
+def finished(run_dir: str | Path) -> tuple[SavedRun, dict[str, Any], list[Curve]]:
+    """The finished run in `run_dir`, its summary and its first seed's curves, whatever its task; a DistillError
+    names what is missing (a missing summary means an unfinished run) before anything is measured or written."""
     run_dir = Path(run_dir)
     if not (run_dir / "summary.json").exists() and (run_dir / "config.yaml").exists():
         raise DistillError(
@@ -102,6 +102,11 @@ def gather(run_dir: str | Path) -> Evidence:
     curves = [curve for stage in _stages(run_dir) if (curve := _curve(run_dir / stage)) is not None]
     if not curves:
         raise DistillError(f"{run_dir} holds no STAGE/metrics.jsonl; make them with distill train (not distill cache)")
+    return run, summary, curves
+
+
+def gather(run: SavedRun, summary: dict[str, Any], curves: list[Curve]) -> Evidence:
+    """Everything the report of a finished classify run shows (`finished` reads the first three)."""
     nets = _distinct_models(run)
     logits = _test_logits(run, nets)
     labels = run.exp.splits.test.labels
@@ -146,23 +151,18 @@ def _curve(stage_dir: Path) -> Curve | None:
 # --- predictions -----------------------------------------------------------------------------------------------
 
 
-def _distinct_models(run: SavedRun) -> dict[str, nn.Module]:
-    """The run's saved models (first seed), each once: a born-again run's student is its last generation,
-    saved under both names, and shown as the student."""
+def distinct(run: SavedRun) -> list[str]:
+    """The names of the run's saved models (first seed), each model once: a born-again run's student is its last
+    generation, saved under both names, and shown as the student."""
     digests: dict[str, str] = {}
     for name in sorted(run.names, key=lambda name: name != "student"):
-        digests.setdefault(_weights_digest(run.path / f"{name}.safetensors"), name)
+        digests.setdefault(weights_sha256(run.path / f"{name}.safetensors"), name)
     kept = set(digests.values())
-    return {name: Deployable(run.net(name)).eval() for name in run.names if name in kept}
+    return [name for name in run.names if name in kept]
 
 
-def _weights_digest(path: Path) -> str:
-    """sha256 of a weights file's tensors, by name (its header's metadata, such as the stage, left out)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(load_file(path).items()):
-        digest.update(name.encode())
-        digest.update(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+def _distinct_models(run: SavedRun) -> dict[str, nn.Module]:
+    return {name: Deployable(run.net(name)).eval() for name in distinct(run)}
 
 
 def _test_logits(run: SavedRun, nets: dict[str, nn.Module]) -> dict[str, list[Tensor]]:

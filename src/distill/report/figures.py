@@ -35,23 +35,30 @@ def _png(figure: Figure) -> bytes:
 
 
 def curves(curve: Curve) -> bytes:
-    """Left: every loss term by epoch (training solid, validation dashed); right: the accuracies."""
-    figure, (losses, accuracies) = _figure(9, 3.2, panels=2)
+    """Left: every loss term by epoch (training solid, validation dashed); right: the accuracies, where the stage
+    logged any (a language model's stages log losses alone: one panel)."""
+    scored = any(_is_accuracy(key) for key in curve.values)
+    figure, panels = _figure(9 if scored else 6, 3.2, panels=2 if scored else 1)
+    losses, accuracies = panels[0], panels[-1]
     for key, values in curve.values.items():
-        split, name = key.split("/", 1)
         points = [(e, v) for e, v in zip(curve.epochs, values, strict=True) if v is not None]
         if not points:
             continue
-        axes = accuracies if name.endswith(("accuracy", "agreement")) else losses  # also val/peer1/accuracy
-        style = "-" if split == "train" else "--"
+        axes = accuracies if _is_accuracy(key) else losses
+        style = "-" if key.startswith("train/") else "--"
         axes.plot(*zip(*points, strict=True), style, marker="." if len(points) < 30 else None, label=key)
     losses.set(title=f"{label(curve.stage)}: loss terms", xlabel="epoch")
-    accuracies.set(title=f"{label(curve.stage)}: accuracy", xlabel="epoch", ylim=(0, 1.02))
-    for axes in (losses, accuracies):
+    if scored:
+        accuracies.set(title=f"{label(curve.stage)}: accuracy", xlabel="epoch", ylim=(0, 1.02))
+    for axes in panels:
         if axes.lines:
             axes.legend(fontsize="small")
         axes.grid(alpha=0.3)
     return _png(figure)
+
+
+def _is_accuracy(key: str) -> bool:
+    return key.endswith(("accuracy", "agreement"))  # also val/peer1/accuracy
 
 
 def reliability(predictions: list[Predictions]) -> bytes:

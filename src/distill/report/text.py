@@ -3,6 +3,7 @@ the trials of a search."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from distill._io import relative_paths
@@ -68,6 +69,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     )
     if summary.get("measured_on"):
         lines.append(f"latency and samples/s: measured on {summary['measured_on']}")
+        quick = [f"{label(n)} {summary[n]['timing']['batch']}" for n in summary["models"] if "timing" in summary[n]]
+        if quick:  # a run's quick figures (measure.QUICK_S); the report's and export's take longer
+            lines.append(f"  quick figures within a fixed time budget (samples/s at batch: {', '.join(quick)}); "
+                         "distill report measures them fully")  # fmt: skip
     if summary["labelled_samples"] < summary["train_samples"]:
         lines.append(
             f"labels: the student alone learned from the {summary['labelled_samples']} labelled training rows; the "
@@ -112,16 +117,20 @@ def format_diagnosis(diagnosis: dict[str, Any], *, self_distillation: bool = Fal
 
 
 def format_tuning(summary: dict[str, Any]) -> str:
-    """The trials of `distill tune`, best first, and what to run next."""
-    alone = summary["scratch_val_accuracy"]
+    """The trials of `distill tune`, best first, and what to run next. A classifier's trials are judged by
+    validation accuracy (higher is better); a language model's by validation loss per token (lower), shown
+    with its perplexity."""
+    header, width, show = TUNE_COLUMNS[summary.get("task", "classify")]
+    alone = show(summary["scratch"])
     lines = [
-        f"{summary['name']}: {len(summary['trials'])} trials, validation accuracy (the student alone: {alone:.2%})",
-        f"{'trial':>5}  {'state':9}{'val acc':>9}  setting",
+        f"{summary['name']}: {len(summary['trials'])} trials, {summary['metric']}; the student alone: {alone}",
+        f"{'trial':>5}  {'state':9}{header:>{width}}  setting",
     ]
-    for row in sorted(summary["trials"], key=lambda row: -1 if row["value"] is None else -row["value"]):
-        value = "-" if row["value"] is None else f"{row['value']:.2%}"
+    sign = 1 if summary["direction"] == "minimize" else -1
+    for row in sorted(summary["trials"], key=lambda row: math.inf if row["value"] is None else sign * row["value"]):
+        value = "-" if row["value"] is None else show(row["value"])
         setting = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k not in TRIAL]
-        lines.append(f"{row['trial']:>5}  {row['state']:9}{value:>9}  {' '.join(setting)}")
+        lines.append(f"{row['trial']:>5}  {row['state']:9}{value:>{width}}  {' '.join(setting)}")
     best = summary["best"]
     if best is None:
         lines.append("no trial completed: each failed or was pruned")
@@ -130,6 +139,18 @@ def format_tuning(summary: dict[str, Any]) -> str:
         lines.append("no setting beats the student alone on validation: distillation may not pay here")
     lines.append(f"best: trial {best['trial']}; run it with: distill train {relative_paths(summary['best_yaml'])}")
     return "\n".join(lines)
+
+
+def _loss_and_perplexity(loss: float) -> str:
+    """'2.8512 (17.31)': a mean loss per token and its perplexity (exp of it; infinite when it diverged)."""
+    return f"{loss:.4f} ({math.exp(loss) if loss < 700 else math.inf:.2f})"
+
+
+# per task: the trials table's column, its width, and how a score reads
+TUNE_COLUMNS = {
+    "classify": ("val acc", 9, lambda value: f"{value:.2%}"),
+    "lm": ("val loss (ppl)", 18, _loss_and_perplexity),
+}
 
 
 def format_lm_summary(summary: dict[str, Any]) -> str:
@@ -156,7 +177,7 @@ def format_lm_summary(summary: dict[str, Any]) -> str:
     )
     lines.append(
         f"test ppl: the test part ({summary['test_tokens']} tokens), never seen in training or selection; "
-        f"tokens/s: a batch of 8 full sequences on {summary['measured_on']}"
+        f"tokens/s: up to 8 full sequences a call, quick (a fixed time budget), on {summary['measured_on']}"
     )
     if seeded:
         lines.append(f"student rows: mean of {len(summary['seeds'])} seeds (± standard deviation); teacher: one model")
@@ -182,27 +203,40 @@ EXPORTED = {  # export.json's rows, in the order shown, with their labels
 
 
 def format_export(results: dict[str, Any]) -> str:
-    """What `distill export` wrote: each file's test accuracy, size and CPU speed beside the PyTorch student's."""
-    lines = [
-        f"{'':26}{'file':>24}{'test acc':>10}{'size':>11}{'latency b=1':>13}{'p95':>10}{'samples/s b=256':>17}"
-        f"{'max |diff|':>12}"
-    ]
-    for key, runtime in EXPORTED.items():
+    """What `distill export` wrote: each export's test accuracy (a language model's test perplexity), size and
+    CPU speed beside the PyTorch student's."""
+    lm = results.get("task") == "lm"  # tokens/s as the run's summary times them; no per-call latency
+    speed = f"{'tokens/s':>12}" if lm else f"{'latency b=1':>13}{'p95':>10}{'samples/s b=256':>17}"
+    lines = [f"{'':26}{'file':>24}{'test ppl' if lm else 'test acc':>10}{'size':>11}{speed}{'max |diff|':>12}"]
+    for key, runtime in {**EXPORTED, "hf": "transformers"}.items():
         if (row := results.get(key)) is None:
             continue
         change = f" ({row['accuracy_change'] * 100:+.2f})" if "accuracy_change" in row else ""
         diff = f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "-"
         file, size = row.get("file", "student.safetensors"), human_bytes(row["size_bytes"])
-        lines.append(
-            f"{runtime:26}{file:>24}{row['accuracy']:>10.2%}{size:>11}{row['latency_ms']:>10.3f} ms"
-            f"{row['latency_p95_ms']:>7.3f} ms{row['throughput']:>17,.0f}{diff:>12}{change}"
-        )
-    lines.append(f"in {relative_paths(str(results['folder'].resolve()))}; timed on {results['measured_on']}")
-    lines.append("check a file with: distill eval FILE")
+        if lm:
+            figures = f"{row['test_perplexity']:>10.3f}{size:>11}{row['tokens_per_second']:>12,.0f}"
+        else:
+            figures = (
+                f"{row['accuracy']:>10.2%}{size:>11}{row['latency_ms']:>10.3f} ms{row['latency_p95_ms']:>7.3f} ms"
+                f"{row['throughput']:>17,.0f}"
+            )
+        lines.append(f"{runtime:26}{file:>24}{figures}{diff:>12}{change}")
+    timed = "; tokens/s: up to 8 full sequences a call" if lm else ""
+    lines.append(f"in {relative_paths(str(results['folder'].resolve()))}; timed on {results['measured_on']}{timed}")
+    lines.append(
+        "check it with: distill eval PATH (the file or folder)" if lm else "check a file with: distill eval FILE"
+    )
     return "\n".join(lines)
 
 
 def format_exported_accuracy(result: dict[str, Any]) -> str:
+    """`distill eval PATH` of an export: its test accuracy, or a language model's test perplexity."""
+    if "test_perplexity" in result:
+        return (
+            f"{result['file']}: test perplexity {result['test_perplexity']:.3f} on the {result['test_tokens']} test "
+            f"tokens of run {result['run']} ({relative_paths(result['data'])})"
+        )
     return (
         f"{result['file']}: {result['accuracy']:.2%} test accuracy on the {result['test_samples']} test samples of "
         f"run {result['run']} ({relative_paths(result['data'])})"
@@ -210,3 +244,8 @@ def format_exported_accuracy(result: dict[str, Any]) -> str:
 
 
 TRIAL = ("trial", "state", "value")  # a trials row's columns besides its setting
+
+
+def format_result(summary: dict[str, Any]) -> str:
+    """A run's summary as the terminal shows it, in its task's table."""
+    return format_lm_summary(summary) if summary.get("task") == "lm" else format_summary(summary)

@@ -6,15 +6,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -23,157 +20,26 @@ from distill.errors import DistillError, TrainingDiverged
 from distill.registry import did_you_mean
 from distill.train import parallel
 from distill.train.checkpoint import Checkpoints, rng_state, set_rng_state
-from distill.train.metrics import MetricsLog
+from distill.train.metrics import MetricsLog, Window
 from distill.train.options import TrainOptions
 from distill.train.schedule import Optimizers
 from distill.train.sharding import Sharded, all_finite, is_sharded, without_gradient_sync
+from distill.train.steps import (
+    TOKENS,
+    Callback,
+    History,
+    autocast,
+    evaluate,
+    is_better,
+    resolve_device,
+    rows_of,
+    seed_epoch,
+    seed_everything,
+    setup,
+    to_device,
+)
 
 logger = logging.getLogger(__name__)
-TOKENS = "tokens"  # what a module reports when its values are means over tokens, not over samples
-SETUP_ROWS = 8  # rows of a batch that size a module's lazy parts: enough for losses that compare rows
-
-
-class Callback(Protocol):
-    def on_epoch_end(self, record: dict[str, Any]) -> None: ...
-
-
-class EpochSeeded(Protocol):
-    """A sampler or data set whose draws (order, augmentation) depend on (seed, epoch) alone: `fit` tells it
-    both before each epoch, so a resumed or data-parallel run draws what an uninterrupted one does."""
-
-    def seed_epoch(self, seed: int, epoch: int) -> None: ...
-
-
-@dataclass
-class History:
-    """What a run produced: one record per epoch (train/ and val/ metrics) and the best epoch's record."""
-
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] | None = None
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DistillError(f"train.device: '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DistillError(f"train.device is '{name}' but no CUDA device is available; use cpu or auto")
-    return device
-
-
-def _to_device(batch: Batch, device: torch.device, channels_last: bool = False) -> Batch:
-    moved = {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
-    if channels_last and moved["input"].ndim == 4:
-        moved["input"] = moved["input"].contiguous(memory_format=torch.channels_last)
-    return moved
-
-
-def _batch_size(batch: Batch) -> int:
-    return len(next(v for v in batch.values() if isinstance(v, Tensor)))
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _is_better(value: float, best: dict[str, Any] | None, mode: str) -> bool:
-    if best is None:
-        return True
-    return value > best["value"] if mode == "max" else value < best["value"]
-
-
-def _seed_epoch(loader: Iterable[Batch], seed: int, epoch: int) -> None:
-    for part in (getattr(loader, "batch_sampler", None), getattr(loader, "dataset", None)):
-        if callable(getattr(part, "seed_epoch", None)):
-            part.seed_epoch(seed, epoch)
-
-
-@torch.no_grad()
-def evaluate(
-    module: nn.Module,
-    loader: Iterable[Batch],
-    device: torch.device,
-    precision: str = "fp32",
-    channels_last: bool = False,
-) -> dict:
-    """Every scalar the module returns, averaged over samples (over tokens, for a module that reports the
-    `tokens` its values are means over), under `val/`. One host sync at the end. In a data-parallel run each
-    process takes every N-th batch (all of them when there are fewer batches than processes) and the sums
-    are added up across processes. A sharded module's forward is a collective: a process with a batch fewer
-    than the first runs its last one again, and counts it once."""
-    module.eval()
-    sums: dict[str, Tensor] = {}
-    count, runs = 0, 0
-    shards = parallel.world() if len(loader) >= parallel.world() else 1
-    for i, batch in enumerate(loader):
-        if i % shards != parallel.rank() % shards:
-            continue
-        batch = _to_device(batch, device, channels_last)
-        with _autocast(device, precision):
-            out = module(batch)
-        runs += 1
-        n = out.pop(TOKENS, None)
-        n = _batch_size(batch) if n is None else n
-        for key, value in out.items():
-            sums[key] = sums.get(key, 0.0) + value.detach().float() * n
-        count += n
-    if is_sharded(module) and runs < math.ceil(len(loader) / shards):
-        with _autocast(device, precision):
-            module(batch)
-    totals = torch.stack([t.double() for t in (torch.as_tensor(count, device=device), *sums.values())])
-    count, *values = (parallel.all_sum(totals) if shards > 1 else totals).tolist()  # one reduction, one host sync
-    if count == 0:
-        raise DistillError("the validation data is empty: no batch to evaluate on")
-    return {f"val/{key}": value / count for key, value in zip(sums, values, strict=True)}
-
-
-class _Window:
-    """Running sums of a module's outputs on the device, read back only at log points (the one host sync)."""
-
-    def __init__(self, device: torch.device):
-        self.sums: dict[str, Tensor] = {}
-        self.count = 0
-        self.finite = torch.ones((), dtype=torch.bool, device=device)
-        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
-
-    def add(self, out: dict[str, Tensor], step: int, share: Tensor | float = 1.0) -> None:
-        """A batch's values; `share` weighs this process's part of a global batch (see `_share`)."""
-        for key, value in out.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value.detach().float() * share
-        self.count += 1
-        self.check(out["loss"].detach(), step)
-
-    def check(self, value: Tensor, step: int) -> None:
-        """Remember the first step at which `value` (a loss or a gradient norm) was NaN or infinite."""
-        ok = torch.isfinite(value)
-        self.first_bad_step = torch.where(~ok & self.finite, step, self.first_bad_step)
-        self.finite &= ok
-
-    def read(self, epoch: int) -> dict[str, float]:
-        """The means since the last read, over every process (all of them read at the same steps): one reduction
-        and one host sync."""
-        values = [self.finite.logical_not(), *self.sums.values()]
-        bad, *sums = parallel.all_sum(torch.stack([value.double() for value in values])).tolist()
-        if bad > 0:
-            step = self.first_bad_step.item()
-            where = f"at step {step}" if step >= 0 else "in another process of the run"
-            raise TrainingDiverged(
-                f"the loss or its gradient became NaN or infinite {where} (epoch {epoch}); the last good checkpoint "
-                "is kept; lower train.lr or set train.clip_grad_norm"
-            )
-        n = self.count * parallel.world()
-        return {f"train/{key}": value / n for key, value in zip(self.sums, sums, strict=True)}
 
 
 def _share(batch: Batch, loader: Iterable[Batch], i: int) -> float:
@@ -183,7 +49,7 @@ def _share(batch: Batch, loader: Iterable[Batch], i: int) -> float:
     rows come from the loader's `EpochBatches` (see `_check_parallel`), without communication."""
     if parallel.world() == 1:
         return 1.0
-    return _batch_size(batch) * parallel.world() / loader.batch_sampler.rows(i)
+    return rows_of(batch) * parallel.world() / loader.batch_sampler.rows(i)
 
 
 def _train_epoch(
@@ -206,15 +72,15 @@ def _train_epoch(
     nothing to the metrics (checked at every step: one host sync each); more than train.max_skips in an epoch
     stop the run."""
     module.train()
-    window, totals, seen = _Window(device), {}, 0
+    window, totals, seen = Window(device), {}, 0
     n_batches, k = len(loader), options.grad_accum
     skipping, skipped, bad = options.nonfinite == "skip", 0, False
     step_tokens, pending = None, []  # pending: a step's outputs, counted once the step is known not skipped
     for i, batch in enumerate(loader):
-        batch = _to_device(batch, device, options.channels_last)
+        batch = to_device(batch, device, options.channels_last)
         last_of_step = (i + 1) % k == 0 or i + 1 == n_batches
         with _syncing(module, last_of_step):
-            with _autocast(device, options.precision):
+            with autocast(device, options.precision):
                 out = module(batch)
             tokens = out.pop(TOKENS, None)
             group = min(k, n_batches - (i // k) * k)  # the epoch's last group may hold fewer batches
@@ -259,7 +125,7 @@ def _train_epoch(
             for key, value in means.items():
                 totals[key] = totals.get(key, 0.0) + value * window.count
             seen += window.count
-            window = _Window(device)
+            window = Window(device)
     means = {key: value / seen for key, value in totals.items()}
     return step, {**means, "train/skipped_steps": skipped} if skipping else means
 
@@ -283,19 +149,6 @@ def _check_weights(params: list[nn.Parameter], epoch: int) -> None:
 
 
 @torch.no_grad()
-def setup(module: nn.Module, batch: Batch) -> list[str]:
-    """One forward in eval mode without gradients, before an optimizer exists: parameters a module sizes on its
-    first batch (torch's Lazy modules, a Distiller's adapters, auxiliary heads) are then in place to be
-    optimized and resumed. Returns the names of what the module reports; its mode is restored. Shapes are
-    all it needs: it runs on the batch's first SETUP_ROWS rows."""
-    was_training = module.training
-    module.eval()
-    rows = {key: value[:SETUP_ROWS] if isinstance(value, Tensor) else value for key, value in batch.items()}
-    names = [name for name in module(rows) if name != TOKENS]
-    module.train(was_training)
-    return names
-
-
 def _monitor_mode(options: TrainOptions, names: list[str]) -> str:
     """Fail before training when train.monitor names no metric; return the monitor's mode."""
     if options.monitor not in names:
@@ -335,7 +188,7 @@ def fit(
     home = torch.device("cpu") if shard else device  # where `module` itself lives
     seed_everything(options.seed)
     module.to(home)
-    outputs = setup(module, _to_device(next(iter(val_loader if val_loader is not None else train_loader)), home))
+    outputs = setup(module, to_device(next(iter(val_loader if val_loader is not None else train_loader)), home))
     mode = _monitor_mode(options, [f"val/{name}" for name in outputs]) if val_loader is not None else None
     parallel.check_module(module)
     checkpoints = Checkpoints(run_dir / "checkpoints") if run_dir else None
@@ -373,7 +226,7 @@ def fit(
 
     try:
         for epoch in range(start_epoch, options.epochs):
-            _seed_epoch(train_loader, options.seed, epoch)
+            seed_epoch(train_loader, options.seed, epoch)
             step, train_means = _train_epoch(
                 trained,
                 train_loader,
@@ -393,7 +246,7 @@ def fit(
             if sharded:
                 sharded.gather()
             _check_weights(optimizers.all_params(), epoch + 1)
-            is_best = mode is not None and _is_better(record[options.monitor], history.best, mode)
+            is_best = mode is not None and is_better(record[options.monitor], history.best, mode)
             if is_best:
                 history.best = {"metric": options.monitor, "value": record[options.monitor], "epoch": epoch + 1}
             history.epochs.append(record)

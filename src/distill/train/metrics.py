@@ -6,8 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from distill._io import write_text
-from distill.errors import DistillError
+from distill.errors import DistillError, TrainingDiverged
+from distill.train import parallel
 
 
 class MetricsLog:
@@ -54,3 +58,41 @@ def _tensorboard_writer(run_dir: Path):
             "train.tensorboard needs the tensorboard package: pip install 'distill[tensorboard]'"
         ) from None
     return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+class Window:
+    """Running sums of a module's outputs on the device, read back only at log points (the one host sync)."""
+
+    def __init__(self, device: torch.device):
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+
+    def add(self, out: dict[str, Tensor], step: int, share: Tensor | float = 1.0) -> None:
+        """A batch's values; `share` weighs this process's part of a global batch (see `_share`)."""
+        for key, value in out.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value.detach().float() * share
+        self.count += 1
+        self.check(out["loss"].detach(), step)
+
+    def check(self, value: Tensor, step: int) -> None:
+        """Remember the first step at which `value` (a loss or a gradient norm) was NaN or infinite."""
+        ok = torch.isfinite(value)
+        self.first_bad_step = torch.where(~ok & self.finite, step, self.first_bad_step)
+        self.finite &= ok
+
+    def read(self, epoch: int) -> dict[str, float]:
+        """The means since the last read, over every process (all of them read at the same steps): one reduction
+        and one host sync."""
+        values = [self.finite.logical_not(), *self.sums.values()]
+        bad, *sums = parallel.all_sum(torch.stack([value.double() for value in values])).tolist()
+        if bad > 0:
+            step = self.first_bad_step.item()
+            where = f"at step {step}" if step >= 0 else "in another process of the run"
+            raise TrainingDiverged(
+                f"the loss or its gradient became NaN or infinite {where} (epoch {epoch}); the last good checkpoint "
+                "is kept; lower train.lr or set train.clip_grad_norm"
+            )
+        n = self.count * parallel.world()
+        return {f"train/{key}": value / n for key, value in zip(self.sums, sums, strict=True)}

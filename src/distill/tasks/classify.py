@@ -1,10 +1,9 @@
-"""From a config to the objects a run trains: data and loaders, networks, loss terms, and the checks that make a
-mistake fail before any file is written."""
+"""task: classify. From a config to the objects a run trains: data and loaders, networks, loss terms, and the
+checks that make a mistake fail before any file is written; and what the run reports on each model."""
 
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,25 +14,27 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from distill import data
+from distill.config.groups import TermConfig
+from distill.diagnosis import diagnose
 from distill.errors import ConfigError, DistillError, first_line
 from distill.losses import LOSSES
 from distill.models import build_model
+from distill.modules.distiller import Supervised, supervised_options
 from distill.registry import build
-from distill.schema import ModelConfig, TermConfig
+from distill.summary import describe, outputs_of
+from distill.tasks.base import Shared, model_spec
 from distill.train import TrainOptions, seed_everything, setup, shuffled
 from distill.weights import load_weights
 
 if TYPE_CHECKING:
-    from distill.config import Config
-
-logger = logging.getLogger(__name__)
+    from distill.config import ClassifyConfig
 
 
 @dataclass
-class Experiment:
-    """The built pieces of a config that every stage shares."""
+class Experiment(Shared):
+    """A classifier's experiment (a `Task`): the built pieces of a config that every stage shares."""
 
-    cfg: Config
+    cfg: ClassifyConfig
     data: data.ArrayData  # every sample, in the order a teacher cache indexes
     splits: data.DataSplits
     train_loader: DataLoader  # every training row: what a student learns from
@@ -42,16 +43,29 @@ class Experiment:
     val_loader: DataLoader  # picks: the best epoch, tuning
     test_loader: DataLoader  # reports: never seen by training or selection
 
-    @property
-    def run_dir(self) -> Path:
-        return self.cfg.run_dir
+    def net(self, field: str, weights: str | Path | None = None) -> nn.Module:
+        return build_net(self, field, weights)
 
-    def log(self, message: str, *args: object) -> None:
-        """An info line about this run, prefixed with its name."""
-        logger.info("[%s] " + message, self.cfg.name, *args)
+    def teacher_given(self) -> bool:
+        return self.cfg.teacher.weights is not None
+
+    def alone(self, model: nn.Module, *, label_smoothing: float = 0.0) -> nn.Module:
+        return Supervised(model, label_smoothing=label_smoothing)
+
+    def alone_options(self, options: TrainOptions, epochs: int) -> TrainOptions:
+        return supervised_options(options, epochs)
+
+    def summarize(self, runs: list[dict[str, nn.Module]], temperature: float | None) -> dict[str, Any]:
+        """Accuracy, agreement, size and speed of each model, and the verdict on test (`diagnosis.py`)."""
+        outputs = outputs_of(self, runs)
+        summary = describe(self, runs, outputs)
+        if "scratch" in outputs:
+            labels = self.splits.val.labels, self.splits.test.labels
+            summary["diagnosis"] = diagnose(outputs, *labels, temperature=temperature)
+        return summary
 
 
-def build_experiment(cfg: Config) -> Experiment:
+def build_experiment(cfg: ClassifyConfig) -> Experiment:
     d = cfg.data
     loaded = data.load(
         d.name,
@@ -83,16 +97,6 @@ def build_experiment(cfg: Config) -> Experiment:
 
     labelled, teacher = steps_of_train(splits.labelled), steps_of_train(splits.teacher)
     return Experiment(cfg, loaded, splits, train_loader, labelled, teacher, fixed(splits.val), fixed(splits.test))
-
-
-def model_spec(cfg: Config, field: str) -> ModelConfig | None:
-    """The model group at a config path ("student", "method.peers.0"); None for an absent optional group."""
-    node: Any = cfg
-    for part in field.split("."):
-        node = node[int(part)] if part.isdigit() else getattr(node, part, None)
-        if node is None:
-            return None
-    return node
 
 
 def new_net(exp: Experiment, field: str) -> nn.Module:

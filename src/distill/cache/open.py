@@ -1,4 +1,5 @@
-"""A config's teacher cache: opened for a run (refused when stale), or made by `distill cache`."""
+"""A run's teacher cache, in every task: opened for a run (refused when stale), or made by `distill cache`.
+A classifier's is `logits.py`'s shards; a language model's, `tokens.py`'s top-k."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill._lock import FolderLock
-from distill.build import Experiment, build_experiment, build_net
-from distill.cache.logits import TeacherCache, Views, fingerprint, read_manifest, state_sha256, write_cache
+from distill.cache import tokens
+from distill.cache.logits import TeacherCache, Views, fingerprint, read_manifest
+from distill.cache.write import write_cache
 from distill.errors import ConfigError, DistillError
 from distill.train import parallel, resolve_device
-from distill.weights import read_state_dict
+from distill.weights import weights_sha256
 
 if TYPE_CHECKING:
-    from distill.config import Config
+    from distill.tasks.base import Task
+    from distill.tasks.classify import Experiment
+    from distill.tasks.lm import LMExperiment
 
 
 def _views(exp: Experiment) -> Views | None:
@@ -25,15 +29,10 @@ def _views(exp: Experiment) -> Views | None:
     return None if cfg.cache.views is None else Views(exp.splits.train.augment, cfg.cache.views, cfg.data.seed)
 
 
-def _teacher_sha256(exp: Experiment) -> str:
-    """The teacher weights' hash, from the file: no teacher is built."""
-    return state_sha256(read_state_dict(exp.cfg.teacher.weights))
-
-
 def _expected(exp: Experiment) -> dict[str, Any]:
     """What the run's cache must match."""
     return fingerprint(
-        _teacher_sha256(exp),
+        weights_sha256(exp.cfg.teacher.weights),
         exp.data.inputs,
         exp.data.labels,
         data=exp.data.description,
@@ -74,13 +73,21 @@ def _described(views: dict[str, Any] | None) -> str:
     return f"{views['count']} views of {views['augment']} ({options})"
 
 
-def make_cache(cfg: Config) -> dict[str, Any]:
-    """`distill cache`: run the teacher once over every sample and store its outputs in teacher.cache; what it
+def make_cache(exp: Task) -> dict[str, Any]:
+    """`distill cache`: run the teacher once over the data and store its outputs in teacher.cache; what it
     made (an empty dict in the processes of a parallel run but the first)."""
+    cfg = exp.cfg
     if cfg.teacher is None or cfg.teacher.cache is None or cfg.teacher.weights is None:
         raise ConfigError("distill cache needs teacher.weights (a trained teacher) and teacher.cache (the folder)")
-    exp = build_experiment(cfg)
-    teacher = build_net(exp, "teacher", cfg.teacher.weights)
+    if cfg.task == "lm":
+        return make_token_cache(exp)
+    return _make_logits_cache(exp)
+
+
+def _make_logits_cache(exp: Experiment) -> dict[str, Any]:
+    """A classifier's cache: every sample's logits (and features, views), in shards."""
+    cfg = exp.cfg
+    teacher = exp.net("teacher", cfg.teacher.weights)
     start = time.perf_counter()
     with FolderLock(cfg.teacher.cache) if parallel.is_main() else contextlib.nullcontext():
         manifest = write_cache(
@@ -88,7 +95,7 @@ def make_cache(cfg: Config) -> dict[str, Any]:
             teacher,
             exp.data.inputs,
             exp.data.labels,
-            teacher_sha256=_teacher_sha256(exp),
+            teacher_sha256=weights_sha256(exp.cfg.teacher.weights),
             data=exp.data.description,
             augment=cfg.data.augment,
             dtype=cfg.cache.dtype,
@@ -112,3 +119,38 @@ def make_cache(cfg: Config) -> dict[str, Any]:
         "bytes_per_sample": size / samples,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _token_fingerprint(exp: LMExperiment) -> dict[str, Any]:
+    """What a language model's top-k cache must match: teacher, tokenizer, training text, settings."""
+    cfg = exp.cfg
+    return tokens.fingerprint(cfg.teacher.weights, exp.tokenizer, exp.splits.train, cfg.cache.top_k, cfg.cache.dtype)
+
+
+def open_token_cache(exp: LMExperiment, vocab: int) -> tokens.TokenCache:
+    """teacher.cache of a language model, refused when made from other weights, text or settings, or for
+    another vocabulary."""
+    path = exp.cfg.teacher.cache
+    cache = tokens.TokenCache(path, _token_fingerprint(exp))
+    if cache.vocab != vocab:
+        raise DistillError(
+            f"{path}: the cache covers {cache.vocab} ids, the run compares {vocab} (method.shared_vocab); make it "
+            "again or set the same vocabulary"
+        )
+    return cache
+
+
+def make_token_cache(exp: LMExperiment) -> dict[str, Any]:
+    """The teacher's top-k next-token distributions on the training sequences, in teacher.cache."""
+    cfg = exp.cfg
+    teacher = exp.net("teacher", cfg.teacher.weights)
+    vocab = teacher.head.weight.shape[0]
+    if cfg.cache.top_k > vocab:
+        raise ConfigError(f"cache.top_k: {cfg.cache.top_k} is more than the {vocab} tokens of the vocabulary")
+    path = Path(cfg.teacher.cache)
+    with FolderLock(path):
+        start = time.perf_counter()
+        made = tokens.write_token_cache(
+            path, teacher, exp.splits.train, _token_fingerprint(exp), vocab=vocab, batch_size=cfg.data.batch_size
+        )
+    return {**made, "seconds": time.perf_counter() - start}

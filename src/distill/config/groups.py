@@ -1,44 +1,14 @@
-"""The config's building blocks: groups shared by the top-level config and by each recipe's `method` keys.
-
-Every group forbids unknown keys, so a misspelt key is an error, never a silent default.
-"""
+"""The groups of a config shared by the tasks (data, models, cache, tune, generate), each a handful of documented
+keys validated where it is loaded."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from distill.registry import did_you_mean
-
-NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-
-
-class Group(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    def given(self) -> list[str]:
-        """The keys whose value differs from the default: what a config sets, also once it is resolved (a
-        resolved config writes every default out)."""
-        return [
-            key
-            for key, field in type(self).model_fields.items()
-            if getattr(self, key) != field.get_default(call_default_factory=True)
-        ]
-
-
-class MethodGroup(Group):
-    """The keys of one way of distilling (`method:`); each recipe's model starts with `kind: Literal["NAME"]`."""
-
-    teacher_keys: ClassVar[tuple[str, ...]] = ()  # the keys of the `teacher` group it reads; () for no teacher
-    several_seeds: ClassVar[bool] = True  # whether `seeds` may train its scratch and student more than once
-
-    def soft_temperature(self) -> float | None:
-        """The temperature of the soft loss the student learns with, for the diagnosis; None without one."""
-        return getattr(self, "temperature", None)
-
-    def check(self, cfg: Any) -> None:
-        """Checks that need the rest of the config (the train group, the student); raise ValueError naming keys."""
+from distill.config.base import Group
+from distill.losses.token import Divergence
 
 
 class DataConfig(Group):
@@ -119,30 +89,57 @@ class TermConfig(BaseModel):
 Range = tuple[float, float]
 
 
-class TuneConfig(Group):
-    """The search space of `distill tune`: which losses, and the range of each setting (low, high)."""
+class SearchSpace(Group):
+    """What `distill tune` searches in every task: the soft loss's temperature, alpha and lr (low, high)."""
 
-    losses: list[Literal["kd", "dkd", "dist"]] = Field(
-        default_factory=lambda: ["kd", "dkd", "dist"], min_length=1, description="the logit losses to choose from"
-    )
     temperature: Range = Field((1.0, 8.0), description="the soft loss's temperature (log scale)")
-    alpha: Range = Field((0.0, 1.0), description="kd: the weight of the hard loss")
-    weight: Range = Field((0.1, 10.0), description="dkd and dist: their weight beside the cross-entropy (log scale)")
+    alpha: Range = Field((0.0, 1.0), description="the weight of the hard loss")
     lr: Range | None = Field(None, description="the learning rate (log scale); null: train.lr / 3 to train.lr * 3")
     seed: StrictInt = Field(0, ge=0, description="the sampler's seed")
 
+    def ranges(self) -> dict[str, Range]:
+        """Each searched range by key, the log-scaled ones first checked > 0."""
+        return {key: getattr(self, key) for key in ("temperature", "alpha", "lr", "weight") if getattr(self, key, None)}
+
     @model_validator(mode="after")
-    def _check_ranges(self) -> TuneConfig:
-        for key in ("temperature", "alpha", "weight", "lr"):
-            low, high = getattr(self, key) or (1.0, 2.0)
+    def _check_ranges(self) -> SearchSpace:
+        for key, (low, high) in self.ranges().items():
             if not low < high:
                 raise ValueError(f"tune.{key}: the range [{low}, {high}] is empty or inverted; give [low, high]")
             if key != "alpha" and low <= 0:
                 raise ValueError(f"tune.{key}: searched on a log scale, so its range must be > 0, got [{low}, {high}]")
         if not 0 <= self.alpha[0] < self.alpha[1] <= 1:
             raise ValueError(f"tune.alpha: must lie in [0, 1], got {list(self.alpha)}")
+        return self
+
+
+class TuneConfig(SearchSpace):
+    """`distill tune` on a classifier: which logit losses, and the range of each setting."""
+
+    losses: list[Literal["kd", "dkd", "dist"]] = Field(
+        default_factory=lambda: ["kd", "dkd", "dist"], min_length=1, description="the logit losses to choose from"
+    )
+    weight: Range = Field((0.1, 10.0), description="dkd and dist: their weight beside the cross-entropy (log scale)")
+
+    @model_validator(mode="after")
+    def _check_losses(self) -> TuneConfig:
         if len(set(self.losses)) != len(self.losses):
             raise ValueError(f"tune.losses: each loss once, got {self.losses}")
+        return self
+
+
+class LMTuneConfig(SearchSpace):
+    """`distill tune` on a language model: which divergences, and the range of each setting."""
+
+    divergences: list[Divergence] = Field(
+        default_factory=lambda: ["forward_kl", "reverse_kl", "jsd"], min_length=1, description="to choose from"
+    )
+    temperature: Range = Field((0.5, 4.0), description="the token loss's temperature (log scale)")
+
+    @model_validator(mode="after")
+    def _check_divergences(self) -> LMTuneConfig:
+        if len(set(self.divergences)) != len(self.divergences):
+            raise ValueError(f"tune.divergences: each divergence once, got {self.divergences}")
         return self
 
 
@@ -162,26 +159,43 @@ class CacheConfig(Group):
     shard_rows: StrictInt = Field(4096, ge=1, le=10_000_000, description="samples per shard file")
 
 
-def known_keys(root: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names of the group at `loc` (the key's parents) under `root`, for 'did you mean' hints."""
-    model: Any = root
-    for part in loc:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        # an optional group (`ModelConfig | None`) is looked up as its model
-        model = next((a for a in get_args(field.annotation) if hasattr(a, "model_fields")), field.annotation)
-    return list(getattr(model, "model_fields", {}))
+class TextDataConfig(Group):
+    path: str = Field(description="a text file (.txt: one stream) or JSONL of prompt/completion lines (.jsonl)")
+    tokenizer: str = Field(
+        "char", description="char (fitted on the file), char:FILE (fitted on that one), or a Hugging Face tokenizer"
+    )
+    context: StrictInt = Field(128, ge=2, le=1_000_000, description="tokens per sequence")
+    val_fraction: float = Field(0.05, gt=0, lt=1)
+    test_fraction: float = Field(0.05, gt=0, lt=1)
+    seed: StrictInt = Field(0, ge=0, description="JSONL: the shuffle into parts")
+    batch_size: StrictInt = Field(32, ge=1, le=1_000_000)
 
 
-def describe_error(error: dict, root: type[BaseModel], prefix: str = "") -> str:
-    """One line for one of pydantic's errors under the model `root`, naming the key (after `prefix`)."""
-    key = ".".join([prefix, *map(str, error["loc"])] if prefix else map(str, error["loc"]))
-    if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key{did_you_mean(str(error['loc'][-1]), known_keys(root, error['loc'][:-1]))}"
-    if error["type"] == "missing":
-        return f"{key}: missing; add it to the config"
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "value_error":  # a check across fields: its message names the keys it needs
-        return message if not key or message.startswith(key) else f"{key}: {message}"
-    return f"{key}: {message}, got {error['input']!r}" if key else message
+class LoraConfig(Group):
+    r: StrictInt = Field(8, ge=1, le=4096, description="rank of each low-rank update")
+    alpha: float = Field(16.0, gt=0, description="scale of the update: alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: list[str] = Field(min_length=1, description="names of the Linear layers to adapt, e.g. [qkv, out]")
+
+
+class LMStudentConfig(ModelConfig):
+    lora: LoraConfig | None = Field(None, description="train low-rank adapters only (needs peft: distill[hf])")
+
+
+class GenerateConfig(Group):
+    """`distill generate`: the teacher's completions of a JSONL file's prompts, for sequence-level KD."""
+
+    prompts: str = Field(description="JSONL, one {'prompt': ..., optional 'id': ...} per line")
+    output: str = Field(description="JSONL to write {'id', 'prompt', 'completion'} lines to (resumed if it exists)")
+    max_new_tokens: StrictInt = Field(64, ge=1, le=1_000_000)
+    temperature: float = Field(1.0, ge=0, le=100, description="of the sampling only; 0 is greedy")
+    top_k: StrictInt | None = Field(None, ge=1, description="sample among the k most likely tokens")
+    batch_size: StrictInt = Field(16, ge=1, le=1_000_000, description="prompts of one length sampled together")
+    seed: StrictInt = Field(0, ge=0)
+
+
+class TokenCacheConfig(Group):
+    """How `distill cache` stores a language-model teacher's next-token distributions (in teacher.cache)."""
+
+    top_k: StrictInt = Field(32, ge=1, le=10_000_000, description="tokens kept per position (the rest as one tail)")
+    dtype: Literal["float16", "float32"] = Field("float16", description="of the cached log-probabilities")

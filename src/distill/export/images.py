@@ -1,0 +1,168 @@
+"""Exporting an image or table classifier (`task: classify`): parity on the test inputs, test accuracy, int8.
+
+runs/NAME/export/student.int8.onnx         --int8: weights int8, activations quantised at run time (dynamic)
+runs/NAME/export/student.int8-static.onnx  --int8 on a conv net: also static, calibrated on training inputs
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from distill._io import atomic_path
+from distill.config import Config
+from distill.data import IndexedDataset
+from distill.errors import first_line
+from distill.export._shared import SHIP_BUDGET_S, keep_failed, run_fields
+from distill.export.formats import FILES, WRITERS, load_exported
+from distill.measure import costs, timing, where_measured
+from distill.pipeline import SavedRun
+from distill.taps import logits_of
+from distill.tasks.classify import build_experiment
+
+PARITY_SAMPLES = 1024  # test inputs the parity check runs through both models
+CALIBRATION_SAMPLES = 256  # training inputs static quantisation calibrates its activation ranges on
+
+
+class Deployable(nn.Module):
+    """A trained model as it ships: inputs in, logits out (a Hugging Face output reduced to its logits)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return logits_of(self.net(inputs))
+
+
+def image_metadata(run: SavedRun) -> dict[str, str]:
+    """What a user of the exported file needs besides the weights, as strings (ONNX metadata is strings)."""
+    splits = run.exp.splits
+    preprocessing = run.exp.data.preprocessing
+    if splits.stats is not None:
+        preprocessing += "; then each feature standardised as (x - mean) / std, with mean and std below"
+    return {
+        "classes": json.dumps(splits.classes),
+        "input_shape": json.dumps(["batch", *splits.input_shape]),
+        "preprocessing": preprocessing,
+        **({"standardize": json.dumps(splits.stats)} if splits.stats is not None else {}),
+        **run_fields(run),
+    }
+
+
+def outputs(predict: Callable[[Tensor], Tensor], inputs: Tensor, batch: int = 256) -> Tensor:
+    """`predict` over `inputs` in batches, as one float32 tensor."""
+    return torch.cat([predict(inputs[i : i + batch]).float() for i in range(0, len(inputs), batch)])
+
+
+def accuracy_of(logits: Tensor, labels: Tensor) -> float:
+    """Top-1 accuracy of (N, C) logits against (N,) labels."""
+    return (logits.argmax(-1) == labels).float().mean().item()
+
+
+def _parity(
+    predict: Callable[[Tensor], Tensor], student: nn.Module, inputs: Tensor, reference: Tensor, atol: float
+) -> tuple[dict[str, float], str | None]:
+    """The largest logit difference and the top-1 agreement of the export with the PyTorch student, on
+    `inputs` in batches of 256 and alone (batch 1: a trace may have baked a batch size in); and what is wrong,
+    if anything."""
+    try:
+        got = outputs(predict, inputs)
+        alone = predict(inputs[:1]).float()
+    except RuntimeError as e:  # a shape the export fixed, met at another batch size
+        return {}, f"it fails on a batch of another size ({first_line(e)})"
+    with torch.inference_mode():
+        reference_alone = student(inputs[:1]).float()
+    diff = max((reference - got).abs().max().item(), (reference_alone - alone).abs().max().item())
+    parity = {"max_abs_diff": diff, "top1_agreement": (reference.argmax(-1) == got.argmax(-1)).float().mean().item()}
+    if diff > atol:
+        return parity, f"its logits differ from the PyTorch student's by up to {diff:.2e}, above --atol {atol:g}"
+    return parity, None
+
+
+def _scored(predict: Callable[[Tensor], Tensor], path: Path, test: IndexedDataset, shape: tuple[int, ...]) -> dict:
+    """Test accuracy, bytes on disk and CPU speed of an exported file."""
+    accuracy = accuracy_of(outputs(predict, test.inputs), test.labels)
+    return {"accuracy": accuracy, "size_bytes": path.stat().st_size, **timing(predict, shape, budget_s=SHIP_BUDGET_S)}
+
+
+def export_images(run: SavedRun, fmt: str, atol: float, int8: bool) -> dict[str, Any]:
+    """The classifier of `run` as `fmt` (and int8), each file checked and scored beside the PyTorch student."""
+    student = Deployable(run.net("student")).eval()
+    test, shape = run.exp.splits.test, run.exp.splits.input_shape
+    with torch.inference_mode():
+        reference = outputs(student, test.inputs)
+    results = {
+        "measured_on": where_measured(),
+        "pytorch": {
+            "accuracy": accuracy_of(reference, test.labels),
+            "size_bytes": (run.path / "student.safetensors").stat().st_size,
+            **costs(student, shape, budget_s=SHIP_BUDGET_S),
+        },
+    }
+    path = run.path / "export" / FILES[fmt]
+    with atomic_path(path) as tmp:
+        WRITERS[fmt](student, test.inputs[:2], tmp, image_metadata(run))
+        exported, _ = load_exported(tmp, fmt)
+        parity, problem = _parity(exported, student, test.inputs[:PARITY_SAMPLES], reference[:PARITY_SAMPLES], atol)
+        if problem:
+            raise keep_failed(tmp, path, problem)
+        results[fmt] = {**_scored(exported, tmp, test, shape), "file": path.name, **parity}
+    if int8:
+        calibration = run.exp.splits.train.inputs[:CALIBRATION_SAMPLES]
+        convolutional = any(isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d) for m in student.modules())
+        results.update(_quantised(path, test, shape, calibration if convolutional else None, results["onnx"]))
+    return results
+
+
+def _quantised(
+    fp32: Path, test: IndexedDataset, shape: tuple[int, ...], calibration: Tensor | None, before: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """student.int8.onnx (dynamic) and, given `calibration` inputs, student.int8-static.onnx; each scored beside
+    the fp32 file it came from."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(calibration.split(32))
+
+        def get_next(self) -> dict[str, Any] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch.numpy()}
+
+    def dynamic(source: Path, target: Path) -> None:
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+
+    def static(source: Path, target: Path) -> None:
+        quantize_static(source, target, Batches(), activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+
+    ways = {"int8": dynamic, **({"int8-static": static} if calibration is not None else {})}
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"  # shapes inferred and graph folded, as the quantiser advises
+        quant_pre_process(fp32, prepared)
+        for way, quantise in ways.items():
+            path = fp32.with_name(f"student.{way}.onnx")
+            with atomic_path(path) as tmp:
+                quantise(prepared, tmp)
+                predict, _ = load_exported(tmp, "onnx")
+                scored = _scored(predict, tmp, test, shape)
+            results[way] = {**scored, "file": path.name, "accuracy_change": scored["accuracy"] - before["accuracy"]}
+    return results
+
+
+def evaluate_images(predict: Callable[[Tensor], Tensor], cfg: Config) -> dict[str, Any]:
+    """The test accuracy of an exported classifier on the test split `cfg` rebuilds."""
+    splits = build_experiment(cfg).splits
+    return {
+        "data": splits.description,
+        "test_samples": len(splits.test),
+        "accuracy": accuracy_of(outputs(predict, splits.test.inputs), splits.test.labels),
+    }
