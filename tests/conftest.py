@@ -61,7 +61,7 @@ def perplexity_on_test(weights: Path, data: Path, context: int, **gpt_args) -> f
     `task: lm` run on `data` (its character tokenizer, val_fraction and test_fraction 0.1, data.seed 0)."""
     import math
 
-    from distill.data.text import IGNORE, CharTokenizer, text_splits, tokenizer_text
+    from distill.data.text import UNLABELLED, CharTokenizer, text_splits, tokenizer_text
     from distill.models.gpt import GPT
     from distill.weights import load_weights
 
@@ -71,7 +71,7 @@ def perplexity_on_test(weights: Path, data: Path, context: int, **gpt_args) -> f
     load_weights(model, weights)
     with torch.no_grad():
         logits = model(test.ids)[:, :-1]  # position i predicts token i + 1
-    loss = nn.functional.cross_entropy(logits.flatten(0, 1), test.labels[:, 1:].flatten(), ignore_index=IGNORE)
+    loss = nn.functional.cross_entropy(logits.flatten(0, 1), test.labels[:, 1:].flatten(), ignore_index=UNLABELLED)
     return math.exp(loss.item())
 
 

@@ -152,7 +152,7 @@ def _qa(path: Path) -> Path:
 
 
 def test_on_policy_batches_mask_the_prompt_and_the_teacher_grades_the_students_tokens(tmp_path):
-    from distill.data.text import IGNORE, CharTokenizer, text_splits
+    from distill.data.text import UNLABELLED, CharTokenizer, text_splits
     from distill.losses.token_kd import TokenKD
     from distill.modules.token import OnPolicy, TokenDistiller
 
@@ -168,13 +168,13 @@ def test_on_policy_batches_mask_the_prompt_and_the_teacher_grades_the_students_t
     )
     torch.manual_seed(1)
     sampled = on_policy.sampled(batch)
-    prompts = (batch["label"] != IGNORE).int().argmax(1)
+    prompts = (batch["label"] != UNLABELLED).int().argmax(1)
     for row, length in enumerate(prompts.tolist()):
         ids, labels = sampled["input"][row], sampled["label"][row]
         assert torch.equal(ids[:length], batch["input"][row, :length])  # the prompt, kept
-        assert (labels[:length] == IGNORE).all()  # and masked
+        assert (labels[:length] == UNLABELLED).all()  # and masked
         assert torch.equal(labels[length : length + 5], ids[length : length + 5])  # the student's 5 tokens count
-        assert (labels[length + 5 :] == IGNORE).all()
+        assert (labels[length + 5 :] == UNLABELLED).all()
     on_policy.train()
     torch.manual_seed(2)
     got = on_policy(batch)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from conftest import write_config
 from distill.cli import main
-from distill.data.text import IGNORE, CharTokenizer, TokenSequences, text_splits
+from distill.data.text import UNLABELLED, CharTokenizer, TokenSequences, text_splits
 from distill.errors import DistillError
 from distill.losses.token_kd import TokenKD
 from distill.models.gpt import GPT
@@ -58,7 +58,7 @@ def test_jsonl_counts_the_completion_only(tmp_path):
     splits = text_splits(tmp_path / "qa.jsonl", tokenizer, context=20, val_fraction=0.2, test_fraction=0.2, seed=0)
     for part in (splits.train, splits.val, splits.test):
         for ids, labels in zip(part.ids, part.labels, strict=True):
-            counted = tokenizer.decode(ids[labels != IGNORE].tolist())
+            counted = tokenizer.decode(ids[labels != UNLABELLED].tolist())
             assert counted in ("4", "hi there")
 
 
@@ -111,7 +111,7 @@ def _uneven_sequences() -> TokenSequences:
     ids = torch.randint(7, (4, 16))
     labels = ids.clone()
     for row, kept in enumerate((15, 3, 9, 1)):
-        labels[row, : 16 - kept] = IGNORE
+        labels[row, : 16 - kept] = UNLABELLED
     return TokenSequences(ids, labels)
 
 
@@ -271,7 +271,7 @@ def test_a_hugging_face_teacher_with_a_padded_vocabulary(tmp_path, text_file, hf
     teacher = pytest.importorskip("transformers").AutoModelForCausalLM.from_pretrained(hf_folder).eval()
     with torch.no_grad():
         logits = teacher(test.ids).logits[:, :-1]  # position i predicts token i + 1
-    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), test.labels[:, 1:].flatten(), ignore_index=IGNORE)
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), test.labels[:, 1:].flatten(), ignore_index=UNLABELLED)
     assert summary["teacher"]["test_perplexity"] == pytest.approx(math.exp(loss.item()), rel=1e-5)
     attention = ["--set", "method.attention_weight=0.5", "--set", "method.hidden_weight=0.5", "--set", "name=att"]
     assert main(["train", str(config), *shared, *attention, "-q"]) == 0  # the eager kernel, loaded for it
@@ -369,7 +369,7 @@ def test_chat_data_counts_the_assistant_turns_only(tmp_path, chat_tokenizer):
     tokenizer = HFTokenizer(str(chat_tokenizer))
     splits = text_splits(tmp_path / "chat.jsonl", tokenizer, context=40, val_fraction=0.2, test_fraction=0.2, seed=0)
     ids, labels = splits.train.ids[0], splits.train.labels[0]
-    assert tokenizer.decode(ids[labels != IGNORE].tolist()).replace(" ", "") == "yo\nno\n"  # each turn and its end
+    assert tokenizer.decode(ids[labels != UNLABELLED].tolist()).replace(" ", "") == "yo\nno\n"  # each turn and its end
     rendered = tokenizer.render_chat(chat)
     assert ids[: len(rendered)].tolist() == rendered  # the template's rendering, then padding
     assert tokenizer.decode(rendered).replace(" ", "") == "<u>hi\n<a>yo\n<u>ok?\n<a>no\n"

@@ -15,7 +15,7 @@ import torch
 
 from conftest import write_config
 from distill.cli import main
-from distill.data.text import IGNORE
+from distill.data.text import UNLABELLED
 from distill.export import onnx_available
 from distill.models.gpt import GPT
 from distill.report import figures, lm_document
@@ -203,7 +203,7 @@ def test_perplexities_of_several_seeds_show_their_spread():
 
 
 def test_a_prompt_ends_where_the_counted_tokens_begin():
-    assert _prompt_end(torch.tensor([IGNORE, IGNORE, 5, 6, IGNORE]), 10) == 2  # a JSONL line: its prompt
+    assert _prompt_end(torch.tensor([UNLABELLED, UNLABELLED, 5, 6, UNLABELLED]), 10) == 2  # a JSONL line: its prompt
     assert _prompt_end(torch.tensor([4, 5, 6, 7]), 3) == 3  # running text: every token counts
 
 

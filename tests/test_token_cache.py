@@ -10,7 +10,7 @@ import torch
 from conftest import perplexity_on_test, write_config
 from distill.cache.tokens import TokenCache, cached_views, fingerprint, write_token_cache
 from distill.cli import main
-from distill.data.text import IGNORE, CharTokenizer, TokenSequences
+from distill.data.text import UNLABELLED, CharTokenizer, TokenSequences
 from distill.losses.token import DIVERGENCES
 from distill.losses.token_kd import TokenKD
 from distill.models.gpt import GPT
@@ -25,7 +25,7 @@ def setup(tmp_path):
     tokenizer = CharTokenizer.fit(TEXT)
     ids = torch.tensor(tokenizer.encode(TEXT[: 16 * 20])).view(16, 20)
     labels = ids.clone()
-    labels[::3, :5] = IGNORE  # some prompts
+    labels[::3, :5] = UNLABELLED  # some prompts
     train = TokenSequences(ids, labels)
     torch.manual_seed(0)
     teacher = GPT(tokenizer.vocab_size, context=20, layers=1, heads=2, width=16)

@@ -62,71 +62,65 @@ def _talk(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("--debug", action="store_true", default=default, help="show an internal error's traceback")
 
 
+def _config(command: argparse.ArgumentParser, what: str = "YAML config file") -> None:
+    command.add_argument("config", help=what)
+    _add_overrides(command)
+
+
+def _run_dir(command: argparse.ArgumentParser) -> None:
+    command.add_argument("run_dir", help="a run directory made by `distill train` or `distill demo`")
+
+
+def _train_args(train: argparse.ArgumentParser) -> None:
+    _config(train)
+    train.add_argument("--resume", action="store_true", help="continue the run in out_dir/name where it stopped")
+
+
+def _tune_args(tune: argparse.ArgumentParser) -> None:
+    _config(tune, "YAML config file (method.kind offline or token; its tune group is the search space)")
+    tune.add_argument("--trials", type=int, default=20, help="trials in all, counting those a killed search finished")
+
+
+def _demo_args(demo: argparse.ArgumentParser) -> None:
+    tasks = "classify: an MLP student on 8x8 digits; lm: a character GPT on the standard library's source"
+    demo.add_argument("--task", choices=["classify", "lm"], default="classify", help=tasks)
+    _add_overrides(demo)
+
+
+def _eval_args(evaluate: argparse.ArgumentParser) -> None:
+    what = "a run directory, or what `distill export` wrote: a .onnx, .pt2 or .pt file, or a model folder"
+    evaluate.add_argument("run_dir", metavar="RUN_DIR|EXPORTED", help=what)
+
+
+def _export_args(export: argparse.ArgumentParser) -> None:
+    _run_dir(export)
+    export.add_argument("--format", dest="fmt", choices=list(FILES), default="onnx", help="default: onnx")
+    atol = "largest logit difference from PyTorch accepted (default 1e-4)"
+    export.add_argument("--atol", type=float, default=1e-4, help=atol)
+    int8 = "also quantise to int8 with ONNX Runtime (dynamic; static for conv nets)"
+    export.add_argument("--int8", action="store_true", help=int8)
+
+
+ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "train": ("run an experiment from a YAML config", _train_args),
+    "cache": ("run the teacher once and store its outputs in teacher.cache", _config),
+    "tune": ("search the loss, temperature, alpha and lr on the validation split", _tune_args),
+    "demo": ("teacher, scratch and distilled student on the bundled digits (or --task lm)", _demo_args),
+    "eval": ("re-measure the models of a finished run, or what `distill export` wrote", _eval_args),
+    "generate": ("the teacher's completions of a JSONL file's prompts (task: lm configs)", _config),
+    "report": ("report.html and report.md of a finished run: curves, samples or calibration, payoff", _run_dir),
+    "export": ("the student out of PyTorch, checked against it on the test inputs", _export_args),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="distill", description="Knowledge distillation: teacher -> student.")
     _talk(parser, False)
     options = _Parser(add_help=False)
     _talk(options, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    train = commands.add_parser("train", parents=[options], help="run an experiment from a YAML config")
-    train.add_argument("config", help="YAML config file")
-    _add_overrides(train)
-    train.add_argument("--resume", action="store_true", help="continue the run in out_dir/name where it stopped")
-
-    cache = commands.add_parser(
-        "cache", parents=[options], help="run the teacher once and store its outputs in teacher.cache"
-    )
-    cache.add_argument("config", help="YAML config file (with teacher.weights and teacher.cache)")
-    _add_overrides(cache)
-
-    tune = commands.add_parser(
-        "tune", parents=[options], help="search the loss, temperature, alpha and lr on the validation split"
-    )
-    tune.add_argument("config", help="YAML config file (method.kind offline; its tune group is the search space)")
-    tune.add_argument("--trials", type=int, default=20, help="trials in all, counting those a killed search finished")
-    _add_overrides(tune)
-
-    demo = commands.add_parser(
-        "demo", parents=[options], help="teacher, scratch and distilled student on the bundled digits (or --task lm)"
-    )
-    demo.add_argument(
-        "--task",
-        choices=["classify", "lm"],
-        default="classify",
-        help="classify: an MLP student on 8x8 digits; lm: a character GPT on the standard library's source",
-    )
-    _add_overrides(demo)
-
-    evaluate = commands.add_parser(
-        "eval", parents=[options], help="re-measure the models of a finished run, or the accuracy of an exported file"
-    )
-    evaluate.add_argument(
-        "run_dir", metavar="RUN_DIR|FILE", help="a run directory, or a .onnx, .pt2 or .pt file `distill export` wrote"
-    )
-
-    generate = commands.add_parser(
-        "generate", parents=[options], help="the teacher's completions of a JSONL file's prompts (task: lm configs)"
-    )
-    generate.add_argument("config", help="YAML config with task: lm and a generate group")
-    _add_overrides(generate)
-
-    report = commands.add_parser(
-        "report", parents=[options], help="report.html and report.md of a finished run: curves, calibration, payoff"
-    )
-    report.add_argument("run_dir", help="a run directory made by `distill train` or `distill demo`")
-
-    export = commands.add_parser(
-        "export", parents=[options], help="the student out of PyTorch, checked against it on the test inputs"
-    )
-    export.add_argument("run_dir", help="a run directory made by `distill train` or `distill demo`")
-    export.add_argument("--format", dest="fmt", choices=list(FILES), default="onnx", help="default: onnx")
-    export.add_argument(
-        "--atol", type=float, default=1e-4, help="largest logit difference from PyTorch accepted (default 1e-4)"
-    )
-    export.add_argument(
-        "--int8", action="store_true", help="also quantise to int8 with ONNX Runtime (dynamic; static for conv nets)"
-    )
+    for name, (what, arguments) in ARGUMENTS.items():
+        arguments(commands.add_parser(name, parents=[options], help=what))
     return parser
 
 

@@ -7,7 +7,8 @@ Add a data set with `@DATASETS.register("name")` on a function returning ArrayDa
 
 from distill.data import _arrays, _cifar, _csv, _idx  # noqa: F401  (importing them registers the loaders)
 from distill.data._augment import Augment, CropFlip, augmentation, view_key
-from distill.data._core import DATASETS, UNLABELLED, ArrayData, DataSplits, IndexedDataset, load, split
+from distill.data._core import DATASETS, UNLABELLED, ArrayData, DataSplits, IndexedDataset, load
+from distill.data._split import split
 
 __all__ = [
     "DATASETS",

@@ -28,9 +28,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from distill._io import existing
+from distill.data._core import UNLABELLED
 from distill.errors import DistillError
-
-IGNORE = -100  # the label of a token the loss does not count
 
 
 class Tokenizer(Protocol):
@@ -100,7 +99,7 @@ class TokenSequences(Dataset):
     @property
     def tokens(self) -> int:
         """Tokens the loss counts (after the shift)."""
-        return int((self.labels[:, 1:] != IGNORE).sum())
+        return int((self.labels[:, 1:] != UNLABELLED).sum())
 
 
 @dataclass
@@ -191,7 +190,7 @@ def _jsonl_splits(
             row_ids, row_labels = chat_tokens(tokenizer, record["messages"], f"{path}:{number}")
         else:
             prompt_ids, completion_ids = tokenizer.encode(record["prompt"]), tokenizer.encode(record["completion"])
-            row_ids, row_labels = prompt_ids + completion_ids, [IGNORE] * len(prompt_ids) + completion_ids
+            row_ids, row_labels = prompt_ids + completion_ids, [UNLABELLED] * len(prompt_ids) + completion_ids
         if len(row_ids) > context:
             raise DistillError(
                 f"{path}:{number}: {len(row_ids)} tokens, longer than the model's context {context}; "
@@ -199,7 +198,7 @@ def _jsonl_splits(
             )
         pad = context - len(row_ids)
         ids.append(row_ids + [tokenizer.pad_id] * pad)
-        labels.append(row_labels + [IGNORE] * pad)
+        labels.append(row_labels + [UNLABELLED] * pad)
     ids, labels = torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
     order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))
     n_test, n_val = max(1, round(len(ids) * test_fraction)), max(1, round(len(ids) * val_fraction))
@@ -262,7 +261,7 @@ def chat_tokens(tokenizer: Tokenizer, messages: list[dict[str, str]], where: str
             f"'{tokenizer.name}' has none (give a Hugging Face tokenizer's folder)"
         )
     ids = render(messages, generation_prompt=False)
-    labels = [IGNORE] * len(ids)
+    labels = [UNLABELLED] * len(ids)
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
@@ -273,7 +272,7 @@ def chat_tokens(tokenizer: Tokenizer, messages: list[dict[str, str]], where: str
                 "whole; its assistant turns cannot be found"
             )
         labels[start : len(through)] = ids[start : len(through)]
-    if all(label == IGNORE for label in labels):
+    if all(label == UNLABELLED for label in labels):
         raise DistillError(f"{where}: no assistant turn to learn from; each conversation needs one")
     return ids, labels
 

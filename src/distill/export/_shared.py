@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from distill._io import write_json
+from distill._io import _UMASK, write_json
 from distill.errors import DistillError
 from distill.pipeline import SavedRun
 
@@ -42,3 +42,10 @@ def keep_failed(tmp: Path, path: Path, problem: str) -> DistillError:
 
 def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def readable(folder: Path) -> None:
+    """Give `folder` and its files the modes open() and mkdir would (mkdtemp makes 0700; some writers 0600)."""
+    folder.chmod(0o777 & ~_UMASK)
+    for file in folder.rglob("*"):
+        file.chmod((0o777 if file.is_dir() else 0o666) & ~_UMASK)

@@ -39,7 +39,7 @@ def export(run_dir: str | Path, *, fmt: str = "onnx", atol: float = 1e-4, int8: 
     if way == HF_FORMAT:
         results = export_folder(run, atol)
     elif run.cfg.task == "lm":
-        results = export_gpt(run, way, atol)
+        results = export_gpt(run, way, atol, int8)
     else:
         results = export_images(run, way, atol, int8)
     folder = run.path / "export"
@@ -50,15 +50,15 @@ def export(run_dir: str | Path, *, fmt: str = "onnx", atol: float = 1e-4, int8: 
 def _way(cfg: Config, fmt: str, int8: bool) -> str:
     """The format the run's student is exported in, or the one line that says why it cannot be in `fmt`."""
     hf_student = cfg.task == "lm" and cfg.student.model.startswith(HF)
-    if cfg.task == "lm" and int8:
-        raise DistillError("--int8 quantises image and table classifiers only so far; export a language model "
-                           "without it")  # fmt: skip
     if not hf_student and fmt == HF_FORMAT:
         raise DistillError(f"--format {HF_FORMAT} writes a Hugging Face student's folder; this run's student is "
                            f"'{cfg.student.model}': use --format onnx, torchscript or torch-export")  # fmt: skip
     if not hf_student:
         return fmt
     check_servable(cfg)
+    if int8:
+        raise DistillError(f"--int8 quantises an ONNX file; the student is a Hugging Face model ({cfg.student.model}),"
+                           " which ships as its save_pretrained folder: export it without --int8")  # fmt: skip
     if fmt not in ("onnx", HF_FORMAT):
         raise DistillError(f"the student is a Hugging Face model ({cfg.student.model}): it ships as its "
                            f"save_pretrained folder (--format {HF_FORMAT}), not as {fmt}")  # fmt: skip

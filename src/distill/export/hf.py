@@ -24,19 +24,19 @@ from torch import nn
 from distill._io import fsync_dir
 from distill.config import LMConfig, validate
 from distill.errors import DistillError
-from distill.export._shared import folder_bytes, keep_failed, run_fields
+from distill.export._shared import folder_bytes, keep_failed, readable, run_fields
 from distill.export.formats import METADATA
 from distill.export.lm import (
     PARITY_SEQUENCES,
-    merged,
     parity_batch,
     perplexity,
     pytorch_row,
     sequence_parity,
+    students,
     tokens_per_second,
 )
 from distill.measure import where_measured
-from distill.models.lm import HF, HFCausalLM, HFTokenizer
+from distill.models.lm import HF, HFCausalLM, HFTokenizer, _transformers
 from distill.pipeline import SavedRun
 
 FOLDER = "student"  # runs/NAME/export/student/
@@ -53,12 +53,6 @@ def check_servable(cfg: LMConfig) -> None:
         )
 
 
-def _transformers():
-    from distill.models.lm import _transformers
-
-    return _transformers()
-
-
 def load_folder(folder: Path) -> HFCausalLM:
     """The exported folder as a user loads it: `AutoModelForCausalLM.from_pretrained(folder)`, nothing else."""
     return HFCausalLM(_transformers().AutoModelForCausalLM.from_pretrained(str(folder))).eval()
@@ -71,6 +65,7 @@ def _atomic_folder(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        readable(tmp)
         old = path.with_name(f".{path.name}.old.tmp")
         if path.exists():
             os.replace(path, old)
@@ -91,8 +86,8 @@ def export_folder(run: SavedRun, atol: float) -> dict[str, Any]:
     """The Hugging Face student of `run` as a `save_pretrained` folder, reloaded as a user would and checked
     against the run's student on the test sequences, in batches of the run's test split."""
     check_servable(run.cfg)
-    student = merged(run.net("student")).eval()
-    results = {"measured_on": where_measured(), "task": "lm", "pytorch": pytorch_row(run, student)}
+    reference, student = students(run)
+    results = {"measured_on": where_measured(), "task": "lm", "pytorch": pytorch_row(run, reference)}
     meta = {**run_fields(run), "task": "lm", "test_perplexity": results["pytorch"]["test_perplexity"]}
     ids, context, vocab = run.exp.splits.test.ids, run.cfg.data.context, run.exp.tokenizer.vocab_size
     path = run.path / "export" / FOLDER
@@ -100,7 +95,7 @@ def export_folder(run: SavedRun, atol: float) -> dict[str, Any]:
         _write(student, run.exp.tokenizer, tmp, meta)
         shipped = load_folder(tmp)
         rows = parity_batch(ids, vocab, run.cfg.data.batch_size)
-        parity, problem = sequence_parity(shipped, student, ids[:PARITY_SEQUENCES], rows, atol)
+        parity, problem = sequence_parity(shipped, reference, ids[:PARITY_SEQUENCES], rows, atol)
         if problem:
             raise keep_failed(tmp, path, problem)
         with torch.inference_mode():
@@ -118,9 +113,12 @@ def export_folder(run: SavedRun, atol: float) -> dict[str, Any]:
 def read_folder(folder: Path) -> tuple[HFCausalLM, LMConfig, dict[str, Any]]:
     """An exported folder's model, the run's config with the folder's own tokenizer (what ships makes the test
     ids), and its metadata."""
-    meta = json.loads((folder / METADATA).read_text())
-    if "config" not in meta:
-        raise DistillError(f"{folder / METADATA}: holds no config; give a folder `distill export` wrote")
+    try:
+        meta = json.loads((folder / METADATA).read_text())
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or "config" not in meta:
+        raise DistillError(f"{folder / METADATA}: damaged, or holds no config; give a folder `distill export` wrote")
     cfg = validate(yaml.safe_load(meta["config"]), str(folder / METADATA))
     data = cfg.data.model_copy(update={"tokenizer": f"{HF}{folder}"})
     return load_folder(folder), cfg.model_copy(update={"data": data}), meta

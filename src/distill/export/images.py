@@ -1,14 +1,11 @@
-"""Exporting an image or table classifier (`task: classify`): parity on the test inputs, test accuracy, int8.
-
-runs/NAME/export/student.int8.onnx         --int8: weights int8, activations quantised at run time (dynamic)
-runs/NAME/export/student.int8-static.onnx  --int8 on a conv net: also static, calibrated on training inputs
-"""
+"""Exporting an image or table classifier (`task: classify`): parity on the test inputs, test accuracy, and
+with --int8 the quantised files (static too for a conv net, calibrated on training inputs)."""
 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from distill.data import IndexedDataset
 from distill.errors import first_line
 from distill.export._shared import SHIP_BUDGET_S, keep_failed, run_fields
 from distill.export.formats import FILES, WRITERS, load_exported
+from distill.export.quantise import quantised
 from distill.measure import costs, timing, where_measured
 from distill.pipeline import SavedRun
 from distill.taps import logits_of
@@ -86,7 +84,7 @@ def _parity(
     return parity, None
 
 
-def _scored(predict: Callable[[Tensor], Tensor], path: Path, test: IndexedDataset, shape: tuple[int, ...]) -> dict:
+def _scored(predict: Callable[[Tensor], Tensor], path: Path, *, test: IndexedDataset, shape: tuple[int, ...]) -> dict:
     """Test accuracy, bytes on disk and CPU speed of an exported file."""
     accuracy = accuracy_of(outputs(predict, test.inputs), test.labels)
     return {"accuracy": accuracy, "size_bytes": path.stat().st_size, **timing(predict, shape, budget_s=SHIP_BUDGET_S)}
@@ -113,48 +111,12 @@ def export_images(run: SavedRun, fmt: str, atol: float, int8: bool) -> dict[str,
         parity, problem = _parity(exported, student, test.inputs[:PARITY_SAMPLES], reference[:PARITY_SAMPLES], atol)
         if problem:
             raise keep_failed(tmp, path, problem)
-        results[fmt] = {**_scored(exported, tmp, test, shape), "file": path.name, **parity}
+        results[fmt] = {**_scored(exported, tmp, test=test, shape=shape), "file": path.name, **parity}
     if int8:
         calibration = run.exp.splits.train.inputs[:CALIBRATION_SAMPLES]
         convolutional = any(isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d) for m in student.modules())
-        results.update(_quantised(path, test, shape, calibration if convolutional else None, results["onnx"]))
-    return results
-
-
-def _quantised(
-    fp32: Path, test: IndexedDataset, shape: tuple[int, ...], calibration: Tensor | None, before: dict[str, Any]
-) -> dict[str, dict[str, Any]]:
-    """student.int8.onnx (dynamic) and, given `calibration` inputs, student.int8-static.onnx; each scored beside
-    the fp32 file it came from."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_dynamic, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Batches(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter(calibration.split(32))
-
-        def get_next(self) -> dict[str, Any] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {"input": batch.numpy()}
-
-    def dynamic(source: Path, target: Path) -> None:
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8)
-
-    def static(source: Path, target: Path) -> None:
-        quantize_static(source, target, Batches(), activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-
-    ways = {"int8": dynamic, **({"int8-static": static} if calibration is not None else {})}
-    results = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        prepared = Path(scratch) / "prepared.onnx"  # shapes inferred and graph folded, as the quantiser advises
-        quant_pre_process(fp32, prepared)
-        for way, quantise in ways.items():
-            path = fp32.with_name(f"student.{way}.onnx")
-            with atomic_path(path) as tmp:
-                quantise(prepared, tmp)
-                predict, _ = load_exported(tmp, "onnx")
-                scored = _scored(predict, tmp, test, shape)
-            results[way] = {**scored, "file": path.name, "accuracy_change": scored["accuracy"] - before["accuracy"]}
+        score = partial(_scored, test=test, shape=shape)
+        results.update(quantised(path, score, "accuracy", results["onnx"], calibration if convolutional else None))
     return results
 
 

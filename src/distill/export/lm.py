@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +21,7 @@ from distill.data.text import CharTokenizer
 from distill.errors import first_line
 from distill.export._shared import SHIP_BUDGET_S, keep_failed, run_fields
 from distill.export.formats import FILES, WRITERS, load_exported
+from distill.export.quantise import quantised
 from distill.measure import rate, where_measured
 from distill.pipeline import SavedRun
 from distill.taps import logits_of
@@ -42,10 +45,14 @@ class Exported(nn.Module):
         return self.predict(ids)
 
 
-def merged(net: nn.Module) -> nn.Module:
-    """The student as it ships: LoRA adapters (peft) folded into the weights they adapt, so the file holds one
-    plain model and needs no peft to run."""
-    return net.merge_and_unload() if hasattr(net, "merge_and_unload") else net
+def students(run: SavedRun) -> tuple[nn.Module, nn.Module]:
+    """The run's student as it ran (what the export is checked against) and as it ships: with LoRA adapters
+    (peft) folded into the weights they adapt, in a second copy, so the export holds one plain model and needs
+    no peft to run."""
+    reference = run.net("student").eval()
+    if not hasattr(reference, "merge_and_unload"):
+        return reference, reference
+    return reference, run.net("student").merge_and_unload().eval()
 
 
 def perplexity(model: nn.Module, loader: DataLoader) -> float:
@@ -61,7 +68,7 @@ def tokens_per_second(predict: Callable[[Tensor], Tensor], context: int, vocab: 
     return sequences * context
 
 
-def parity_batch(ids: Tensor, vocab: int, most: int) -> int:
+def parity_batch(ids: Tensor, vocab: int, most: int = PARITY_SEQUENCES) -> int:
     """Rows per parity batch: `most`, or fewer where their logits would pass PARITY_LOGITS."""
     return max(1, min(most, PARITY_LOGITS // (ids.shape[1] * vocab)))
 
@@ -121,27 +128,32 @@ def pytorch_row(run: SavedRun, student: nn.Module) -> dict[str, Any]:
     }
 
 
-def export_gpt(run: SavedRun, fmt: str, atol: float) -> dict[str, Any]:
-    """Our GPT student as `fmt`, checked on the test sequences and scored beside the PyTorch student."""
-    student = merged(run.net("student")).eval()
-    ids, context, vocab = run.exp.splits.test.ids, run.cfg.data.context, run.exp.tokenizer.vocab_size
-    results = {"measured_on": where_measured(), "task": "lm", "pytorch": pytorch_row(run, student)}
+def _figures(predict: Callable[[Tensor], Tensor], file: Path, *, run: SavedRun) -> dict[str, Any]:
+    """An exported file's test perplexity, bytes on disk and tokens/s."""
+    return {
+        "test_perplexity": perplexity(Exported(predict), run.exp.test_loader),
+        "size_bytes": file.stat().st_size,
+        "tokens_per_second": tokens_per_second(predict, run.cfg.data.context, run.exp.tokenizer.vocab_size),
+    }
+
+
+def export_gpt(run: SavedRun, fmt: str, atol: float, int8: bool) -> dict[str, Any]:
+    """Our GPT student as `fmt` (and dynamic int8), checked on the test sequences and scored beside the PyTorch
+    student."""
+    reference, student = students(run)
+    ids, vocab = run.exp.splits.test.ids, run.exp.tokenizer.vocab_size
+    results = {"measured_on": where_measured(), "task": "lm", "pytorch": pytorch_row(run, reference)}
     meta = {**lm_metadata(run), "test_perplexity": json.dumps(results["pytorch"]["test_perplexity"])}
     path = run.path / "export" / FILES[fmt]
     with atomic_path(path) as tmp:
-        WRITERS[fmt](student, ids[:2], tmp, meta, axes=AXES, limits={"sequence": context})
+        WRITERS[fmt](student, ids[:2], tmp, meta, axes=AXES, limits={"sequence": run.cfg.data.context})
         exported, _ = load_exported(tmp, fmt)
-        rows = parity_batch(ids, vocab, PARITY_SEQUENCES)
-        parity, problem = sequence_parity(exported, student, ids[:PARITY_SEQUENCES], rows, atol)
+        parity, problem = sequence_parity(exported, reference, ids[:PARITY_SEQUENCES], parity_batch(ids, vocab), atol)
         if problem:
             raise keep_failed(tmp, path, problem)
-        results[fmt] = {
-            "file": path.name,
-            "test_perplexity": perplexity(Exported(exported), run.exp.test_loader),
-            "size_bytes": tmp.stat().st_size,
-            "tokens_per_second": tokens_per_second(exported, context, vocab),
-            **parity,
-        }
+        results[fmt] = {"file": path.name, **_figures(exported, tmp, run=run), **parity}
+    if int8:  # dynamic only: static calibration pays on convolutions, and a GPT has none
+        results.update(quantised(path, partial(_figures, run=run), "test_perplexity", results["onnx"]))
     return results
 
 

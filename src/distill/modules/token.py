@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.cache.tokens import TokenCache, cached_views
-from distill.data.text import IGNORE
+from distill.data.text import UNLABELLED
 from distill.errors import DistillError
 from distill.losses.attention import attention_kl_loss
 from distill.losses.token import combine, shift_for_next_token, token_divergence
@@ -26,7 +26,7 @@ def next_token_loss(logits: Tensor, ids_labels: Tensor) -> tuple[Tensor, Tensor]
     """Mean next-token cross-entropy over the counted tokens of (B, S, V) logits and (B, S) labels, and the
     count (0 counted gives 0, not NaN)."""
     logits, labels = shift_for_next_token(logits, ids_labels)
-    tokens = (labels != IGNORE).sum()
+    tokens = (labels != UNLABELLED).sum()
     total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), reduction="sum")
     return total / tokens.clamp_min(1), tokens
 
@@ -104,7 +104,7 @@ class TokenDistiller(nn.Module):
             chunk_size=self.chunk_size,
         )
         parts, loss = {"kd": out.soft, "ce": out.hard}, out.loss
-        counted = labels[:, 1:] != IGNORE  # (B, S-1): positions whose next token the loss counts
+        counted = labels[:, 1:] != UNLABELLED  # (B, S-1): positions whose next token the loss counts
         if self.hidden_weight:
             difference = self.adapter(student_hidden[:, :-1][counted]) - teacher_hidden[:, :-1][counted].float()
             parts["hidden"] = difference.pow(2).sum() / max(difference.numel(), 1)  # 0, not NaN, with none counted
@@ -185,7 +185,7 @@ class OnPolicy(nn.Module):
         """The batch with each row's completion written by the student: rows of one prompt length sampled
         together, right-padded (label -100) to the longest."""
         ids, labels = batch["input"], batch["label"]
-        prompt_lengths = (labels != IGNORE).int().argmax(1)  # the first counted token ends the prompt
+        prompt_lengths = (labels != UNLABELLED).int().argmax(1)  # the first counted token ends the prompt
         student = self.distiller.student
         end_id = getattr(student, "end_id", None)
         mode = student.training
@@ -204,12 +204,12 @@ class OnPolicy(nn.Module):
                     if tokens is not None:
                         sampled = sampled[: until_end(tokens[j], end_id)]
                     prompt = ids[row, :length]
-                    rows[row] = (torch.cat([prompt, sampled]), torch.cat([torch.full_like(prompt, IGNORE), sampled]))
+                    rows[row] = (torch.cat([prompt, sampled]), torch.cat([torch.full_like(prompt, UNLABELLED), sampled]))
         finally:
             student.train(mode)
         longest = max(len(row_ids) for row_ids, _ in rows)
         padded = torch.full((len(rows), longest), self.pad_id, dtype=ids.dtype, device=ids.device)
-        targets = torch.full_like(padded, IGNORE)
+        targets = torch.full_like(padded, UNLABELLED)
         for i, (row_ids, row_labels) in enumerate(rows):
             padded[i, : len(row_ids)], targets[i, : len(row_labels)] = row_ids, row_labels
         return {**batch, "input": padded, "label": targets}

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.benchmark.utils.common import set_torch_threads
 
-from distill.data.text import IGNORE, TokenSequences
+from distill.data.text import UNLABELLED, TokenSequences
 from distill.errors import DistillError, first_line
 from distill.export import SHIP_BUDGET_S, load_exported, onnx_available
 from distill.measure import THREADS, peak_memory, where_measured
@@ -237,7 +237,7 @@ def _complete(run: SavedRun, nets: dict[str, nn.Module], test: TokenSequences, c
         if cut < 1 or new < 1:  # a JSONL line without a prompt, or without room after it
             continue
         prompt = test.ids[row, :cut]
-        counted = (test.labels[row] != IGNORE).nonzero().squeeze(1)
+        counted = (test.labels[row] != UNLABELLED).nonzero().squeeze(1)
         held_out = test.ids[row, cut : min(int(counted[-1]) + 1, cut + new)]
         by_model = {name: tokenizer.decode(_generated(net, prompt, new)) for name, net in nets.items()}
         found.append(Completion(row, tokenizer.decode(prompt.tolist()), tokenizer.decode(held_out.tolist()), by_model))
@@ -247,7 +247,7 @@ def _complete(run: SavedRun, nets: dict[str, nn.Module], test: TokenSequences, c
 def _prompt_end(labels: Tensor, tokens: int) -> int:
     """Where a test sequence's prompt ends: a JSONL line's prompt is what the loss does not count (before its
     first counted token); running text counts every token, and its prompt is its first `tokens`."""
-    first = int((labels != IGNORE).int().argmax())
+    first = int((labels != UNLABELLED).int().argmax())
     return first if first > 0 else tokens
 
 

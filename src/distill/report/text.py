@@ -212,6 +212,7 @@ def format_export(results: dict[str, Any]) -> str:
         if (row := results.get(key)) is None:
             continue
         change = f" ({row['accuracy_change'] * 100:+.2f})" if "accuracy_change" in row else ""
+        change = f" ({row['test_perplexity_change']:+.3f})" if "test_perplexity_change" in row else change
         diff = f"{row['max_abs_diff']:.1e}" if "max_abs_diff" in row else "-"
         file, size = row.get("file", "student.safetensors"), human_bytes(row["size_bytes"])
         if lm:

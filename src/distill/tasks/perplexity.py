@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from distill.data.text import IGNORE
+from distill.data.text import UNLABELLED
 from distill.losses.token import shift_for_next_token
 from distill.measure import THREADS, where_measured
 from distill.models import count_params
@@ -32,9 +32,9 @@ def sequence_losses(model: nn.Module, loader: DataLoader, device: torch.device) 
     for batch in loader:
         ids, labels = batch["input"].to(device), batch["label"].to(device)
         logits, targets = shift_for_next_token(model(ids).float(), labels)
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=UNLABELLED, reduction="none")
         sums.append(nll.sum(1).cpu())
-        counts.append((targets != IGNORE).sum(1).cpu())
+        counts.append((targets != UNLABELLED).sum(1).cpu())
     return torch.cat(sums), torch.cat(counts)
 
 
