@@ -41,11 +41,11 @@ import torch.nn.functional as F
 import yaml
 
 from distill import Distiller
-from distill.cache.open import make_cache
 from distill.config import load_config
 from distill.data import CropFlip, view_key
 from distill.models import build_model, count_params
 from distill.recipes.offline import Offline
+from distill.tasks.caches import make_cache
 from distill.tasks.classify import build_experiment
 from distill.train import fit
 from distill.weights import load_weights, save_weights
@@ -193,11 +193,11 @@ PHASES = {  # phase: the library functions it wraps, "module:name", in this vers
     "run folder (config.yaml, checks)": ["distill.rundir:prepare"],
     TRAINING: ["distill.train:fit"],
     "write weights": ["distill.weights:save_weights"],
-    "outputs on validation and test": ["distill.summary:outputs_of"],
+    "outputs on validation and test": ["distill.tasks.accuracy:outputs_of"],
     "summary measurement (latency, samples/s, memory)": ["distill.measure:costs"],
-    "rest of the summary (accuracy, agreement, size)": ["distill.summary:describe"],
+    "rest of the summary (accuracy, agreement, size)": ["distill.tasks.accuracy:describe"],
     "diagnosis": ["distill.diagnosis:diagnose"],
-    WRITE: ["distill.pipeline:code_that_ran", "distill.summary:code_that_ran", "distill._io:write_json"],
+    WRITE: ["distill.pipeline:code_that_ran", "distill.tasks.accuracy:code_that_ran", "distill._io:write_json"],
 }  # fmt: skip
 OUTERMOST = ("distill._io:write_json",)  # timed only where no other phase calls it (a checkpoint's: training)
 

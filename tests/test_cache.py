@@ -10,12 +10,12 @@ from torch.utils.data import DataLoader
 from conftest import TINY_RUN, write_config
 from distill import Distiller, DistillError, losses
 from distill.cache.logits import TeacherCache, topk_logits
-from distill.cache.open import open_cache
 from distill.cache.write import write_cache
 from distill.cli import main
 from distill.config import load_config
 from distill.models import cnn, mlp
 from distill.modules.teacher import CachedTeacher
+from distill.tasks.caches import open_cache
 from distill.tasks.classify import build_experiment
 from distill.weights import load_weights, save_weights
 

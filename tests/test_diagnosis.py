@@ -9,8 +9,8 @@ from safetensors.torch import load_file, save_file
 from conftest import TINY_RUN, write_config
 from distill.cli import main
 from distill.diagnosis import calibration_error, diagnose
+from distill.tasks.accuracy import Outputs
 from distill.verdict import paired_interval
-from distill.summary import Outputs
 
 LABELS = torch.arange(200) % 4
 

@@ -309,7 +309,8 @@ def conv_net(width: int) -> torch.nn.Module:
     )
 
 
-@pytest.mark.parametrize("option", ["channels_last", "compile"])
+# compile: a whole run of torch.compile's kernel builds, tens of seconds on a CPU
+@pytest.mark.parametrize("option", ["channels_last", pytest.param("compile", marks=pytest.mark.e2e)])
 def test_compile_and_channels_last_train_the_same_model(option):
     def run(**extra) -> dict[str, torch.Tensor]:
         train, val = (

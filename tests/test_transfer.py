@@ -12,9 +12,9 @@ import torch
 
 from conftest import TINY_RUN, write_config
 from distill import Distiller, DistillError, losses
+from distill import stages as _stages
 from distill.cli import main
 from distill.data import UNLABELLED, load, split
-from distill import stages as _stages
 
 
 def test_unlabelled_rows_reach_only_the_soft_loss(teacher, student):

@@ -20,7 +20,6 @@ from typing import NoReturn
 
 import torch.distributed
 
-from distill.cache.open import make_cache
 from distill.config import Config, load_config
 from distill.errors import DistillError, first_line
 from distill.export import FILES, evaluate_exported, export
@@ -29,6 +28,7 @@ from distill.pipeline import evaluate_run, run
 from distill.report import format_export, format_exported_accuracy, format_result, format_tuning
 from distill.report.document import make_report
 from distill.tasks import experiment
+from distill.tasks.caches import make_cache
 from distill.train import parallel
 from distill.tune import tune
 

@@ -7,17 +7,23 @@ each with the numbers it rests on, and each comes with what to try.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from distill.verdict import RESAMPLES, paired_verdict
 
-if TYPE_CHECKING:
-    from distill.summary import Outputs
-
 CLEARLY_BETTER = 0.01  # a teacher within a point of the student alone has little to teach
+
+
+@dataclass
+class Outputs:
+    """A model's (N, C) float32 logits on the validation and test splits, on the CPU."""
+
+    val: Tensor
+    test: Tensor
 
 
 def _correct(outputs: list[Outputs], labels: Tensor, split: str) -> Tensor:

@@ -204,7 +204,10 @@ class OnPolicy(nn.Module):
                     if tokens is not None:
                         sampled = sampled[: until_end(tokens[j], end_id)]
                     prompt = ids[row, :length]
-                    rows[row] = (torch.cat([prompt, sampled]), torch.cat([torch.full_like(prompt, UNLABELLED), sampled]))
+                    rows[row] = (
+                        torch.cat([prompt, sampled]),
+                        torch.cat([torch.full_like(prompt, UNLABELLED), sampled]),
+                    )
         finally:
             student.train(mode)
         longest = max(len(row_ids) for row_ids, _ in rows)

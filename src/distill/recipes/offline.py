@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from distill.cache.logits import TeacherCache
-from distill.cache.open import open_cache
 from distill.config.methods import OfflineMethod, stage_options
 from distill.modules.distiller import Distiller
 from distill.recipes.base import RECIPES, Trained
 from distill.stages import Stages, keep_loaded_teacher, train_scratch, train_teacher
+from distill.tasks.caches import open_cache
 from distill.tasks.classify import Experiment, build_net, build_terms, check_outputs_match, check_stage, copies
 from distill.train import TrainOptions
 

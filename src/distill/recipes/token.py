@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from distill.cache.open import open_token_cache
 from distill.config.methods import TokenMethod
 from distill.losses.token_kd import TokenKD
 from distill.models.lm import check_vocabularies, model_tokenizer
 from distill.modules.token import TokenDistiller, check_fusable
 from distill.recipes.base import RECIPES, Trained
 from distill.stages import Stages, keep_loaded_teacher, train_scratch, train_teacher
+from distill.tasks.caches import open_token_cache
 from distill.tasks.lm import outputs
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from distill.export import (
 from distill.measure import costs, timing, where_measured
 from distill.models import count_params
 from distill.pipeline import SavedRun, open_run
-from distill.summary import ROLES
+from distill.tasks.accuracy import ROLES
 from distill.weights import weights_sha256
 
 BINS = 10  # confidence bins of the calibration error and the reliability diagram

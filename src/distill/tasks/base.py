@@ -27,6 +27,7 @@ class Task(Protocol):
     """The built pieces of a config that every stage shares, and what the task means."""
 
     cfg: Config
+    splits: Any  # the task's parts: train, val, test (and, for a classifier, labelled and teacher)
     train_loader: DataLoader  # every training row: what a student learns from
     labelled_loader: DataLoader  # what the model alone learns from, as many batches an epoch
     teacher_loader: DataLoader  # what a teacher trained here learns from, as many batches an epoch

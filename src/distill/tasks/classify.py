@@ -21,7 +21,7 @@ from distill.losses import LOSSES
 from distill.models import build_model
 from distill.modules.distiller import Supervised, supervised_options
 from distill.registry import build
-from distill.summary import describe, outputs_of
+from distill.tasks.accuracy import describe, outputs_of
 from distill.tasks.base import Shared, model_spec
 from distill.train import TrainOptions, seed_everything, setup, shuffled
 from distill.weights import load_weights

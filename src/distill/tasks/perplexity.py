@@ -21,7 +21,7 @@ from distill.train import resolve_device
 from distill.verdict import paired_verdict
 
 if TYPE_CHECKING:
-    from distill.tasks.lm import LMExperiment
+    from distill.tasks.base import Task
 
 
 @torch.no_grad()
@@ -32,7 +32,9 @@ def sequence_losses(model: nn.Module, loader: DataLoader, device: torch.device) 
     for batch in loader:
         ids, labels = batch["input"].to(device), batch["label"].to(device)
         logits, targets = shift_for_next_token(model(ids).float(), labels)
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=UNLABELLED, reduction="none")
+        nll = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), targets, ignore_index=UNLABELLED, reduction="none"
+        )
         sums.append(nll.sum(1).cpu())
         counts.append((targets != UNLABELLED).sum(1).cpu())
     return torch.cat(sums), torch.cat(counts)
@@ -53,7 +55,7 @@ def tokens_per_second(model: nn.Module, batch: int, context: int, vocab: int) ->
     return sequences * context
 
 
-def summarize(exp: LMExperiment, runs: list[dict[str, nn.Module]]) -> dict[str, Any]:
+def summarize(exp: Task, runs: list[dict[str, nn.Module]]) -> dict[str, Any]:
     cfg, device = exp.cfg, resolve_device(exp.cfg.train.device)
     test_losses: dict[str, list[tuple[Tensor, Tensor]]] = {}
     summary: dict[str, Any] = {"data": exp.splits.description, "models": list(runs[0])}

@@ -9,7 +9,7 @@ from distill.config import TermConfig
 from distill.errors import ConfigError
 from distill.modules.distiller import Distiller
 from distill.stages import train_scratch, train_teacher
-from distill.summary import logits_on
+from distill.tasks.accuracy import logits_on
 from distill.tasks.classify import build_terms
 from distill.train import resolve_device
 from distill.tune.search import Search, Setting

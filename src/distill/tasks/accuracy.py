@@ -4,31 +4,23 @@ and speed; seeds averaged with their spread."""
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from distill.diagnosis import Outputs
 from distill.measure import costs, where_measured
 from distill.models import count_params
 from distill.taps import logits_of
 from distill.train import resolve_device
 
 if TYPE_CHECKING:
-    from distill.tasks.classify import Experiment
+    from distill.tasks.base import Task
 
 ROLES = ("teacher", "assistant", "scratch", "student")  # summary.json always has these keys (null when absent)
 SEEDED = ("scratch", "student")  # the rows trained once per seed; the others once per run
-
-
-@dataclass
-class Outputs:
-    """A model's (N, C) float32 logits on the validation and test splits, on the CPU."""
-
-    val: Tensor
-    test: Tensor
 
 
 @torch.no_grad()
@@ -38,7 +30,7 @@ def logits_on(net: nn.Module, loader: DataLoader, device: torch.device) -> Tenso
     return torch.cat([logits_of(net(batch["input"].to(device))).float().cpu() for batch in loader])
 
 
-def outputs_of(exp: Experiment, runs: list[dict[str, nn.Module]]) -> dict[str, list[Outputs]]:
+def outputs_of(exp: Task, runs: list[dict[str, nn.Module]]) -> dict[str, list[Outputs]]:
     """Each model's outputs: one per seed for the seeded rows, one for the others, by row name."""
     device = resolve_device(exp.cfg.train.device)
 
@@ -48,7 +40,7 @@ def outputs_of(exp: Experiment, runs: list[dict[str, nn.Module]]) -> dict[str, l
     return {name: [outputs(run[name]) for run in (runs if name in SEEDED else runs[:1])] for name in runs[0]}
 
 
-def describe(exp: Experiment, runs: list[dict[str, nn.Module]], outputs: dict[str, list[Outputs]]) -> dict[str, Any]:
+def describe(exp: Task, runs: list[dict[str, nn.Module]], outputs: dict[str, list[Outputs]]) -> dict[str, Any]:
     """One row per model: test accuracy (`accuracy`) and validation accuracy (`val_accuracy`), agreement with
     the teacher on test (None without a teacher), each the mean over `seeds` (with `accuracy_std` and
     `accuracies` when there are several), and params, bytes on disk, peak inference memory and CPU speed (on
