@@ -25,9 +25,10 @@ HF_FORMAT = "hf"  # a Hugging Face student's own format: its save_pretrained fol
 
 def export(run_dir: str | Path, *, fmt: str = "onnx", atol: float = 1e-4, int8: bool = False) -> dict[str, Any]:
     """Export the student of the run in `run_dir`; returns (and merges into export/export.json) what each file
-    written scored. A Hugging Face language model ships as its `save_pretrained` folder whatever the format
-    (ONNX of it is not made here). Raises DistillError when the export's logits differ from PyTorch's by more
-    than `atol`: the export is then kept as NAME.failed and nothing else is written."""
+    written scored. A Hugging Face language model ships as its `save_pretrained` folder, asked for as --format hf
+    or by the default, onnx (ONNX of it is not made here: `fmt` cannot tell the default from a choice). Raises
+    DistillError when the export's logits differ from PyTorch's by more than `atol`: the export is then kept as
+    NAME.failed and nothing else is written."""
     if int8 and fmt != "onnx":
         raise DistillError(f"--int8 quantises with ONNX Runtime; use it with --format onnx, not {fmt}")
     if atol <= 0:
