@@ -114,7 +114,7 @@ def test_an_interrupted_cache_resumes_to_the_same_files(tmp_path, images, teache
     inputs, labels = images
     write_cache(tmp_path / "whole", teacher, inputs, labels, data="test", shard_rows=8, progress=False)
 
-    import distill.cache.logits as cache_module
+    import distill.cache.write as cache_module
 
     real = cache_module._teacher_outputs
     calls = {"n": 0}
@@ -172,6 +172,7 @@ def cached_config(tmp_path):
     return write_config(tmp_path / "c.yaml", text)
 
 
+@pytest.mark.e2e
 def test_cache_then_train_from_it(cached_config, tmp_path, capsys):
     assert main(["cache", str(cached_config)]) == 0
     assert "bytes per sample" in capsys.readouterr().out
@@ -228,6 +229,7 @@ def first_rows(exp, epoch: int) -> torch.Tensor:
     return torch.stack([exp.splits.train[i]["input"] for i in range(8)])
 
 
+@pytest.mark.e2e
 def test_train_from_an_augmented_cache_and_refuse_one_of_other_views(cached_config, tmp_path, capsys):
     assert main(["cache", str(cached_config), *AUGMENTED]) == 0
     assert main(["train", str(cached_config), *AUGMENTED, "--set", "train.epochs=4"]) == 0

@@ -67,6 +67,7 @@ def test_a_distiller_needs_terms(student, teacher):
         Distiller(student, teacher, [])
 
 
+@pytest.mark.e2e
 def test_fit_trains_the_student_towards_the_teacher(student, teacher, loaders):
     train, val = loaders
     from distill.train import TrainOptions, fit

@@ -195,8 +195,9 @@ def test_an_on_policy_run_trains_from_a_config(world, tmp_path, capsys):
     assert main(["train", str(config), "-q"]) == 0
     run_dir = tmp_path / "runs" / "teacher-run"
     summary = json.loads((run_dir / "summary.json").read_text())
-    measured = perplexity_on_test(run_dir / "student.safetensors", tmp_path / "qa.jsonl", 48, layers=1, heads=1, width=8)
-    assert summary["student"]["test_perplexity"] == pytest.approx(measured, rel=1e-5)  # the completions' tokens
+    student = run_dir / "student.safetensors"
+    measured = perplexity_on_test(student, tmp_path / "qa.jsonl", 48, layers=1, heads=1, width=8)  # completions
+    assert summary["student"]["test_perplexity"] == pytest.approx(measured, rel=1e-5)
     plain = write_config(tmp_path / "t.yaml", text.replace(str(tmp_path / "qa.jsonl"), str(world["root"] / "text.txt"))
                          + "method: {kind: on_policy}\n")  # fmt: skip
     assert main(["train", str(plain)]) == 2

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.e2e  # every test trains whole runs with transformers.Trainer
 
 from distill.hf import DistillationTrainer  # noqa: E402
 from distill.losses.token_kd import TokenKD  # noqa: E402

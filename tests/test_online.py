@@ -45,6 +45,7 @@ def test_a_teacher_that_learns_only_from_labels():
     assert out["peer1/loss"] > F.cross_entropy(student(b["input"]), b["label"])  # the student also imitates
 
 
+@pytest.mark.e2e
 def test_fit_updates_every_peer(loaders):
     train, val = loaders
     peers = [tiny_net(hidden=8), tiny_net(hidden=12)]

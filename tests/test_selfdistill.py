@@ -45,6 +45,7 @@ def loaders():
 # --- born-again networks -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_generation_2_learns_from_generation_1(tmp_path, monkeypatch):
     made = []
 
@@ -91,6 +92,7 @@ def test_generation_2_learns_from_generation_1(tmp_path, monkeypatch):
     assert [g.seed for g in result.generations] == [0, 1, 2]
 
 
+@pytest.mark.e2e
 def test_born_again_is_reproducible_with_the_same_seed():
     def run(seed):
         train, val = loaders()
@@ -105,6 +107,7 @@ def test_born_again_is_reproducible_with_the_same_seed():
     assert not torch.equal(first.models[1][0].weight, other.models[1][0].weight)
 
 
+@pytest.mark.e2e
 def test_each_generation_keeps_and_teaches_with_its_best_checkpoint(tmp_path):
     train, val = loaders()
     options = TrainOptions(**{**OPTIONS, "epochs": 3}, select="best", monitor="val/kd")  # gen 0 reports no kd
@@ -265,6 +268,7 @@ def test_a_misspelt_tap_fails_with_close_paths():
         SelfDistiller(TinyCNN(), ["block1"], alpha=1.5)
 
 
+@pytest.mark.e2e
 def test_fit_trains_the_final_head_and_the_auxiliary_heads():
     torch.manual_seed(0)
     train, val = loaders()

@@ -170,6 +170,7 @@ def test_a_loss_refusing_its_inputs_is_named():
         d.setup(batch())
 
 
+@pytest.mark.e2e
 def test_fit_sizes_and_trains_the_adapters():
     samples = [{"input": torch.randn(1, 8, 8), "label": torch.tensor(i % 3)} for i in range(32)]
     loader = torch.utils.data.DataLoader(samples, batch_size=8, shuffle=True)

@@ -36,6 +36,7 @@ def weights(module):
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.e2e
 def test_resume_continues_the_exact_run(tmp_path):
     module, train, val = make_run()
     fit(module, train, val, TrainOptions(epochs=4, **OPTIONS), run_dir=tmp_path / "straight")

@@ -141,6 +141,11 @@ def half(content: bytes) -> bytes:
     return content[: len(content) // 2]
 
 
+def unclosed(content: bytes) -> bytes:
+    """The text with a flow list left open: not YAML, wherever the file would have been cut."""
+    return content + b"extra: [1, 2\n"
+
+
 def first_lines(content: bytes) -> bytes:
     return b"".join(content.splitlines(keepends=True)[:3])
 
@@ -645,7 +650,7 @@ CASES = [
     Case("eval-empty-folder", "eval {tmp}", ("not a run directory",)),
     Case("eval-a-file", "eval {run}/summary.json", ("summary.json", "not a run directory")),
     Case("eval-runs-parent", "eval {runs}", ("not a run directory",)),
-    Case("eval-config-invalid-yaml", EVAL, ("config.yaml: invalid YAML",), copied_run(in_file("config.yaml", half))),
+    Case("eval-config-invalid-yaml", EVAL, ("config.yaml: invalid YAML",), copied_run(in_file("config.yaml", unclosed))),
     Case(
         "eval-config-cut-short", EVAL, ("config.yaml: no", "damaged"), copied_run(in_file("config.yaml", first_lines))
     ),
@@ -786,6 +791,7 @@ def test_the_table_is_large_and_its_names_unique():
     assert {case.argv.split()[0] for case in CASES} == {"train", "cache", "eval", "demo", "report", "export"}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", PARAMS)
 def test_malformed_input_is_one_line_and_changes_nothing(case: Case, world: World, tmp_path: Path, capsys):
     places = {**world.places, "tmp": str(tmp_path), "config": str(tmp_path / "c.yaml")}

@@ -3,6 +3,7 @@ outputs written shard by shard, each shard whole or not at all (the format: `log
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,27 +99,32 @@ def write_cache(
     if parallel.is_main():
         remove_temporaries(path)  # of shards a kill interrupted: they are written again, and would stay for good
     parallel.barrier()
-    n_shards = -(-len(labels) // manifest["shard_rows"])
-    rows = manifest["shard_rows"]
-    todo = [shard for shard in range(n_shards) if str(shard) not in manifest["shards"]]
-    show = progress and parallel.is_main()
-    bar = tqdm(total=n_shards, initial=n_shards - len(todo), unit="shard", disable=None if show else True)
+    shard = Shard(path, 0, teacher, features, top_k, DTYPES[dtype], batch_size, device)
+    _write_shards(shard, inputs, manifest, views, progress=progress and parallel.is_main())
+    parallel.barrier()
+    return manifest
+
+
+def _write_shards(shard: Shard, inputs: Tensor, manifest: dict[str, Any], views: Views | None, progress: bool) -> None:
+    """Every shard the manifest lacks, the processes taking turns; the manifest written after each turn."""
+    rows, count = manifest["shard_rows"], len(inputs)
+    n_shards = -(-count // rows)
+    todo = [number for number in range(n_shards) if str(number) not in manifest["shards"]]
+    bar = tqdm(total=n_shards, initial=n_shards - len(todo), unit="shard", disable=None if progress else True)
     for turn in range(0, len(todo), parallel.world()):  # each process one shard a turn
         mine = todo[turn + parallel.rank()] if turn + parallel.rank() < len(todo) else None
         entry = None
         if mine is not None:
-            indices = torch.arange(mine * rows, min((mine + 1) * rows, len(labels)))
-            shard = Shard(path, mine, teacher, features, top_k, DTYPES[dtype], batch_size, device)
-            entry = {"rows": len(indices), "sha256": shard.write(inputs[indices], indices, views)}
-        for shard, done in parallel.gathered((mine, entry)):  # in process order: in shard order
-            if shard is not None:
-                manifest["shards"][str(shard)] = done
+            indices = torch.arange(mine * rows, min((mine + 1) * rows, count))
+            checksums = dataclasses.replace(shard, number=mine).write(inputs[indices], indices, views)
+            entry = {"rows": len(indices), "sha256": checksums}
+        for number, done in parallel.gathered((mine, entry)):  # in process order: in shard order
+            if number is not None:
+                manifest["shards"][str(number)] = done
                 bar.update(1)
         if parallel.is_main():
-            write_json(path / MANIFEST, manifest)  # its shards count only from here on
+            write_json(shard.path / MANIFEST, manifest)  # its shards count only from here on
     bar.close()
-    parallel.barrier()
-    return manifest
 
 
 def _resumed(path: Path, expected: dict[str, Any]) -> dict[str, Any] | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from distill._io import relative_paths
-from distill.measure import THREADS
 from distill.report.blocks import Block, Heading, Paragraph, Samples, Table, training
 from distill.report.lm_evidence import BATCH, GenerationCost, LMEvidence
 from distill.report.text import VERDICTS, human_bytes, label
@@ -107,14 +106,13 @@ def _payoff(evidence: LMEvidence) -> list[Block]:
             Paragraph("Each against the teacher in PyTorch:", note=True),
             Table(header, [_ratio_row(cost, teacher) for cost in pytorch]),
         ]
-    threads = f"{THREADS} thread{'s' if THREADS > 1 else ''}"
     return [
         Heading("The payoff"),
         Table(header, [_cost_row(cost) for cost in evidence.costs]),
         *against,
         Paragraph(
             f"The models of the first seed, the files that ship. Measured on {evidence.measured_on}, in one process, "
-            f"on {threads}, after a warm-up. Each model generates {evidence.new_tokens} tokens greedily after "
+            f"after a warm-up. Each model generates {evidence.new_tokens} tokens greedily after "
             f"{evidence.prompt_tokens} tokens of test text. ms/token: median and 95th percentile over the new tokens "
             "at batch 1, each but the first (which also reads the prompt); tokens/s: new tokens a second at batch "
             f"{BATCH}, the prompt's reading included. PyTorch generates with a key-value cache, one new position a "

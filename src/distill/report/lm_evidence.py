@@ -35,7 +35,7 @@ PROMPTS = 4  # held-out prompts every model completes
 PROMPT_TOKENS = 48  # at most; a third of the context where that is less
 NEW_TOKENS = 60  # at most; what the context leaves after the prompt where that is less
 BATCH = 8  # the batch of the tokens/s figure
-FEWEST_CALLS = 3  # generate calls timed at each batch, at least (after a warm-up), however long they take
+FEWEST_CALLS = 3  # generate calls timed at batch BATCH, at least (after a warm-up), however long they take
 MOST_CALLS = 50
 TEMPERATURE = 0.0  # the samples are greedy: what a model finds most likely, not the luck of one draw
 SEED = 0  # of the samples, should TEMPERATURE be raised
@@ -90,20 +90,10 @@ def gather(run: SavedRun, summary: dict[str, Any], curves: list[Curve]) -> LMEvi
     new_tokens = min(NEW_TOKENS, context - prompt_tokens)
     prompts = test.ids[torch.arange(BATCH) % len(test.ids), :prompt_tokens]
     costs = [_pytorch_cost(run, name, net, prompts, new_tokens) for name, net in nets.items()]
-    notes = []
-    for file, runtime in EXPORTED.items():
-        path = run.path / "export" / file
-        if path.exists():
-            row, problem = _onnx_cost(path, runtime, count_params(nets["student"]), prompts, new_tokens)
-            costs += [row] if row else []
-            notes += [f"{runtime} row: not measured; {problem}"] if problem else []
-    if not (run.path / "export" / "student.onnx").exists():
-        notes.append(f"ONNX Runtime row: none yet; make it with distill export {run.path}")
-    elif not onnx_available():
-        notes.append("ONNX Runtime rows: not measured, onnxruntime is not installed (pip install 'distill[export]')")
+    exported, notes = _exported(run.path / "export", count_params(nets["student"]), prompts, new_tokens)
     completions = _complete(run, nets, test, context)
     return LMEvidence(
-        run.cfg.name, summary, curves, costs, completions, prompt_tokens, new_tokens, where_measured(), notes
+        run.cfg.name, summary, curves, costs + exported, completions, prompt_tokens, new_tokens, where_measured(), notes
     )
 
 
@@ -148,7 +138,7 @@ def _token_seconds(net: nn.Module, prompt: Tensor, new: int) -> list[float]:
 
     hook = net.head.register_forward_hook(lambda *_: stamps.append(time.perf_counter()))
     try:
-        return [gap for gaps in _repeat(call) for gap in gaps]
+        return [gap for gaps in _repeat(call, 1) for gap in gaps]  # one call gives new - 1 figures
     finally:
         hook.remove()
 
@@ -166,46 +156,55 @@ def _generation_rates(net: nn.Module, prompts: Tensor, new: int) -> list[float]:
 
     hook = net.head.register_forward_hook(lambda *_: steps.append(1))
     try:
-        return _repeat(call)
+        return _repeat(call, FEWEST_CALLS)
     finally:
         hook.remove()
 
 
-def _repeat(call: Callable[[], T], budget_s: float = SHIP_BUDGET_S) -> list[T]:
+def _repeat(call: Callable[[], T], fewest: int, budget_s: float = SHIP_BUDGET_S) -> list[T]:
     """What `call` returns, called on THREADS threads after a warm-up call (left out) while the calls fit
-    `budget_s`: FEWEST_CALLS at least, MOST_CALLS at most, as `measure.timing` sizes its count."""
+    `budget_s`: `fewest` at least, however long they take (a large model's), MOST_CALLS at most; as
+    `measure.timing` sizes its count."""
     with set_torch_threads(THREADS), torch.inference_mode():
         call()
         start, found = time.perf_counter(), []
-        while len(found) < FEWEST_CALLS or (len(found) < MOST_CALLS and time.perf_counter() - start < budget_s):
+        while len(found) < fewest or (len(found) < MOST_CALLS and time.perf_counter() - start < budget_s):
             found.append(call())
     return found
 
 
-def _onnx_cost(
-    path: Path, runtime: str, params: int, prompts: Tensor, new: int
-) -> tuple[GenerationCost | None, str | None]:
-    """The exported student generating in ONNX Runtime, which keeps no key-value cache: a whole forward of the
-    sequence so far for every new token. Or what went wrong."""
+def _exported(folder: Path, params: int, prompts: Tensor, new: int) -> tuple[list[GenerationCost], list[str]]:
+    """The rows of the files `distill export` left in `folder`, and what keeps one from being measured."""
+    if not (folder / "student.onnx").exists():
+        return [], [f"ONNX Runtime row: none yet; make it with distill export {folder.parent}"]
     if not onnx_available():
-        return None, None
-    try:
-        predict, _ = load_exported(path, "onnx")
-        single = _repeated_onnx(predict, prompts[:1], new)
-        batched = _repeated_onnx(predict, prompts, new)
-    except (RuntimeError, DistillError) as e:  # a shape the export fixed; a file that is no ONNX
-        return None, first_line(e)
+        return [], ["ONNX Runtime rows: not measured, onnxruntime is not installed (pip install 'distill[export]')"]
+    rows, notes = [], []
+    for path, runtime in [(folder / file, runtime) for file, runtime in EXPORTED.items()]:
+        if path.exists():
+            try:
+                rows.append(_onnx_cost(path, runtime, params, prompts, new))
+            except (RuntimeError, DistillError) as e:  # a shape the export fixed; a file that is no ONNX
+                notes.append(f"{runtime} row: not measured; {first_line(e)}")
+    return rows, notes
+
+
+def _onnx_cost(path: Path, runtime: str, params: int, prompts: Tensor, new: int) -> GenerationCost:
+    """The exported student generating in ONNX Runtime, which keeps no key-value cache: a whole forward of the
+    sequence so far for every new token."""
+    predict, _ = load_exported(path, "onnx")
+    single = _repeated_onnx(predict, prompts[:1], new, fewest=1)
+    batched = _repeated_onnx(predict, prompts, new, fewest=FEWEST_CALLS)
     per_token = [step for run in single for step in run[1:]]  # as in PyTorch: the first token read the prompt
     rates = [len(prompts) * new / sum(run) for run in batched]
     size = path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(f"{path.name}.data"))
-    cost = GenerationCost(
+    return GenerationCost(
         "student", runtime, False, params, size, None, statistics.median(per_token) * 1e3, _p95(per_token) * 1e3,
         statistics.median(rates),
     )  # fmt: skip
-    return cost, None
 
 
-def _repeated_onnx(predict: Callable[[Tensor], Tensor], prompts: Tensor, new: int) -> list[list[float]]:
+def _repeated_onnx(predict: Callable[[Tensor], Tensor], prompts: Tensor, new: int, *, fewest: int) -> list[list[float]]:
     """The seconds of each new token of greedy generations, one list per call, repeated as `_repeat` does."""
 
     def call() -> list[float]:
@@ -217,7 +216,7 @@ def _repeated_onnx(predict: Callable[[Tensor], Tensor], prompts: Tensor, new: in
             seconds.append(time.perf_counter() - start)
         return seconds
 
-    return _repeat(call)
+    return _repeat(call, fewest)
 
 
 def _p95(seconds: list[float]) -> float:
