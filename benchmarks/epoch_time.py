@@ -25,13 +25,9 @@ the student alone (and so the diagnosis) to the run.
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib
 import statistics
-import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +36,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+import _phases
 from distill import Distiller
 from distill.config import load_config
 from distill.data import CropFlip, view_key
@@ -180,107 +177,15 @@ def library_epochs(cfg_path: Path, folder: Path, plain_epoch: Callable[[], float
     return {"library": library[1:], "plain": plain[1:], "start-up": loader.starts[0] - start}
 
 
-# --- a whole run's fixed cost ---------------------------------------------------------------------------------------
-
-TRAINING = "training stage (1 epoch: steps, validation, checkpoint)"
-WRITE = "user code, write summary.json"
-PHASES = {  # phase: the library functions it wraps, "module:name", in this version or the one before
-    "read config": ["distill.config:load_config"],
-    "build experiment (data, splits, loaders)": ["distill.tasks:experiment", "distill.build:build_experiment"],
-    "build models, load weights": ["distill.tasks.classify:build_net", "distill.build:build_net"],
-    "checks (outputs, a step on copies)": ["distill.tasks.classify:check_outputs_match", "distill.build:check_stage",
-                                           "distill.tasks.classify:check_stage", "distill.build:check_outputs_match"],
-    "run folder (config.yaml, checks)": ["distill.rundir:prepare"],
-    TRAINING: ["distill.train:fit"],
-    "write weights": ["distill.weights:save_weights"],
-    "outputs on validation and test": ["distill.tasks.accuracy:outputs_of"],
-    "summary measurement (latency, samples/s, memory)": ["distill.measure:costs"],
-    "rest of the summary (accuracy, agreement, size)": ["distill.tasks.accuracy:describe"],
-    "diagnosis": ["distill.diagnosis:diagnose"],
-    WRITE: ["distill.pipeline:code_that_ran", "distill.tasks.accuracy:code_that_ran", "distill._io:write_json"],
-}  # fmt: skip
-OUTERMOST = ("distill._io:write_json",)  # timed only where no other phase calls it (a checkpoint's: training)
-
-
-class Phases:
-    """Seconds in each phase, a nested phase's taken out of the one around it; when the config was first read
-    and summary.json written."""
-
-    def __init__(self):
-        self.seconds, self.calls, self.stack = defaultdict(float), Counter(), []
-        self.first = self.written = None
-
-    def wrapped(self, original: Callable, phase: str, *, outermost: bool = False) -> Callable:
-        @functools.wraps(original)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            if outermost and self.stack:
-                return original(*args, **kwargs)
-            start = time.perf_counter()
-            self.first, self.stack = self.first or start, [*self.stack, 0.0]
-            try:
-                return original(*args, **kwargs)
-            finally:
-                elapsed, nested = time.perf_counter() - start, self.stack.pop()
-                self.seconds[phase] += elapsed - nested
-                self.calls[phase] += 1
-                if self.stack:
-                    self.stack[-1] += elapsed
-                if phase == WRITE and args and str(args[0]).endswith("summary.json"):
-                    self.written = time.perf_counter()
-
-        return timed
-
-
-def install(phases: Phases) -> list[tuple[Any, str, Any]]:
-    """Every name a loaded distill module binds to a phase's function now binds to it wrapped; the recipe's
-    construction counts as building the models (the checks inside it apart). Returns what to put back."""
-    undo = [(Offline, "__init__", Offline.__init__)]
-    Offline.__init__ = phases.wrapped(Offline.__init__, "build models, load weights")
-    for phase, names in PHASES.items():
-        for where in names:
-            module, name = where.split(":")
-            try:
-                original = getattr(importlib.import_module(module), name)
-            except (ImportError, AttributeError):  # the other version's name
-                continue
-            timed = phases.wrapped(original, phase, outermost=where in OUTERMOST)
-            for loaded in [m for key, m in list(sys.modules.items()) if key.split(".")[0] == "distill" and m]:
-                for attr, value in list(vars(loaded).items()):
-                    if value is original:
-                        undo.append((loaded, attr, value))
-                        setattr(loaded, attr, timed)
-    return undo
-
-
 def fixed_cost(args: argparse.Namespace) -> None:
-    """A one-epoch `distill train` of the work through the CLI, its phases timed; prints the table."""
-    cli = importlib.import_module("distill.cli")
+    """A one-epoch `distill train` of the work, a trained teacher given, its phases timed (`_phases.py`)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_data(folder, args)
         torch.manual_seed(0)
         teacher = build_model("resnet56", input_shape=SHAPE, num_classes=CLASSES, args={}, field="teacher")
         save_weights(teacher, folder / "teacher.safetensors")
-        path = config(folder, args, train__epochs=1)
-        phases = Phases()
-        undo = install(phases)
-        try:
-            code = cli.main(["train", str(path), *(["--set", "scratch=true"] if args.scratch else [])])
-        finally:
-            for owner, attr, value in reversed(undo):
-                setattr(owner, attr, value)
-    if code != 0 or phases.written is None:
-        raise SystemExit(f"distill train failed (exit {code}): no fixed cost to show")
-    span = phases.written - phases.first
-    print(f"\nfixed cost of one `distill train` (1 epoch{', with scratch' if args.scratch else ''}), from the config "
-          f"read to summary.json written; {torch.get_num_threads()} threads, torch {torch.__version__}")  # fmt: skip
-    print(f"{'phase':56}{'seconds':>9}{'calls':>7}")
-    for phase in PHASES:
-        print(f"{phase:56}{phases.seconds[phase]:>9.2f}{phases.calls[phase]:>7}")
-    print(f"{'other (between the phases)':56}{span - sum(phases.seconds.values()):>9.2f}")
-    print(f"{'total, config read to summary.json written':56}{span:>9.2f}")
-    fixed = span - phases.seconds[TRAINING]
-    print(f"{'fixed cost: the total less the training stage':56}{fixed:>9.2f}   target <= 16.5 (1.5 x 11.0)")
+        _phases.fixed_cost(config(folder, args, train__epochs=1), args.scratch)
 
 
 def main() -> None:

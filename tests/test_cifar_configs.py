@@ -47,7 +47,7 @@ def test_the_seven_classic_pairs_ship():
 def test_each_pair_trains_a_few_steps(config, cifar100, tmp_path, monkeypatch):
     # CPU latency of ResNet50 at batch 256 is measured by benchmarks, not here
     fixed = {"latency_ms": 1.0, "latency_p95_ms": 1.0, "throughput": 1.0, "peak_memory_bytes": 1}
-    monkeypatch.setattr(run_summary, "costs", lambda net, shape: fixed)
+    monkeypatch.setattr(run_summary, "costs", lambda net, shape, **_: fixed)
     short = [
         "train.epochs=1",
         "teacher.epochs=1",

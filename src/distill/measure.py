@@ -27,8 +27,9 @@ from torch.utils.benchmark import Timer
 THREADS = 1  # one thread: what a phone or a small server gives one request, and the steadiest to time
 BATCH = 256  # the large batch of the throughput figure
 BUDGET_S = 0.1  # about how long each figure's timed calls take by default in `timing`; export and report take more
-QUICK_S = 0.75  # about how long all of one model's figures take in a run's summary (3 s for four models); more
-# only where one memory pass, a warm-up and 3 calls at batch 1, the least it takes, take longer
+SUMMARY_S = 3.0  # about how long a run's summary measures all its models together, whatever their size
+QUICK_S = 0.75  # about how long one model's quick figures take by default; more only where one memory pass, a
+# warm-up and 3 calls at batch 1, the least it takes, take longer
 LATENCY_SHARE = 0.3  # of QUICK_S, for the batch-1 calls; the throughput calls take what the rest leaves
 GROWTH = 4  # a quick throughput's batch grows 1, 4, 16, 64, 256 while the next call fits
 MOST_CALLS = 20  # at most this many calls at the final batch of a quick throughput
@@ -205,11 +206,16 @@ def _stderr_silenced() -> Iterator[None]:
 
 
 def costs(
-    model: nn.Module, input_shape: Sequence[int], *, threads: int = THREADS, budget_s: float | None = None
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    threads: int = THREADS,
+    budget_s: float | None = None,
+    quick_s: float = QUICK_S,
 ) -> dict[str, Any]:
     """`timing` and `peak_memory` (at batch 1) of a PyTorch module, in eval mode on the CPU, as deployed; the
     module is left there. With `budget_s` (export, report), each timing figure takes about that long. Without
-    it (a run's summary), all of them, the memory pass included, take about QUICK_S: `quick_timing`'s
+    it (a run's summary), all of them, the memory pass included, take about `quick_s`: `quick_timing`'s
     figures, with its "timing" entry."""
     model = model.eval().cpu()
 
@@ -225,6 +231,6 @@ def costs(
         memory = peak_memory(model, input_shape)
     spent = time.perf_counter() - start
     return {
-        **quick_timing(run, input_shape, threads=threads, budget_s=QUICK_S, spent_s=spent),
+        **quick_timing(run, input_shape, threads=threads, budget_s=quick_s, spent_s=spent),
         "peak_memory_bytes": memory,
     }

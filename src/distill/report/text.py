@@ -48,7 +48,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     width = 16 if any(summary[name]["seeds"] > 1 for name in summary["models"]) else 9
     header = (
         f"{'':22}{'test acc':>{width}}{'val acc':>9}{'agree':>8}{'params':>12}{'size':>11}"
-        f"{'latency b=1':>13}{'samples/s b=256':>17}"
+        f"{'latency b=1':>13}{'samples/s':>17}"
     )
     lines = [f"{summary['name']}: {relative_paths(summary['data'])}", header]
     for name in summary["models"]:

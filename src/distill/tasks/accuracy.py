@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from distill.diagnosis import Outputs
-from distill.measure import costs, where_measured
+from distill.measure import SUMMARY_S, costs, where_measured
 from distill.models import count_params
 from distill.taps import logits_of
 from distill.train import resolve_device
@@ -73,7 +73,7 @@ def describe(exp: Task, runs: list[dict[str, nn.Module]], outputs: dict[str, lis
             **({"accuracy_std": statistics.stdev(tests), "accuracies": tests} if len(tests) > 1 else {}),
             "params": count_params(net),
             "size_bytes": (exp.run_dir / f"{name}.safetensors").stat().st_size,
-            **costs(net, exp.splits.input_shape),
+            **costs(net, exp.splits.input_shape, quick_s=SUMMARY_S / len(runs[0])),
         }
     student = summary["student"]
     keys = ("params", "size_bytes", "peak_memory_bytes", "latency_ms", "latency_p95_ms", "throughput")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from distill.data.text import UNLABELLED
 from distill.losses.token import shift_for_next_token
-from distill.measure import THREADS, where_measured
+from distill.measure import SUMMARY_S, THREADS, rate, where_measured
 from distill.models import count_params
 from distill.train import resolve_device
 from distill.verdict import paired_verdict
@@ -40,18 +40,16 @@ def sequence_losses(model: nn.Module, loader: DataLoader, device: torch.device) 
     return torch.cat(sums), torch.cat(counts)
 
 
-def tokens_per_second(model: nn.Module, batch: int, context: int, vocab: int) -> float:
+def tokens_per_second(model: nn.Module, batch: int, context: int, vocab: int, budget_s: float) -> float:
     """Inference throughput on the CPU, one thread, on up to `batch` sequences of random ids a call: quick,
-    within about measure.QUICK_S however large the model (`measure.rate`)."""
-    from distill.measure import QUICK_S, rate
-
+    within about `budget_s` however large the model (`measure.rate`)."""
     model = model.eval().cpu()
 
     def ids(rows: int) -> Tensor:
         return torch.randint(vocab, (rows, context))
 
     with torch.inference_mode():
-        sequences, _ = rate(model, ids, QUICK_S, threads=THREADS, most=batch)
+        sequences, _ = rate(model, ids, budget_s, threads=THREADS, most=batch)
     return sequences * context
 
 
@@ -59,6 +57,7 @@ def summarize(exp: Task, runs: list[dict[str, nn.Module]]) -> dict[str, Any]:
     cfg, device = exp.cfg, resolve_device(exp.cfg.train.device)
     test_losses: dict[str, list[tuple[Tensor, Tensor]]] = {}
     summary: dict[str, Any] = {"data": exp.splits.description, "models": list(runs[0])}
+    quick = SUMMARY_S / len(runs[0])  # each model's share of the time the summary's speed figures take
     for name in runs[0]:
         nets = [run[name] for run in runs] if name != "teacher" else [runs[0]["teacher"]]
         val = [sequence_losses(net, exp.val_loader, device) for net in nets]
@@ -75,7 +74,7 @@ def summarize(exp: Task, runs: list[dict[str, nn.Module]]) -> dict[str, Any]:
             **spread,
             "params": count_params(nets[0]),
             **({} if name == "teacher" else {"trainable_params": count_params(nets[0], trainable=True)}),
-            "tokens_per_second": tokens_per_second(nets[0], 8, cfg.data.context, exp.tokenizer.vocab_size),
+            "tokens_per_second": tokens_per_second(nets[0], 8, cfg.data.context, exp.tokenizer.vocab_size, quick),
         }
     summary["measured_on"] = where_measured()
     summary["test_tokens"] = exp.splits.test.tokens
