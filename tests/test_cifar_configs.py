@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill import summary as run_summary
 from distill.cli import main
+from distill.tasks import accuracy as run_summary
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "cifar100").glob("*.yaml"))
 

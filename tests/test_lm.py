@@ -213,15 +213,31 @@ def test_a_context_longer_than_a_models_is_refused_before_anything_is_written(tm
 
 
 @pytest.mark.e2e
-def test_the_lm_demo_prints_perplexities_and_a_verdict(tmp_path, capsys):
-    small = ["teacher.args={layers: 1, heads: 2, width: 16}", "teacher.epochs=1", "train.epochs=1",
-             "data.path=stdlib:bisect,heapq", f"out_dir={tmp_path}"]  # fmt: skip
+def test_the_lm_demo_then_eval_report_and_export_agree_on_its_perplexities(tmp_path, capsys):
+    small = [
+        "teacher.args={layers: 1, heads: 2, width: 16}",
+        "teacher.epochs=1",
+        "train.epochs=1",
+        "seeds=[0]",
+        "data.path=stdlib:bisect,heapq",
+        f"out_dir={tmp_path}",
+    ]
     assert main(["demo", "--task", "lm", *[arg for s in small for arg in ("--set", s)]]) == 0
     out = capsys.readouterr().out
     assert "teacher" in out and "student alone" in out and "student (distilled)" in out and "tokens/s" in out
-    assert "diagnosis: " in out
-    assert main(["report", str(tmp_path / "lm-demo")]) == 2
-    assert "language-model run" in capsys.readouterr().err
+    assert "diagnosis: " in out and "report: wrote" in out
+    run = tmp_path / "lm-demo"
+    summary = json.loads((run / "summary.json").read_text())
+    assert main(["eval", str(run)]) == 0  # re-measured: the same perplexities, as the table prints them
+    evaluated = capsys.readouterr().out
+    for name in ("teacher", "scratch", "student"):
+        assert f"{summary[name]['test_perplexity']:.3f}" in evaluated
+    html = (run / "report.html").read_text()
+    assert f"{summary['student']['test_perplexity']:.3f}" in html and "What the models write" in html
+    assert main(["export", str(run)]) == 0
+    assert "max |diff|" in capsys.readouterr().out
+    assert main(["eval", str(run / "export" / "student.onnx")]) == 0
+    assert f"test perplexity {summary['student']['test_perplexity']:.3f}" in capsys.readouterr().out
 
 
 def test_an_lm_config_key_misspelt_is_one_line(tmp_path, text_file, capsys):

@@ -122,6 +122,7 @@ def test_each_generation_keeps_and_teaches_with_its_best_checkpoint(tmp_path):
     assert best["dir"] != json.loads((checkpoints / "last.json").read_text())["dir"]  # gen 1's best is not its last
 
 
+@pytest.mark.e2e
 def test_born_again_ensemble_accuracy_is_the_mean_of_softmax_probabilities():
     train, val = loaders()
     result = born_again(mlp, train, val, TrainOptions(**OPTIONS), generations=3, kd=losses.KD(alpha=0.0))

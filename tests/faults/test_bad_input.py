@@ -650,7 +650,9 @@ CASES = [
     Case("eval-empty-folder", "eval {tmp}", ("not a run directory",)),
     Case("eval-a-file", "eval {run}/summary.json", ("summary.json", "not a run directory")),
     Case("eval-runs-parent", "eval {runs}", ("not a run directory",)),
-    Case("eval-config-invalid-yaml", EVAL, ("config.yaml: invalid YAML",), copied_run(in_file("config.yaml", unclosed))),
+    Case(
+        "eval-config-invalid-yaml", EVAL, ("config.yaml: invalid YAML",), copied_run(in_file("config.yaml", unclosed))
+    ),
     Case(
         "eval-config-cut-short", EVAL, ("config.yaml: no", "damaged"), copied_run(in_file("config.yaml", first_lines))
     ),

@@ -8,7 +8,7 @@ from typing import Any
 
 from distill._io import relative_paths
 from distill.report.blocks import Block, Heading, Paragraph, Samples, Table, training
-from distill.report.lm_evidence import BATCH, GenerationCost, LMEvidence
+from distill.report.lm_evidence import BATCH, SEED, TEMPERATURE, GenerationCost, LMEvidence
 from distill.report.text import VERDICTS, human_bytes, label
 
 SHOWN = {"teacher": 0, "student": 1, "scratch": 2}  # the samples' columns: teacher, distilled, alone, others
@@ -82,8 +82,9 @@ def _samples(evidence: LMEvidence) -> list[Block]:
     found: list[Block] = [
         Heading("What the models write"),
         Paragraph(
-            "Prompts cut from the test text, which no model trained on; each model continues greedily (its most "
-            "likely token at each step) for as many tokens as the held-out text shows, or until its end token. "
+            "Prompts cut from the test text, which no model trained on; each model continues them for as many "
+            f"tokens as the held-out text shows, or until its end token, sampling at temperature {TEMPERATURE:g} "
+            f"with seed {SEED}: the same random draws for every model, so the differences are the models'. "
             "Held-out text: what the test text says next. The models of the first seed.",
             note=True,
         ),

@@ -27,6 +27,7 @@ from distill.export import SHIP_BUDGET_S, load_exported, onnx_available
 from distill.measure import THREADS, peak_memory, where_measured
 from distill.models import count_params
 from distill.models.gpt import sample
+from distill.models.lm import HF
 from distill.modules.token import until_end
 from distill.pipeline import SavedRun
 from distill.report.evidence import Curve, distinct
@@ -37,8 +38,10 @@ NEW_TOKENS = 60  # at most; what the context leaves after the prompt where that 
 BATCH = 8  # the batch of the tokens/s figure
 FEWEST_CALLS = 3  # generate calls timed at batch BATCH, at least (after a warm-up), however long they take
 MOST_CALLS = 50
-TEMPERATURE = 0.0  # the samples are greedy: what a model finds most likely, not the luck of one draw
-SEED = 0  # of the samples, should TEMPERATURE be raised
+# The samples' sampling: greedy decoding loops (a small character model writes spaces after any prompt); a low
+# temperature shows what a model writes, and one seed for all, the same draws, keeps the differences the models'.
+TEMPERATURE = 0.7
+SEED = 0
 EXPORTED = {"student.onnx": "ONNX Runtime fp32", "student.int8.onnx": "ONNX Runtime int8"}  # in export/
 
 T = TypeVar("T")
@@ -90,7 +93,10 @@ def gather(run: SavedRun, summary: dict[str, Any], curves: list[Curve]) -> LMEvi
     new_tokens = min(NEW_TOKENS, context - prompt_tokens)
     prompts = test.ids[torch.arange(BATCH) % len(test.ids), :prompt_tokens]
     costs = [_pytorch_cost(run, name, net, prompts, new_tokens) for name, net in nets.items()]
-    exported, notes = _exported(run.path / "export", count_params(nets["student"]), prompts, new_tokens)
+    if run.cfg.student.model.startswith(HF):
+        exported, notes = [], ["ONNX Runtime row: none; distill export ships a Hugging Face student as its own folder"]
+    else:
+        exported, notes = _exported(run.path / "export", count_params(nets["student"]), prompts, new_tokens)
     completions = _complete(run, nets, test, context)
     return LMEvidence(
         run.cfg.name, summary, curves, costs + exported, completions, prompt_tokens, new_tokens, where_measured(), notes
@@ -227,8 +233,8 @@ def _p95(seconds: list[float]) -> float:
 
 
 def _complete(run: SavedRun, nets: dict[str, nn.Module], test: TokenSequences, context: int) -> list[Completion]:
-    """PROMPTS prompts from test sequences spread over the test split, each completed by every model (greedy,
-    up to NEW_TOKENS new tokens, cut at a model's end token), beside the held-out text that follows it."""
+    """PROMPTS prompts from test sequences spread over the test split, each completed by every model (up to
+    NEW_TOKENS new tokens, cut at a model's end token), beside the held-out text that follows it."""
     tokenizer, found = run.exp.tokenizer, []
     for row in torch.linspace(0, len(test.ids) - 1, PROMPTS).round().long().unique().tolist():
         cut = _prompt_end(test.labels[row], min(PROMPT_TOKENS, context // 3))
