@@ -44,9 +44,8 @@ def test_quick_costs_stay_within_the_budget_on_a_slow_model():
 
 
 def test_a_model_too_slow_for_any_batch_gets_its_batch_1_throughput(monkeypatch):
-    monkeypatch.setattr(measure, "QUICK_S", 0.1)
     model = Slow(per_row_s=0.03)  # the memory pass, a warm-up and 3 timed calls leave no room for 4 rows
-    measured = measure.costs(model, (4,))
+    measured = measure.costs(model, (4,), quick_s=0.1)
     assert measured.keys() >= FIGURES
     assert measured["timing"] == {"budget_s": 0.1, "batch": 1} and set(model.calls) == {1}
     assert len(model.calls) == 5  # the memory pass, the warm-up, the 3 fewest latency calls: nothing more

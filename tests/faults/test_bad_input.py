@@ -818,7 +818,7 @@ def test_malformed_input_is_one_line_and_changes_nothing(case: Case, world: Worl
         (["trian", "c.yaml"], "invalid choice: 'trian'"),
         (["train"], "the following arguments are required: config"),
         (["train", "c.yaml", "--bogus"], "unrecognized arguments: --bogus"),
-        (["eval"], "the following arguments are required: RUN_DIR|FILE"),
+        (["eval"], "the following arguments are required: RUN_DIR|EXPORTED"),
         (["export", "runs/x", "--format", "tflite"], "invalid choice: 'tflite'"),
         (["report"], "the following arguments are required: run_dir"),
         ([], "the following arguments are required: command"),

@@ -36,8 +36,8 @@ def _describe(error: dict, root: type) -> str:
         return describe_error(inner, method, prefix="method")
     if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
         given = f"'{error['input'].get('kind')}' is not" if error["type"] == "union_tag_invalid" else "missing; give"
-        kinds = root.model_fields["method"].annotation.__args__[0].__args__
-        return f"method.kind: {given} one of {', '.join(m.model_fields['kind'].default for m in kinds)}"
+        kinds = sorted(method.model_fields["kind"].default for method in root.kinds)
+        return f"method.kind: {given} one of {', '.join(kinds)}"
     if error["type"] == "extra_forbidden" and len(loc) == 1 and (loc[0] in METHODS or loc[0] in MOVED):
         if loc[0] in METHODS:
             return f"{loc[0]}: unknown key; the way of distilling is chosen as method: {{kind: {loc[0]}, ...}}"

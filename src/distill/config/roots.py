@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -46,6 +46,8 @@ class TeacherRules(RunRoot):
 
 class ClassifyConfig(TeacherRules):
     """task: classify (the default): images or table rows, each with a class."""
+
+    kinds: ClassVar[tuple[type, ...]] = CLASSIFY  # the method kinds this task's runs take
 
     task: Literal["classify"] = "classify"
     data: DataConfig = Field(default_factory=DataConfig)
@@ -90,6 +92,8 @@ class LMConfig(TeacherRules):
     method: {kind: token, divergence: reverse_kl, temperature: 1.0, alpha: 0.0, fused: true}
     train: {epochs: 3, optimizer: adamw, lr: 0.003}
     """
+
+    kinds: ClassVar[tuple[type, ...]] = LM
 
     task: Literal["lm"]
     data: TextDataConfig

@@ -148,7 +148,6 @@ def _check_weights(params: list[nn.Parameter], epoch: int) -> None:
         )
 
 
-@torch.no_grad()
 def _monitor_mode(options: TrainOptions, names: list[str]) -> str:
     """Fail before training when train.monitor names no metric; return the monitor's mode."""
     if options.monitor not in names:

@@ -128,6 +128,7 @@ def evaluate(
     return {f"val/{key}": value / count for key, value in zip(sums, values, strict=True)}
 
 
+@torch.no_grad()
 def setup(module: nn.Module, batch: Batch) -> list[str]:
     """One forward in eval mode without gradients, before an optimizer exists: parameters a module sizes on its
     first batch (torch's Lazy modules, a Distiller's adapters, auxiliary heads) are then in place to be
