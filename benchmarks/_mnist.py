@@ -67,9 +67,15 @@ def accuracy(net: nn.Module, loader: DataLoader) -> float:
 def cached(setup: Mnist, teacher: nn.Module, folder: str | Path) -> TeacherCache:
     """The teacher's outputs on every image, with FEATURES, in float32: written once, read by sample index."""
     write_cache(
-        folder, teacher, setup.data.inputs, setup.data.labels, data="mnist", dtype="float32", features=FEATURES,
+        folder,
+        teacher,
+        setup.data.inputs,
+        setup.data.labels,
+        data="mnist",
+        dtype="float32",
+        features=FEATURES,
         progress=False,
-    )  # fmt: skip
+    )
     return TeacherCache(folder)
 
 

@@ -52,8 +52,16 @@ def main() -> None:
         made = {}
         for name, views in (("clean", None), ("views", Views(CropFlip(), args.views, seed=0))):
             start = time.perf_counter()
-            write_cache(Path(tmp) / name, teacher, setup.data.inputs, setup.data.labels, data="mnist",
-                        augment="crop_flip", views=views, progress=False)  # fmt: skip
+            write_cache(
+                Path(tmp) / name,
+                teacher,
+                setup.data.inputs,
+                setup.data.labels,
+                data="mnist",
+                augment="crop_flip",
+                views=views,
+                progress=False,
+            )
             made[name] = time.perf_counter() - start
         clean, views = TeacherCache(Path(tmp) / "clean"), TeacherCache(Path(tmp) / "views")
         for seed in args.seeds:

@@ -95,8 +95,9 @@ class Plain:
             x, y = self.images(x), labels[rows]
             teacher = teacher_logits(x, rows)
             logits = self.student(x)
-            soft = F.kl_div(F.log_softmax(logits / T, -1), F.log_softmax(teacher / T, -1), reduction="batchmean",
-                            log_target=True)  # fmt: skip
+            soft = F.kl_div(
+                F.log_softmax(logits / T, -1), F.log_softmax(teacher / T, -1), reduction="batchmean", log_target=True
+            )
             loss = ALPHA * F.cross_entropy(logits, y) + (1 - ALPHA) * T**2 * soft
             loss.backward()
             self.optimizer.step()
@@ -251,8 +252,9 @@ def main() -> None:
         make_cache(load_config(cached))
         cache_seconds = time.perf_counter() - made
         rows["cached"] = library_epochs(cached, folder, lambda: plain.epoch(lambda x, r: stored[r].float()))
-        augmented_cfg = config(folder, args, teacher__cache=str(folder / "views"), data__augment="crop_flip",
-                               cache__views=views)  # fmt: skip
+        augmented_cfg = config(
+            folder, args, teacher__cache=str(folder / "views"), data__augment="crop_flip", cache__views=views
+        )
         made = time.perf_counter()
         make_cache(load_config(augmented_cfg))
         views_seconds = time.perf_counter() - made
@@ -275,11 +277,15 @@ def main() -> None:
         print(f"{name:18}{ours:>17.2f}{theirs:>15.2f}{statistics.median(ratios):>8.3f}")
     speedup = statistics.median(rows["cached"]["library"]) / statistics.median(rows["live"]["library"])
     print(f"live / plain live: target <= 1.03; cached epoch / live epoch: {speedup:.3f}")
-    print(f"start-up to the first step: distill {rows['live']['start-up']:.2f} s (live teacher), "
-          f"{rows['cached']['start-up']:.2f} s (cached), {rows['augmented cache']['start-up']:.2f} s (augmented "
-          f"cache); plain {plain_start:.2f} s")  # fmt: skip
-    print(f"distill cache: {cache_seconds:.1f} s for {args.train + 2 * args.val} images; with {views} views "
-          f"of crop_flip: {views_seconds:.1f} s")  # fmt: skip
+    print(
+        f"start-up to the first step: distill {rows['live']['start-up']:.2f} s (live teacher), "
+        f"{rows['cached']['start-up']:.2f} s (cached), {rows['augmented cache']['start-up']:.2f} s (augmented "
+        f"cache); plain {plain_start:.2f} s"
+    )
+    print(
+        f"distill cache: {cache_seconds:.1f} s for {args.train + 2 * args.val} images; with {views} views "
+        f"of crop_flip: {views_seconds:.1f} s"
+    )
 
 
 if __name__ == "__main__":

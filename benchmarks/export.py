@@ -31,14 +31,26 @@ def zoo_config(data: Path) -> dict:
     """A CNN teacher and a resnet8 student on the MNIST split the other benchmarks use."""
     return {
         "name": "zoo",
-        "data": {"name": "idx", "path": str(data), "test_fraction": 0.2, "val_fraction": 0.2, "seed": 0,
-                 "batch_size": 128},
+        "data": {
+            "name": "idx",
+            "path": str(data),
+            "test_fraction": 0.2,
+            "val_fraction": 0.2,
+            "seed": 0,
+            "batch_size": 128,
+        },
         "teacher": {"model": "cnn", "args": {"channels": [32, 64, 128], "hidden": 256}, "epochs": 6},
         "student": {"model": "resnet8"},
         "method": {"kind": "offline", "terms": [{"loss": "kd", "temperature": 4.0, "alpha": 0.5}]},
-        "train": {"epochs": 6, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0001, "schedule": "cosine",
-                  "progress": False},
-    }  # fmt: skip
+        "train": {
+            "epochs": 6,
+            "optimizer": "adamw",
+            "lr": 0.003,
+            "weight_decay": 0.0001,
+            "schedule": "cosine",
+            "progress": False,
+        },
+    }
 
 
 def trained(config: Path, out_dir: Path) -> Path:
@@ -58,8 +70,10 @@ def main() -> None:
         with resources.as_file(resources.files("distill") / "demos" / "classify.yaml") as demo:
             runs = {"demo student (mlp [32], digits)": trained(demo, scratch)}
         runs["zoo student (resnet8, MNIST)"] = trained(zoo, scratch)
-        print(f"{'student':34}{'runtime':26}{'test acc':>9}{'size':>10}{'latency b=1':>13}{'p95':>10}"
-              f"{'samples/s b=256':>17}{'latency vs PyTorch':>20}")  # fmt: skip
+        print(
+            f"{'student':34}{'runtime':26}{'test acc':>9}{'size':>10}{'latency b=1':>13}{'p95':>10}"
+            f"{'samples/s b=256':>17}{'latency vs PyTorch':>20}"
+        )
         for name, run_dir in runs.items():
             results = export(run_dir, int8=True)
             base = results["pytorch"]["latency_ms"]

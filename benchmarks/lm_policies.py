@@ -41,28 +41,54 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinysh
 SEEDS = [0, 1, 2]
 TEACHER = {"model": "gpt", "args": {"layers": 4, "heads": 4, "width": 128}}
 STUDENT = {"model": "gpt", "args": {"layers": 2, "heads": 2, "width": 40}}
-TRAIN = {"epochs": 4, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0001, "schedule": "cosine",
-         "warmup_epochs": 0.2, "progress": False}  # fmt: skip
+TRAIN = {
+    "epochs": 4,
+    "optimizer": "adamw",
+    "lr": 0.003,
+    "weight_decay": 0.0001,
+    "schedule": "cosine",
+    "warmup_epochs": 0.2,
+    "progress": False,
+}
 
 
 def windows(text: str, path: Path, count: int = 2000) -> None:
     """`count` prompt/completion lines of 64 + 64 characters from the first 90% of `text`."""
     usable = text[: int(len(text) * 0.9)]
     stride = len(usable) // count
-    lines = [{"id": str(i), "prompt": usable[i * stride : i * stride + 64],
-              "completion": usable[i * stride + 64 : i * stride + 128]} for i in range(count)]  # fmt: skip
+    lines = [
+        {
+            "id": str(i),
+            "prompt": usable[i * stride : i * stride + 64],
+            "completion": usable[i * stride + 64 : i * stride + 128],
+        }
+        for i in range(count)
+    ]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
 
 
 def config(name: str, out: Path, data: Path, tokenizer: str, teacher: Path | None, **changes: object) -> dict:
     teacher_group = {**TEACHER, "weights": str(teacher)} if teacher else {**TEACHER, "epochs": 4}
     return {
-        "task": "lm", "name": name, "out_dir": str(out), "scratch": False, "seeds": SEEDS,
-        "data": {"path": str(data), "tokenizer": tokenizer, "context": 128, "val_fraction": 0.1,
-                 "test_fraction": 0.1, "batch_size": 32},
-        "teacher": teacher_group, "student": STUDENT,
-        "method": {"kind": "token", "divergence": "forward_kl", "alpha": 0.5}, "train": TRAIN, **changes,
-    }  # fmt: skip
+        "task": "lm",
+        "name": name,
+        "out_dir": str(out),
+        "scratch": False,
+        "seeds": SEEDS,
+        "data": {
+            "path": str(data),
+            "tokenizer": tokenizer,
+            "context": 128,
+            "val_fraction": 0.1,
+            "test_fraction": 0.1,
+            "batch_size": 32,
+        },
+        "teacher": teacher_group,
+        "student": STUDENT,
+        "method": {"kind": "token", "divergence": "forward_kl", "alpha": 0.5},
+        "train": TRAIN,
+        **changes,
+    }
 
 
 def real_perplexity(run_dir: Path, real: dict) -> list[float]:
@@ -101,20 +127,42 @@ def main() -> None:
         rows["off-policy"] = real_perplexity(out / "off-policy", real)
 
         prompts = out / "prompts.jsonl"
-        prompts.write_text("".join(json.dumps({"id": json.loads(line)["id"], "prompt": json.loads(line)["prompt"]})
-                                   + "\n" for line in tasks.read_text().splitlines()))  # fmt: skip
+        prompts.write_text(
+            "".join(
+                json.dumps({"id": json.loads(line)["id"], "prompt": json.loads(line)["prompt"]}) + "\n"
+                for line in tasks.read_text().splitlines()
+            )
+        )
         written = out / "teacher.jsonl"
-        generate(validate({**real, "generate": {"prompts": str(prompts), "output": str(written),
-                                                   "max_new_tokens": 64, "temperature": 1.0, "batch_size": 64}},
-                             "benchmark"))  # fmt: skip
+        generate(
+            validate(
+                {
+                    **real,
+                    "generate": {
+                        "prompts": str(prompts),
+                        "output": str(written),
+                        "max_new_tokens": 64,
+                        "temperature": 1.0,
+                        "batch_size": 64,
+                    },
+                },
+                "benchmark",
+            )
+        )
         sequence = config("sequence-level", out, written, tokenizer, teacher)
         sequence["method"]["alpha"] = 1.0
         run(validate(sequence, "benchmark"))
         rows["sequence-level"] = real_perplexity(out / "sequence-level", real)
 
         policy = config("on-policy", out, tasks, tokenizer, teacher)
-        policy["method"] = {"kind": "on_policy", "divergence": "forward_kl", "alpha": 0.5, "student_share": 0.5,
-                            "max_new_tokens": 64, "sample_temperature": 1.0}  # fmt: skip
+        policy["method"] = {
+            "kind": "on_policy",
+            "divergence": "forward_kl",
+            "alpha": 0.5,
+            "student_share": 0.5,
+            "max_new_tokens": 64,
+            "sample_temperature": 1.0,
+        }
         run(validate(policy, "benchmark"))
         rows["on-policy"] = real_perplexity(out / "on-policy", real)
 
@@ -124,15 +172,19 @@ def main() -> None:
         sizes = {}
         for k in (8, 32, min(128, exp.tokenizer.vocab_size)):
             meta = cache_fingerprint(str(teacher), exp.tokenizer, exp.splits.train, k)
-            made = write_token_cache(out / f"cache{k}", model, exp.splits.train, meta,
-                                     vocab=exp.tokenizer.vocab_size, batch_size=64)  # fmt: skip
+            made = write_token_cache(
+                out / f"cache{k}", model, exp.splits.train, meta, vocab=exp.tokenizer.vocab_size, batch_size=64
+            )
             sizes[k] = made["bytes_per_token"]
     print(f"{'regime':18}{'test perplexity (mean ± std over seeds)':>42}   per seed")
     for name, values in rows.items():
         spread = f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
         print(f"{name:18}{spread:>42}   {', '.join(f'{v:.3f}' for v in values)}")
-    print("top-k token cache, bytes per token: " + ", ".join(f"k={k}: {b:.0f}" for k, b in sizes.items())
-          + f" (vocabulary {exp.tokenizer.vocab_size})")  # fmt: skip
+    print(
+        "top-k token cache, bytes per token: "
+        + ", ".join(f"k={k}: {b:.0f}" for k, b in sizes.items())
+        + f" (vocabulary {exp.tokenizer.vocab_size})"
+    )
 
 
 if __name__ == "__main__":

@@ -38,15 +38,28 @@ def config(data: Path, out_dir: Path, name: str, method: dict, **changes: object
         "out_dir": str(out_dir),
         "scratch": False,
         "seeds": SEEDS,
-        "data": {"path": str(data), "tokenizer": "char", "context": 128, "val_fraction": 0.05, "test_fraction": 0.05,
-                 "batch_size": 64},
+        "data": {
+            "path": str(data),
+            "tokenizer": "char",
+            "context": 128,
+            "val_fraction": 0.05,
+            "test_fraction": 0.05,
+            "batch_size": 64,
+        },
         "teacher": {"model": "gpt", "args": {"layers": 4, "heads": 4, "width": 128}, "epochs": 4},
         "student": {"model": "gpt", "args": {"layers": 2, "heads": 2, "width": 40}},
         "method": {"kind": "token", "temperature": 1.0, "alpha": 0.0, "fused": True, **method},
-        "train": {"epochs": 3, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.0001, "schedule": "cosine",
-                  "warmup_epochs": 0.2, "progress": False},
+        "train": {
+            "epochs": 3,
+            "optimizer": "adamw",
+            "lr": 0.003,
+            "weight_decay": 0.0001,
+            "schedule": "cosine",
+            "warmup_epochs": 0.2,
+            "progress": False,
+        },
         **changes,
-    }  # fmt: skip
+    }
 
 
 def test_cell(row: dict) -> str:

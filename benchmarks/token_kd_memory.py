@@ -48,8 +48,9 @@ def measure(form: str, beta: float) -> dict[str, float]:
             student_logits = student_hidden @ student_weight.T
             loss = token_distillation_loss(student_logits, teacher_logits, labels, divergence="jsd", beta=beta).loss
         else:
-            loss = fused_token_distillation_loss(student_hidden, student_weight, teacher_hidden, teacher_weight,
-                                                 labels, divergence="jsd", beta=beta).loss  # fmt: skip
+            loss = fused_token_distillation_loss(
+                student_hidden, student_weight, teacher_hidden, teacher_weight, labels, divergence="jsd", beta=beta
+            ).loss
         loss.backward()
         student_hidden.grad = student_weight.grad = None
 
@@ -76,15 +77,17 @@ def main() -> None:
     for beta in (0.0, 0.5):
         rows = {}
         for form in ("plain", "fused"):
-            child = subprocess.run([sys.executable, __file__, "--one", form, str(beta)], capture_output=True,
-                                   text=True, check=True)  # fmt: skip
+            child = subprocess.run(
+                [sys.executable, __file__, "--one", form, str(beta)], capture_output=True, text=True, check=True
+            )
             rows[form] = json.loads(child.stdout)
         name = "jsd beta=0 (forward KL)" if beta == 0 else f"jsd beta={beta}"
         for form, row in rows.items():
             memory = "" if form == "plain" else f"{row['peak_bytes'] / rows['plain']['peak_bytes']:.3f}x"
             speed = "" if form == "plain" else f"{row['seconds'] / rows['plain']['seconds']:.2f}x"
-            print(f"{name:26}{form:8}{row['peak_bytes'] / 2**20:>15.0f} MiB{memory:>15}{row['seconds']:>9.3f}s"
-                  f"{speed:>15}")  # fmt: skip
+            print(
+                f"{name:26}{form:8}{row['peak_bytes'] / 2**20:>15.0f} MiB{memory:>15}{row['seconds']:>9.3f}s{speed:>15}"
+            )
 
 
 if __name__ == "__main__":

@@ -233,9 +233,10 @@ def first_rows(exp, epoch: int) -> torch.Tensor:
 def test_train_from_an_augmented_cache_and_refuse_one_of_other_views(cached_config, tmp_path, capsys):
     assert main(["cache", str(cached_config), *AUGMENTED]) == 0
     assert main(["train", str(cached_config), *AUGMENTED, "--set", "train.epochs=4"]) == 0
-    for other, made in [("cache.views=2", "3 views of crop_flip (pad=4, seed=0), this run asks for 2 views"),
-                        ("data.seed=1", "3 views of crop_flip (pad=4, seed=0), this run asks for 3 views of "
-                                        "crop_flip (pad=4, seed=1)")]:  # fmt: skip
+    for other, made in [
+        ("cache.views=2", "3 views of crop_flip (pad=4, seed=0), this run asks for 2 views"),
+        ("data.seed=1", "3 views of crop_flip (pad=4, seed=0), this run asks for 3 views of crop_flip (pad=4, seed=1)"),
+    ]:
         assert main(["train", str(cached_config), *AUGMENTED, "--set", other, "--set", "name=other"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"was made for {made}" in err, err

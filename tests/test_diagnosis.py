@@ -92,10 +92,13 @@ def test_a_wrong_teacher_is_diagnosed_as_negative_transfer(tmp_path, capsys):
 @pytest.mark.e2e
 def test_a_teacher_that_knows_more_labels_is_diagnosed_as_helping(tmp_path, capsys):
     few_labels = [
-        "--set", "data.labelled_per_class=3",
-        "--set", "train.epochs=10",
-        "--set", "seeds=[0, 1]",
-    ]  # fmt: skip
+        "--set",
+        "data.labelled_per_class=3",
+        "--set",
+        "train.epochs=10",
+        "--set",
+        "seeds=[0, 1]",
+    ]
     summary, out = run(tmp_path, capsys, TINY_RUN.format(out=tmp_path / "runs"), *few_labels)
     diagnosis = summary["diagnosis"]
     assert diagnosis["verdict"] == "helped" and diagnosis["interval"][0] > 0

@@ -57,8 +57,9 @@ def _byte_level_bpe(text: str) -> transformers.PreTrainedTokenizerFast:
 def _gpt2(folder: Path, tokenizer: transformers.PreTrainedTokenizerFast, width: int, seed: int) -> Path:
     """A one-layer GPT-2 of `width` saved with its tokenizer, as a Hugging Face checkpoint is."""
     end = tokenizer.convert_tokens_to_ids(END)
-    config = transformers.GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=width, n_layer=1, n_head=2,
-                                     bos_token_id=end, eos_token_id=end)  # fmt: skip
+    config = transformers.GPT2Config(
+        vocab_size=len(tokenizer), n_positions=64, n_embd=width, n_layer=1, n_head=2, bos_token_id=end, eos_token_id=end
+    )
     torch.manual_seed(seed)
     transformers.GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -53,9 +53,12 @@ def world(tmp_path_factory) -> dict[str, Path]:
     """A trained tiny teacher, its text, and a prompt file of 300 prompts of a few lengths."""
     root = tmp_path_factory.mktemp("generate")
     (root / "text.txt").write_text(TEXT)
-    config = write_config(root / "train.yaml", GENERATE.format(
-        out=root / "runs", text=root / "text.txt", weights="null", prompts="p", output="o", batch=4
-    ).replace("weights: null", "epochs: 1"))  # fmt: skip
+    config = write_config(
+        root / "train.yaml",
+        GENERATE.format(
+            out=root / "runs", text=root / "text.txt", weights="null", prompts="p", output="o", batch=4
+        ).replace("weights: null", "epochs: 1"),
+    )
     assert main(["train", str(config), "--set", "scratch=false", "-q"]) == 0
     words = TEXT.split()
     lines = [json.dumps({"id": f"p{i}", "prompt": " ".join(words[i % 20 : i % 20 + 1 + i % 3])}) for i in range(300)]
@@ -65,8 +68,14 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 def _config(world: dict[str, Path], tmp_path: Path, batch: int = 4) -> Path:
     root = world["root"]
-    text = GENERATE.format(out=tmp_path / "runs", text=root / "text.txt", weights=world["weights"],
-                           prompts=root / "prompts.jsonl", output=tmp_path / "teacher.jsonl", batch=batch)  # fmt: skip
+    text = GENERATE.format(
+        out=tmp_path / "runs",
+        text=root / "text.txt",
+        weights=world["weights"],
+        prompts=root / "prompts.jsonl",
+        output=tmp_path / "teacher.jsonl",
+        batch=batch,
+    )
     return write_config(tmp_path / "generate.yaml", text)
 
 
@@ -145,8 +154,10 @@ def test_bad_prompts_are_one_line(world, tmp_path, lines, expected, capsys):
 
 def _qa(path: Path) -> Path:
     words = TEXT.split()
-    lines = [{"prompt": " ".join(words[i % 10 : i % 10 + 1 + i % 2]) + " ", "completion": words[(i + 3) % 10]}
-             for i in range(60)]  # fmt: skip
+    lines = [
+        {"prompt": " ".join(words[i % 10 : i % 10 + 1 + i % 2]) + " ", "completion": words[(i + 3) % 10]}
+        for i in range(60)
+    ]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     return path
 
@@ -187,8 +198,9 @@ def test_on_policy_batches_mask_the_prompt_and_the_teacher_grades_the_students_t
 
 @pytest.mark.e2e
 def test_an_on_policy_run_trains_from_a_config(world, tmp_path, capsys):
-    text = GENERATE.format(out=tmp_path / "runs", text=_qa(tmp_path / "qa.jsonl"), weights="null", prompts="p",
-                           output="o", batch=4).replace("weights: null", "epochs: 1")  # fmt: skip
+    text = GENERATE.format(
+        out=tmp_path / "runs", text=_qa(tmp_path / "qa.jsonl"), weights="null", prompts="p", output="o", batch=4
+    ).replace("weights: null", "epochs: 1")
     config = write_config(
         tmp_path / "c.yaml", text + "method: {kind: on_policy, student_share: 0.5, max_new_tokens: 4}\n"
     )
@@ -198,8 +210,10 @@ def test_an_on_policy_run_trains_from_a_config(world, tmp_path, capsys):
     student = run_dir / "student.safetensors"
     measured = perplexity_on_test(student, tmp_path / "qa.jsonl", 48, layers=1, heads=1, width=8)  # completions
     assert summary["student"]["test_perplexity"] == pytest.approx(measured, rel=1e-5)
-    plain = write_config(tmp_path / "t.yaml", text.replace(str(tmp_path / "qa.jsonl"), str(world["root"] / "text.txt"))
-                         + "method: {kind: on_policy}\n")  # fmt: skip
+    plain = write_config(
+        tmp_path / "t.yaml",
+        text.replace(str(tmp_path / "qa.jsonl"), str(world["root"] / "text.txt")) + "method: {kind: on_policy}\n",
+    )
     assert main(["train", str(plain)]) == 2
     assert "method.kind on_policy" in capsys.readouterr().err
     assert main(["train", str(config), "--set", "method.max_new_tokens=48", "--set", "name=x"]) == 2

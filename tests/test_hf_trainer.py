@@ -16,8 +16,16 @@ VOCAB, LENGTH = 20, 12
 
 def _gpt2(width: int, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=LENGTH, n_embd=width, n_layer=1, n_head=2,
-                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # fmt: skip
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=LENGTH,
+        n_embd=width,
+        n_layer=1,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     return transformers.GPT2LMHeadModel(config)
 
 
@@ -41,14 +49,29 @@ class Sequences(torch.utils.data.Dataset):
 def _train(tmp_path, batch: int, accumulate: int, fused: bool) -> tuple[torch.nn.Module, torch.nn.Module, list]:
     student, teacher = _gpt2(8, seed=1), _gpt2(16, seed=2)
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / f"out{batch}"), per_device_train_batch_size=batch,
-        gradient_accumulation_steps=accumulate, max_steps=2, learning_rate=0.5, optim="sgd",
+        output_dir=str(tmp_path / f"out{batch}"),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulate,
+        max_steps=2,
+        learning_rate=0.5,
+        optim="sgd",
         lr_scheduler_type="constant",
-        weight_decay=0.0, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, seed=0,
+        weight_decay=0.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
         dataloader_drop_last=True,
-    )  # fmt: skip
-    trainer = DistillationTrainer(model=student, teacher=teacher, loss=TokenKD("reverse_kl", alpha=0.3), fused=fused,
-                                  args=args, train_dataset=Sequences())  # fmt: skip
+    )
+    trainer = DistillationTrainer(
+        model=student,
+        teacher=teacher,
+        loss=TokenKD("reverse_kl", alpha=0.3),
+        fused=fused,
+        args=args,
+        train_dataset=Sequences(),
+    )
     trainer.train()
     return student, teacher, trainer.state.log_history
 

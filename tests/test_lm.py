@@ -129,9 +129,16 @@ def test_accumulating_two_batches_takes_the_step_of_their_union(distilled):
         else:
             module = NextToken(student)
         options = TrainOptions(
-            epochs=1, optimizer="sgd", momentum=0.0, weight_decay=0.0, lr=1.0, grad_accum=accumulate,
-            schedule="constant", progress=False, monitor="val/loss",
-        )  # fmt: skip
+            epochs=1,
+            optimizer="sgd",
+            momentum=0.0,
+            weight_decay=0.0,
+            lr=1.0,
+            grad_accum=accumulate,
+            schedule="constant",
+            progress=False,
+            monitor="val/loss",
+        )
         fit(module, DataLoader(data, batch_size=batch_size), DataLoader(data, batch_size=4), options)
         return student.blocks[0].mlp[0].weight.detach().clone()
 
@@ -384,8 +391,12 @@ def chat_tokenizer(tmp_path_factory) -> Path:
 def test_chat_data_counts_the_assistant_turns_only(tmp_path, chat_tokenizer):
     from distill.models.lm import HFTokenizer
 
-    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
-            {"role": "user", "content": "ok?"}, {"role": "assistant", "content": "no"}]  # fmt: skip
+    chat = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "ok?"},
+        {"role": "assistant", "content": "no"},
+    ]
     (tmp_path / "chat.jsonl").write_text("\n".join(json.dumps({"messages": chat}) for _ in range(10)))
     tokenizer = HFTokenizer(str(chat_tokenizer))
     splits = text_splits(tmp_path / "chat.jsonl", tokenizer, context=40, val_fraction=0.2, test_fraction=0.2, seed=0)

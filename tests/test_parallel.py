@@ -109,8 +109,9 @@ def test_each_process_takes_its_share_of_every_global_batch(monkeypatch):
 @pytest.mark.e2e
 def test_two_processes_train_what_one_trains(one_process, tmp_path):
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
-    code, output = finished(torchrun(2, "train", str(config), *RUN, cwd=tmp_path, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE))  # fmt: skip
+    code, output = finished(
+        torchrun(2, "train", str(config), *RUN, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    )
     assert code == 0, output
     run_dir = tmp_path / "runs" / "tiny"
     for name in ("teacher", "student"):
@@ -132,8 +133,9 @@ SHARD = ["--set", "train.shard=true"]
 @pytest.mark.e2e
 def test_a_sharded_run_trains_what_one_process_trains(one_process, tmp_path):
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
-    code, output = finished(torchrun(2, "train", str(config), *RUN, *SHARD, cwd=tmp_path, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE))  # fmt: skip
+    code, output = finished(
+        torchrun(2, "train", str(config), *RUN, *SHARD, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    )
     assert code == 0, output
     assert "sharded over 2 processes; each holds about" in output  # FSDP2, not a replica per process
     run_dir = tmp_path / "runs" / "tiny"
@@ -174,13 +176,23 @@ def test_a_sharded_run_resumes_sharded_and_then_in_one_process(tmp_path):
     reference = one_process_run(tmp_path / "one", *LONGER)
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
     last = tmp_path / "runs" / "tiny" / "student" / "checkpoints" / "last.json"
-    process = torchrun(2, "train", str(config), *LONGER, *SHARD, cwd=tmp_path, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE)  # fmt: skip
+    process = torchrun(
+        2, "train", str(config), *LONGER, *SHARD, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     _wait_for(last, process)
     kill_all(process)
     stopped_at = json.loads(last.read_text())["epoch"]
-    process = torchrun(2, "train", str(config), *LONGER, *SHARD, "--resume", cwd=tmp_path, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE)  # fmt: skip
+    process = torchrun(
+        2,
+        "train",
+        str(config),
+        *LONGER,
+        *SHARD,
+        "--resume",
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while process.poll() is None and json.loads(last.read_text())["epoch"] == stopped_at:
         assert time.monotonic() < deadline, "the sharded run did not resume"
@@ -251,8 +263,16 @@ def test_other_commands_say_they_run_in_one_process(tmp_path, monkeypatch, capsy
 def test_a_parallel_cache_equals_one_process_cache_byte_for_byte(one_process, tmp_path):
     teacher = one_process / "teacher.safetensors"
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
-    cached = ["--set", f"teacher.weights={teacher}", "--set", "train.device=cpu", "--set", "cache.features=[hidden1]",
-              "--set", "cache.shard_rows=500"]  # fmt: skip
+    cached = [
+        "--set",
+        f"teacher.weights={teacher}",
+        "--set",
+        "train.device=cpu",
+        "--set",
+        "cache.features=[hidden1]",
+        "--set",
+        "cache.shard_rows=500",
+    ]
     made = {}
     for processes in (1, 2):
         where = f"cache{processes}"
@@ -272,8 +292,9 @@ def test_a_folder_the_first_process_refuses_stops_every_process_with_its_line(tm
     config = write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out="runs"))
     (tmp_path / "runs" / "tiny").mkdir(parents=True)
     (tmp_path / "runs" / "tiny" / "notes.txt").write_text("mine")
-    code, output = finished(torchrun(2, "train", str(config), *RUN, cwd=tmp_path, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE))  # fmt: skip
+    code, output = finished(
+        torchrun(2, "train", str(config), *RUN, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    )
     assert code != 0 and output.count("runs/tiny holds other files; choose another name or out_dir") == 2, output
     assert "exitcode  : 2" in output and (tmp_path / "runs" / "tiny" / "notes.txt").read_text() == "mine"
 
@@ -341,8 +362,9 @@ def test_a_language_model_run_on_two_processes_weighs_tokens_as_one_does(tmp_pat
             os.chdir(where)
             assert main(["train", "lm.yaml"]) == 0
         else:
-            code, output = finished(torchrun(2, "train", "lm.yaml", *argv, cwd=where, stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE))  # fmt: skip
+            code, output = finished(
+                torchrun(2, "train", "lm.yaml", *argv, cwd=where, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            )
             assert code == 0, output
         runs[how] = where / "runs" / "tiny-lm"
     for how in ("replicated", "sharded"):

@@ -88,10 +88,15 @@ def test_distill_cache_then_train_from_it_and_a_stale_cache_is_refused(tmp_path,
     torch.manual_seed(0)
     teacher = GPT(CharTokenizer.fit(TEXT).vocab_size, context=24, layers=1, heads=2, width=16)
     save_weights(teacher, tmp_path / "teacher.safetensors")
-    config = write_config(tmp_path / "c.yaml", LM_CACHED.format(
-        out=tmp_path / "runs", data=tmp_path / "t.txt", weights=tmp_path / "teacher.safetensors",
-        cache=tmp_path / "cache",
-    ))  # fmt: skip
+    config = write_config(
+        tmp_path / "c.yaml",
+        LM_CACHED.format(
+            out=tmp_path / "runs",
+            data=tmp_path / "t.txt",
+            weights=tmp_path / "teacher.safetensors",
+            cache=tmp_path / "cache",
+        ),
+    )
     assert main(["cache", str(config)]) == 0
     out = capsys.readouterr().out
     assert "bytes per token" in out and f"{8 * (2 + 2) + 4} bytes per token" in out  # k x (float16 + int16) + tail
@@ -112,8 +117,11 @@ def test_distill_cache_then_train_from_it_and_a_stale_cache_is_refused(tmp_path,
 )
 def test_a_cache_needs_the_teachers_file_and_temperature_one(tmp_path, override, expected, capsys):
     (tmp_path / "t.txt").write_text(TEXT * 2)
-    config = write_config(tmp_path / "c.yaml", LM_CACHED.format(
-        out=tmp_path / "runs", data=tmp_path / "t.txt", weights=tmp_path / "w.safetensors", cache=tmp_path / "cache"
-    ))  # fmt: skip
+    config = write_config(
+        tmp_path / "c.yaml",
+        LM_CACHED.format(
+            out=tmp_path / "runs", data=tmp_path / "t.txt", weights=tmp_path / "w.safetensors", cache=tmp_path / "cache"
+        ),
+    )
     assert main(["train", str(config), "--set", override]) == 2
     assert expected in capsys.readouterr().err

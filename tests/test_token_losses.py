@@ -135,8 +135,16 @@ def _hidden(seed: int = 0, bias: bool = True):
 
 
 def _fused(loss, student_hidden, student_head, teacher_hidden, teacher_head, labels, num_tokens=None, **options):
-    return loss(student_hidden, teacher_hidden, labels, num_tokens, student_head=student_head,
-                teacher_head=teacher_head, fused=True, **options)  # fmt: skip
+    return loss(
+        student_hidden,
+        teacher_hidden,
+        labels,
+        num_tokens,
+        student_head=student_head,
+        teacher_head=teacher_head,
+        fused=True,
+        **options,
+    )
 
 
 @pytest.mark.parametrize("divergence", DIVERGENCES)
@@ -186,8 +194,16 @@ def test_from_hidden_states_only_the_first_vocab_ids_of_padded_heads_are_compare
     loss = TokenKD("jsd", alpha=0.3, temperature=1.5)
     plain = loss(student_head(student_hidden)[..., :V], teacher_head(teacher_hidden)[..., :V].detach(), labels)
     expected = torch.autograd.grad(plain.loss, [student_hidden, student_head.weight])
-    got = loss(student_hidden, teacher_hidden, labels, student_head=student_head, teacher_head=teacher_head, vocab=V,
-               fused=fused, chunk_size=4)  # fmt: skip
+    got = loss(
+        student_hidden,
+        teacher_hidden,
+        labels,
+        student_head=student_head,
+        teacher_head=teacher_head,
+        vocab=V,
+        fused=fused,
+        chunk_size=4,
+    )
     torch.testing.assert_close(got.loss, plain.loss, rtol=1e-5, atol=1e-6)
     assert got.tokens.item() == plain.tokens.item()
     for a, b in zip(torch.autograd.grad(got.loss, [student_hidden, student_head.weight]), expected, strict=True):
@@ -250,8 +266,9 @@ def test_accumulating_micro_batches_gives_the_full_batchs_loss_and_gradient(fuse
 
     def run(rows, num_tokens=None):
         if fused:
-            return _fused(loss, student_hidden[rows], student_head, teacher_hidden[rows], teacher_head, labels[rows],
-                          num_tokens)  # fmt: skip
+            return _fused(
+                loss, student_hidden[rows], student_head, teacher_hidden[rows], teacher_head, labels[rows], num_tokens
+            )
         logits = student_head(student_hidden[rows])
         return loss(logits, teacher_head(teacher_hidden[rows]).detach(), labels[rows], num_tokens)
 

@@ -112,8 +112,10 @@ def image_steps(args, device: torch.device, folder: Path) -> list[str]:
     views = Views(CropFlip(), 2, seed=0)
     write_cache(folder / "views", teacher, images, labels, data="random", views=views, device=device, progress=False)
     cache = TeacherCache(folder / "views")
-    lines = [f"{'batch':>5} {'precision':>9} {'compile':>8} {'student':>9} {'live':>9} {'cached':>9} {'augmented':>10}"
-             "   (images/s; compile s)"]  # fmt: skip
+    lines = [
+        f"{'batch':>5} {'precision':>9} {'compile':>8} {'student':>9} {'live':>9} {'cached':>9} {'augmented':>10}"
+        "   (images/s; compile s)"
+    ]
     for batch_size in (8, 16) if args.quick else (64, 256):
         index = torch.randperm(samples)[:batch_size]
         for precision in ("fp32", "bf16"):
@@ -139,8 +141,9 @@ def loss_step(form: str, student_hidden, student_weight, teacher_hidden, teacher
             teacher_logits = teacher_hidden @ teacher_weight.T  # (B, S, V)
         loss = token_distillation_loss(student_hidden @ student_weight.T, teacher_logits, labels).loss
     else:
-        loss = fused_token_distillation_loss(student_hidden, student_weight, teacher_hidden, teacher_weight,
-                                             labels).loss  # fmt: skip
+        loss = fused_token_distillation_loss(
+            student_hidden, student_weight, teacher_hidden, teacher_weight, labels
+        ).loss
     loss.backward()
     student_hidden.grad = student_weight.grad = None
 

@@ -52,17 +52,23 @@ def _way(cfg: Config, fmt: str, int8: bool) -> str:
     """The format the run's student is exported in, or the one line that says why it cannot be in `fmt`."""
     hf_student = cfg.task == "lm" and cfg.student.model.startswith(HF)
     if not hf_student and fmt == HF_FORMAT:
-        raise DistillError(f"--format {HF_FORMAT} writes a Hugging Face student's folder; this run's student is "
-                           f"'{cfg.student.model}': use --format onnx, torchscript or torch-export")  # fmt: skip
+        raise DistillError(
+            f"--format {HF_FORMAT} writes a Hugging Face student's folder; this run's student is "
+            f"'{cfg.student.model}': use --format onnx, torchscript or torch-export"
+        )
     if not hf_student:
         return fmt
     check_servable(cfg)
     if int8:
-        raise DistillError(f"--int8 quantises an ONNX file; the student is a Hugging Face model ({cfg.student.model}),"
-                           " which ships as its save_pretrained folder: export it without --int8")  # fmt: skip
+        raise DistillError(
+            f"--int8 quantises an ONNX file; the student is a Hugging Face model ({cfg.student.model}),"
+            " which ships as its save_pretrained folder: export it without --int8"
+        )
     if fmt not in ("onnx", HF_FORMAT):
-        raise DistillError(f"the student is a Hugging Face model ({cfg.student.model}): it ships as its "
-                           f"save_pretrained folder (--format {HF_FORMAT}), not as {fmt}")  # fmt: skip
+        raise DistillError(
+            f"the student is a Hugging Face model ({cfg.student.model}): it ships as its "
+            f"save_pretrained folder (--format {HF_FORMAT}), not as {fmt}"
+        )
     if fmt == "onnx":
         logger.info("a Hugging Face student ships as its save_pretrained folder, export/%s/", FOLDER)
     return HF_FORMAT

@@ -74,9 +74,15 @@ def onnx_modules():
 
 
 def write_onnx(
-    model: nn.Module, sample: Tensor, path: Path, meta: dict[str, str], what: str = "student", *,
-    axes: Axes = BATCH, limits: dict[str, int] | None = None,
-) -> None:  # fmt: skip
+    model: nn.Module,
+    sample: Tensor,
+    path: Path,
+    meta: dict[str, str],
+    what: str = "student",
+    *,
+    axes: Axes = BATCH,
+    limits: dict[str, int] | None = None,
+) -> None:
     """`model` (the run's `what`) as ONNX with the dynamic `axes`, input "input", output "logits", and `meta` as
     metadata."""
     onnx, _ = onnx_modules()
@@ -84,9 +90,15 @@ def write_onnx(
         with warnings.catch_warnings(), _quiet("torch.onnx"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                model, (sample,), dynamo=True, verbose=False, input_names=["input"], output_names=["logits"],
-                dynamic_shapes=_dims(axes, limits or {}), optimize=True,
-            )  # fmt: skip
+                model,
+                (sample,),
+                dynamo=True,
+                verbose=False,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_shapes=_dims(axes, limits or {}),
+                optimize=True,
+            )
     except torch.onnx.OnnxExporterError as e:
         op = re.search(r"No ONNX function found for <OpOverload\(op='([\w.]+)'", str(e))
         if op is None:
@@ -102,9 +114,14 @@ def write_onnx(
 
 
 def write_torchscript(
-    model: nn.Module, sample: Tensor, path: Path, meta: dict[str, str], *, axes: Axes = BATCH,
+    model: nn.Module,
+    sample: Tensor,
+    path: Path,
+    meta: dict[str, str],
+    *,
+    axes: Axes = BATCH,
     limits: dict[str, int] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """A trace: sizes it reads as numbers are baked in, which the parity check at other sizes catches."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript is deprecated upstream; it still ships and runs
@@ -113,9 +130,14 @@ def write_torchscript(
 
 
 def write_torch_export(
-    model: nn.Module, sample: Tensor, path: Path, meta: dict[str, str], *, axes: Axes = BATCH,
+    model: nn.Module,
+    sample: Tensor,
+    path: Path,
+    meta: dict[str, str],
+    *,
+    axes: Axes = BATCH,
     limits: dict[str, int] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     try:
         program = torch.export.export(model, (sample,), dynamic_shapes=_dims(axes, limits or {}))
     except RuntimeError as e:  # what torch.export raises on code it cannot trace, naming the line

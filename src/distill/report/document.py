@@ -46,11 +46,19 @@ def _blocks(evidence: Evidence) -> list[Block]:
         blocks += [Paragraph(verdict.removeprefix("diagnosis: "))]
         blocks += [Paragraph(reason.strip()) for reason in reasons]
     else:
-        blocks.append(Paragraph("None: the run trained no student alone (scratch: false) to hold the distilled one "
-                                "against; set scratch: true for a verdict."))  # fmt: skip
+        blocks.append(
+            Paragraph(
+                "None: the run trained no student alone (scratch: false) to hold the distilled one "
+                "against; set scratch: true for a verdict."
+            )
+        )
     if born_again := summary.get("born_again"):
-        blocks.append(Paragraph(f"Born-again: the ensemble of the teacher and every generation has "
-                                f"{born_again['ensemble_accuracy']:.2%} test accuracy."))  # fmt: skip
+        blocks.append(
+            Paragraph(
+                f"Born-again: the ensemble of the teacher and every generation has "
+                f"{born_again['ensemble_accuracy']:.2%} test accuracy."
+            )
+        )
     training_note = (
         "Each stage's logged loss terms (training solid, validation dashed) and accuracies, per epoch; the first "
         "seed's stages."
@@ -67,9 +75,16 @@ def _models(evidence: Evidence) -> list[Block]:
         kl = "-" if p.kl_to_teacher is None else f"{p.kl_to_teacher:.3f}"
         agreement = "-" if p.agreement is None else f"{p.agreement:.2%}"
         rows.append(
-            [label(p.name), str(p.seeds), f"{p.accuracy:.2%}", *([f"{p.top5:.2%}"] if top5 else []), agreement, kl,
-             f"{p.ece:.3f}"]
-        )  # fmt: skip
+            [
+                label(p.name),
+                str(p.seeds),
+                f"{p.accuracy:.2%}",
+                *([f"{p.top5:.2%}"] if top5 else []),
+                agreement,
+                kl,
+                f"{p.ece:.3f}",
+            ]
+        )
     test = evidence.summary["test_samples"]
     blocks: list[Block] = [
         Heading("The models on the test split"),
@@ -125,9 +140,16 @@ def _baseline(row: Cost, rows: list[Cost]) -> Cost | None:
 def _cost_row(row: Cost) -> list[str]:
     memory = "-" if row.peak_memory_bytes is None else human_bytes(row.peak_memory_bytes)
     return [
-        label(row.name), row.runtime, f"{row.accuracy:.2%}", f"{row.params:,}", human_bytes(row.size_bytes), memory,
-        f"{row.latency_ms:.3f} ms", f"{row.latency_p95_ms:.3f} ms", f"{row.throughput:,.0f}",
-    ]  # fmt: skip
+        label(row.name),
+        row.runtime,
+        f"{row.accuracy:.2%}",
+        f"{row.params:,}",
+        human_bytes(row.size_bytes),
+        memory,
+        f"{row.latency_ms:.3f} ms",
+        f"{row.latency_p95_ms:.3f} ms",
+        f"{row.throughput:,.0f}",
+    ]
 
 
 def _ratio_row(row: Cost, teacher: Cost | None) -> list[str]:

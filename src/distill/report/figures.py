@@ -66,8 +66,16 @@ def reliability(predictions: list[Predictions]) -> bytes:
     figure, panels = _figure(3.1 * len(predictions), 3.1, panels=len(predictions))
     for axes, model in zip(panels, predictions, strict=True):
         lows = [b["low"] for b in model.reliability]
-        axes.bar(lows, [b["accuracy"] for b in model.reliability], width=1 / BINS, align="edge",
-                 color=COLOURS.get(model.name, OTHER), alpha=0.8, edgecolor="white", label="accuracy")  # fmt: skip
+        axes.bar(
+            lows,
+            [b["accuracy"] for b in model.reliability],
+            width=1 / BINS,
+            align="edge",
+            color=COLOURS.get(model.name, OTHER),
+            alpha=0.8,
+            edgecolor="white",
+            label="accuracy",
+        )
         axes.plot([0, 1], [0, 1], ":", color="black", label="calibrated")
         axes.set(title=f"{label(model.name)}\nECE {model.ece:.3f}", xlabel="confidence", xlim=(0, 1), ylim=(0, 1))
         axes.grid(alpha=0.3)
@@ -95,15 +103,28 @@ def accuracy_vs_latency(rows: list[Cost]) -> bytes:
     figure, (axes,) = _figure(7, 4.2)
     markers = dict(zip(dict.fromkeys(row.runtime for row in rows), "os^vDP", strict=False))
     for row in rows:
-        axes.scatter(row.latency_ms, row.accuracy * 100, s=60, color=COLOURS.get(row.name, OTHER),
-                     marker=markers[row.runtime], edgecolor="black", linewidth=0.5)  # fmt: skip
-        axes.annotate(label(row.name), (row.latency_ms, row.accuracy * 100), fontsize="x-small", xytext=(6, 2),
-                      textcoords="offset points")  # fmt: skip
+        axes.scatter(
+            row.latency_ms,
+            row.accuracy * 100,
+            s=60,
+            color=COLOURS.get(row.name, OTHER),
+            marker=markers[row.runtime],
+            edgecolor="black",
+            linewidth=0.5,
+        )
+        axes.annotate(
+            label(row.name),
+            (row.latency_ms, row.accuracy * 100),
+            fontsize="x-small",
+            xytext=(6, 2),
+            textcoords="offset points",
+        )
     for runtime, marker in markers.items():  # the legend tells runtimes apart; colours and labels, models
         axes.scatter([], [], marker=marker, color="white", edgecolor="black", label=runtime)
     axes.legend(fontsize="small", loc="lower right")
     axes.set_xscale("log")
-    axes.set(title="accuracy against latency", xlabel="median latency at batch 1 (ms, log scale)",
-             ylabel="test accuracy (%)")  # fmt: skip
+    axes.set(
+        title="accuracy against latency", xlabel="median latency at batch 1 (ms, log scale)", ylabel="test accuracy (%)"
+    )
     axes.grid(alpha=0.3, which="both")
     return _png(figure)

@@ -34,8 +34,12 @@ def blocks(evidence: LMEvidence) -> list[Block]:
 def _diagnosis(diagnosis: dict[str, Any] | None) -> list[Block]:
     """The verdict with its margin and interval in nats per token, then each cause in plain words."""
     if diagnosis is None:
-        return [Paragraph("None: the run trained no student alone (scratch: false) to hold the distilled one "
-                          "against; set scratch: true for a verdict.")]  # fmt: skip
+        return [
+            Paragraph(
+                "None: the run trained no student alone (scratch: false) to hold the distilled one "
+                "against; set scratch: true for a verdict."
+            )
+        ]
     low, high = diagnosis["interval"]
     verdict = (
         f"{VERDICTS[diagnosis['verdict']].format(what='distillation')}, by {diagnosis['margin']:+.4f} nats per "
@@ -135,9 +139,15 @@ def _runtime(cost: GenerationCost) -> str:
 def _cost_row(cost: GenerationCost) -> list[str]:
     memory = "-" if cost.peak_memory_bytes is None else human_bytes(cost.peak_memory_bytes)
     return [
-        label(cost.name), _runtime(cost), f"{cost.params:,}", human_bytes(cost.size_bytes), memory,
-        f"{cost.token_ms:.3f} ms", f"{cost.token_p95_ms:.3f} ms", f"{cost.tokens_per_second:,.0f}",
-    ]  # fmt: skip
+        label(cost.name),
+        _runtime(cost),
+        f"{cost.params:,}",
+        human_bytes(cost.size_bytes),
+        memory,
+        f"{cost.token_ms:.3f} ms",
+        f"{cost.token_p95_ms:.3f} ms",
+        f"{cost.tokens_per_second:,.0f}",
+    ]
 
 
 def _ratio_row(cost: GenerationCost, teacher: GenerationCost) -> list[str]:

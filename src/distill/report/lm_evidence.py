@@ -113,9 +113,16 @@ def _pytorch_cost(run: SavedRun, name: str, net: nn.Module, prompts: Tensor, new
     single = _token_seconds(net, prompts[:1], new)
     batched = _generation_rates(net, prompts, new)
     return GenerationCost(
-        name, "PyTorch", True, count_params(net), (run.path / f"{name}.safetensors").stat().st_size, memory,
-        statistics.median(single) * 1e3, _p95(single) * 1e3, statistics.median(batched),
-    )  # fmt: skip
+        name,
+        "PyTorch",
+        True,
+        count_params(net),
+        (run.path / f"{name}.safetensors").stat().st_size,
+        memory,
+        statistics.median(single) * 1e3,
+        _p95(single) * 1e3,
+        statistics.median(batched),
+    )
 
 
 class _Generating(nn.Module):
@@ -205,9 +212,16 @@ def _onnx_cost(path: Path, runtime: str, params: int, prompts: Tensor, new: int)
     rates = [len(prompts) * new / sum(run) for run in batched]
     size = path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(f"{path.name}.data"))
     return GenerationCost(
-        "student", runtime, False, params, size, None, statistics.median(per_token) * 1e3, _p95(per_token) * 1e3,
+        "student",
+        runtime,
+        False,
+        params,
+        size,
+        None,
+        statistics.median(per_token) * 1e3,
+        _p95(per_token) * 1e3,
         statistics.median(rates),
-    )  # fmt: skip
+    )
 
 
 def _repeated_onnx(predict: Callable[[Tensor], Tensor], prompts: Tensor, new: int, *, fewest: int) -> list[list[float]]:

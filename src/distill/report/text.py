@@ -71,8 +71,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"latency and samples/s: measured on {summary['measured_on']}")
         quick = [f"{label(n)} {summary[n]['timing']['batch']}" for n in summary["models"] if "timing" in summary[n]]
         if quick:  # a run's quick figures (measure.QUICK_S); the report's and export's take longer
-            lines.append(f"  quick figures within a fixed time budget (samples/s at batch: {', '.join(quick)}); "
-                         "distill report measures them fully")  # fmt: skip
+            lines.append(
+                f"  quick figures within a fixed time budget (samples/s at batch: {', '.join(quick)}); "
+                "distill report measures them fully"
+            )
     if summary["labelled_samples"] < summary["train_samples"]:
         lines.append(
             f"labels: the student alone learned from the {summary['labelled_samples']} labelled training rows; the "
