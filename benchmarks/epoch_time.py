@@ -42,6 +42,7 @@ from distill.config import load_config
 from distill.data import CropFlip, view_key
 from distill.models import build_model, count_params
 from distill.recipes.offline import Offline
+from distill.tasks import experiment
 from distill.tasks.caches import make_cache
 from distill.tasks.classify import build_experiment
 from distill.train import fit
@@ -189,7 +190,37 @@ def fixed_cost(args: argparse.Namespace) -> None:
         _phases.fixed_cost(config(folder, args, train__epochs=1), args.scratch)
 
 
-def main() -> None:
+def report(
+    args: argparse.Namespace, rows: dict[str, Any], seconds: dict[str, float], plain_start: float, params: tuple
+) -> None:
+    """The table of epochs, the start-up and the caches' making."""
+    flags = [flag for flag in ("channels_last", "compile") if getattr(args, flag)]
+    print(
+        f"resnet56 ({params[0]:,} params) -> resnet20 ({params[1]:,}), {CLASSES} "
+        f"classes, {args.train} training images of 3x32x32, batch {args.batch}, {args.val} validation images, "
+        f"SGD, T={T:g}, {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        + (f", {' + '.join(flags)}" if flags else "")
+    )
+    print(f"medians of {args.epochs} epochs each, after one warm-up epoch")
+    print(f"{'teacher outputs':18}{'distill s/epoch':>17}{'plain s/epoch':>15}{'ratio':>8}")
+    for name, row in rows.items():
+        ours, theirs = statistics.median(row["library"]), statistics.median(row["plain"])
+        ratios = [a / b for a, b in zip(row["library"], row["plain"], strict=True)]
+        print(f"{name:18}{ours:>17.2f}{theirs:>15.2f}{statistics.median(ratios):>8.3f}")
+    speedup = statistics.median(rows["cached"]["library"]) / statistics.median(rows["live"]["library"])
+    print(f"live / plain live: target <= 1.03; cached epoch / live epoch: {speedup:.3f}")
+    print(
+        f"start-up to the first step: distill {rows['live']['start-up']:.2f} s (live teacher), "
+        f"{rows['cached']['start-up']:.2f} s (cached), {rows['augmented cache']['start-up']:.2f} s (augmented "
+        f"cache); plain {plain_start:.2f} s"
+    )
+    print(
+        f"distill cache: {seconds['cache']:.1f} s for {args.train + 2 * args.val} images; with {args.views} views "
+        f"of crop_flip: {seconds['views']:.1f} s"
+    )
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=3840)
     parser.add_argument("--val", type=int, default=512)
@@ -201,7 +232,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fixed-cost-only", action="store_true", help="a run's fixed cost, not the epochs")
     parser.add_argument("--scratch", action="store_true", help="the fixed-cost run trains the student alone too")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def cache_seconds(cfg_path: Path) -> float:
+    """How long `distill cache` of a config takes."""
+    made = time.perf_counter()
+    make_cache(experiment(load_config(cfg_path)))
+    return time.perf_counter() - made
+
+
+def main() -> None:
+    args = arguments()
     fixed_cost(args)
     if args.fixed_cost_only:
         return
@@ -248,44 +290,17 @@ def main() -> None:
         rows = {}
         rows["live"] = library_epochs(config(folder, args), folder, lambda: plain.epoch(live))
         cached = config(folder, args, teacher__cache=str(folder / "cache"))
-        made = time.perf_counter()
-        make_cache(load_config(cached))
-        cache_seconds = time.perf_counter() - made
+        seconds = {"cache": cache_seconds(cached)}
         rows["cached"] = library_epochs(cached, folder, lambda: plain.epoch(lambda x, r: stored[r].float()))
         augmented_cfg = config(
             folder, args, teacher__cache=str(folder / "views"), data__augment="crop_flip", cache__views=views
         )
-        made = time.perf_counter()
-        make_cache(load_config(augmented_cfg))
-        views_seconds = time.perf_counter() - made
+        seconds["views"] = cache_seconds(augmented_cfg)
         rows["augmented cache"] = library_epochs(
             augmented_cfg, folder, lambda: plain.epoch(augmented_logits, augment=augment)
         )
 
-    flags = [flag for flag in ("channels_last", "compile") if getattr(args, flag)]
-    print(
-        f"resnet56 ({count_params(teacher):,} params) -> resnet20 ({count_params(plain_student):,}), {CLASSES} "
-        f"classes, {args.train} training images of 3x32x32, batch {args.batch}, {args.val} validation images, "
-        f"SGD, T={T:g}, {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-        + (f", {' + '.join(flags)}" if flags else "")
-    )
-    print(f"medians of {args.epochs} epochs each, after one warm-up epoch")
-    print(f"{'teacher outputs':18}{'distill s/epoch':>17}{'plain s/epoch':>15}{'ratio':>8}")
-    for name, row in rows.items():
-        ours, theirs = statistics.median(row["library"]), statistics.median(row["plain"])
-        ratios = [a / b for a, b in zip(row["library"], row["plain"], strict=True)]
-        print(f"{name:18}{ours:>17.2f}{theirs:>15.2f}{statistics.median(ratios):>8.3f}")
-    speedup = statistics.median(rows["cached"]["library"]) / statistics.median(rows["live"]["library"])
-    print(f"live / plain live: target <= 1.03; cached epoch / live epoch: {speedup:.3f}")
-    print(
-        f"start-up to the first step: distill {rows['live']['start-up']:.2f} s (live teacher), "
-        f"{rows['cached']['start-up']:.2f} s (cached), {rows['augmented cache']['start-up']:.2f} s (augmented "
-        f"cache); plain {plain_start:.2f} s"
-    )
-    print(
-        f"distill cache: {cache_seconds:.1f} s for {args.train + 2 * args.val} images; with {views} views "
-        f"of crop_flip: {views_seconds:.1f} s"
-    )
+    report(args, rows, seconds, plain_start, (count_params(teacher), count_params(plain_student)))
 
 
 if __name__ == "__main__":
