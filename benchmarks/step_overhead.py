@@ -33,6 +33,8 @@ from distill.cache.write import write_cache
 from distill.models import cnn, count_params
 from distill.modules.teacher import LiveTeacher
 
+SHAPE, CLASSES = (3, 32, 32), 100  # CIFAR-100-shaped images
+
 
 def train_step(module: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict) -> Callable[[], None]:
     def step() -> None:
@@ -77,6 +79,43 @@ def verdict(ratio: float, limit: float) -> str:
     return f"{ratio:.3f}  (promise <= {limit:.2f}: {'met' if ratio <= limit else 'NOT met'})"
 
 
+def report(
+    args: argparse.Namespace,
+    params: tuple[int, int],
+    times: dict[str, list[float]],
+    cache_times: dict[str, list[float]],
+    bytes_per: dict[str, float],
+    device: torch.device,
+) -> None:
+    """The table of step times and the ratios each pair's rounds give."""
+    median = {name: statistics.median(t) * 1e3 for name, t in {**times, **cache_times}.items()}
+    print(
+        f"teacher {params[0]:,} params, student {params[1]:,} params, "
+        f"batch {args.batch} x {SHAPE}, {CLASSES} classes, {device}, {torch.get_num_threads()} threads, "
+        f"{args.repeats} interleaved repeats"
+    )
+    print(f"{'':22}{'median ms':>11}{'min ms':>9}{'max ms':>9}")
+    for name, t in {**times, **cache_times}.items():
+        print(f"{name:22}{median[name]:>11.2f}{min(t) * 1e3:>9.2f}{max(t) * 1e3:>9.2f}")
+    pairs = {name: paired_rounds(t) for name, t in times.items()}
+    live = statistics.median(
+        d / (s + f)
+        for s, f, d in zip(pairs["student step"], pairs["teacher forward"], pairs["distill step"], strict=True)
+    )
+    cached = statistics.median(c / s for c, s in zip(pairs["cached distill step"], pairs["student step"], strict=True))
+    print("medians over pairs of rounds (one in each order) of each pair's ratio:")
+    print(f"distill step / (student step + teacher forward) = {verdict(live, 1.10)}")
+    print(f"cached distill step / student step = {verdict(cached, 1.05)}")
+    print(
+        f"write_cache / bare teacher forward over {args.samples} images = "
+        f"{verdict(median['write_cache'] / median['bare forward'], 1.2)}"
+    )
+    print(
+        f"cache bytes per sample ({CLASSES} classes, float16): full {bytes_per['full']:.0f}, "
+        f"top-10 {bytes_per['top10']:.0f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
@@ -87,7 +126,7 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
 
-    shape, classes = (3, 32, 32), 100
+    shape, classes = SHAPE, CLASSES
     teacher = cnn(shape, classes, channels=(64, 128, 256), hidden=512).to(device)
     student = cnn(shape, classes, channels=(16, 32), hidden=128).to(device)
     images, labels = torch.randn(args.samples, *shape), torch.randint(0, classes, (args.samples,))
@@ -123,32 +162,7 @@ def main() -> None:
         }
         times = interleaved(steps, args.repeats, device)
 
-    median = {name: statistics.median(t) * 1e3 for name, t in {**times, **cache_times}.items()}
-    print(
-        f"teacher {count_params(teacher):,} params, student {count_params(student):,} params, "
-        f"batch {args.batch} x {shape}, {classes} classes, {device}, {torch.get_num_threads()} threads, "
-        f"{args.repeats} interleaved repeats"
-    )
-    print(f"{'':22}{'median ms':>11}{'min ms':>9}{'max ms':>9}")
-    for name, t in {**times, **cache_times}.items():
-        print(f"{name:22}{median[name]:>11.2f}{min(t) * 1e3:>9.2f}{max(t) * 1e3:>9.2f}")
-    pairs = {name: paired_rounds(t) for name, t in times.items()}
-    live = statistics.median(
-        d / (s + f)
-        for s, f, d in zip(pairs["student step"], pairs["teacher forward"], pairs["distill step"], strict=True)
-    )
-    cached = statistics.median(c / s for c, s in zip(pairs["cached distill step"], pairs["student step"], strict=True))
-    print("medians over pairs of rounds (one in each order) of each pair's ratio:")
-    print(f"distill step / (student step + teacher forward) = {verdict(live, 1.10)}")
-    print(f"cached distill step / student step = {verdict(cached, 1.05)}")
-    print(
-        f"write_cache / bare teacher forward over {args.samples} images = "
-        f"{verdict(median['write_cache'] / median['bare forward'], 1.2)}"
-    )
-    print(
-        f"cache bytes per sample ({classes} classes, float16): full {bytes_per['full']:.0f}, "
-        f"top-10 {bytes_per['top10']:.0f}"
-    )
+    report(args, (count_params(teacher), count_params(student)), times, cache_times, bytes_per, device)
 
 
 if __name__ == "__main__":
