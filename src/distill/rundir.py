@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,7 @@ FREE_ON_RESUME = {
 
 
 @contextlib.contextmanager
-def opened(
-    cfg: Config | Any, *, resume: bool, overwrite: bool, read: Callable[[Path], Any] = read_saved
-) -> Iterator[None]:
+def opened(cfg: Config, *, resume: bool, overwrite: bool) -> Iterator[None]:
     """`cfg.run_dir`, locked and prepared (see `prepare`) for the length of the block by the process that
     writes; the others of a data-parallel run wait until it is ready, and only read. When it cannot be made
     ready (held by another run, a resume of something else), every process stops with the same line."""
@@ -41,7 +39,7 @@ def opened(
         if parallel.is_main():
             try:
                 held.enter_context(FolderLock(cfg.run_dir))
-                prepare(cfg, resume=resume, overwrite=overwrite, read=read)
+                prepare(cfg, resume=resume, overwrite=overwrite)
             except (DistillError, OSError) as e:  # the folder is taken, or cannot be written
                 refused = e
         reason = parallel.gathered(None if refused is None else str(refused))[0]  # the first process's
@@ -53,16 +51,14 @@ def opened(
 
 
 def prepare(
-    cfg: Config | Any,
+    cfg: Config,
     *,
     resume: bool,
     overwrite: bool,
     search: bool = False,
-    read: Callable[[Path], Any] = read_saved,
 ) -> None:
     """Make `cfg.run_dir` ready to train in, and write the resolved config there. We hold the folder's lock.
-    A `search` (distill tune) resumes only with the same search space; a run, whatever its tune group. `read`
-    reads a saved config of `cfg`'s kind (a language-model run's is another schema)."""
+    A `search` (distill tune) resumes only with the same search space; a run, whatever its tune group."""
     run_dir, saved = cfg.run_dir, cfg.run_dir / "config.yaml"
     if run_dir.exists() and not run_dir.is_dir():
         raise DistillError(f"{run_dir} is a file; set out_dir or name to a folder")
@@ -73,7 +69,7 @@ def prepare(
     if resume:
         if not is_run:
             raise DistillError(f"{run_dir} holds no run to resume; start it without --resume")
-        _check_same_run(read(saved), cfg, search=search)
+        _check_same_run(read_saved(saved), cfg, search=search)
     elif is_run and _has_progress(run_dir):
         raise DistillError(
             f"{run_dir} already holds a run; pass --resume to continue it, or set another name (--set name=...)"
