@@ -62,7 +62,7 @@ def test_overrides_are_typed_and_nested(tiny_config):
             "names must differ",
         ),
         ("train.epochs=true", "train.epochs: Input should be a valid integer"),
-        ("teacher.weights=t.safetensors", "teacher.epochs applies only when the teacher is trained here"),
+        ("teacher.cache=c", "teacher.cache needs teacher.weights"),
         ("train.milestones=[1]", "teacher.epochs=1 must exceed every entry of train.milestones [1]"),
     ],
 )

@@ -28,7 +28,7 @@ def raises_one_line(call, *needles: str) -> str:
 
 
 def test_registry_has_every_loader():
-    assert DATASETS.names() == ["cifar10", "cifar100", "csv", "digits", "idx", "tensors"]
+    assert DATASETS.names() == ["cifar10", "cifar100", "csv", "digits", "folder", "hf", "idx", "manifest", "tensors"]
 
 
 def test_digits_shape_range_classes():
@@ -477,7 +477,7 @@ def test_loader_rejects_an_option_it_does_not_take():
 
 
 def test_loader_requires_its_options(tmp_path):
-    raises_one_line(lambda: load("csv", path=str(tmp_path / "t.csv")), "'csv'", "'label_column'")
+    raises_one_line(lambda: load("csv", path=str(tmp_path / "t.csv")), "'csv'", "data.label_column")
 
 
 def test_array_data_checks_labels_against_classes():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -25,6 +26,7 @@ from distill.errors import DistillError, first_line
 from distill.export import FILES, evaluate_exported, export
 from distill.generate import generate as generate_completions
 from distill.pipeline import evaluate_run, run
+from distill.predict import predict, write_predictions
 from distill.report import format_export, format_exported_accuracy, format_result, format_tuning
 from distill.report.document import make_report
 from distill.tasks import experiment
@@ -90,6 +92,8 @@ def _demo_args(demo: argparse.ArgumentParser) -> None:
 def _eval_args(evaluate: argparse.ArgumentParser) -> None:
     what = "a run directory, or what `distill export` wrote: a .onnx, .pt2 or .pt file, or a model folder"
     evaluate.add_argument("run_dir", metavar="RUN_DIR|EXPORTED", help=what)
+    rows = "also write each model's class for every test row to FILE (CSV; a run directory only)"
+    evaluate.add_argument("--predictions", metavar="FILE", help=rows)
 
 
 def _export_args(export: argparse.ArgumentParser) -> None:
@@ -101,6 +105,16 @@ def _export_args(export: argparse.ArgumentParser) -> None:
     export.add_argument("--int8", action="store_true", help=int8)
 
 
+def _predict_args(predict: argparse.ArgumentParser) -> None:
+    model = "a run directory (its student, or --model), or a .onnx, .pt2 or .pt file `distill export` wrote"
+    predict.add_argument("model", metavar="MODEL", help=model)
+    inputs = "image files or folders of them (any depth), or CSV files of a table model's feature columns"
+    predict.add_argument("inputs", metavar="INPUTS", nargs="+", help=inputs)
+    predict.add_argument("--model", dest="name", metavar="NAME", help="a run's model other than the student: teacher")
+    predict.add_argument("--top-k", type=int, default=3, help="the most probable classes shown (default 3)")
+    predict.add_argument("--json", action="store_true", help='a JSON list of {"input", "top": [{"class", ...}]}')
+
+
 ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "train": ("run an experiment from a YAML config", _train_args),
     "cache": ("run the teacher once and store its outputs in teacher.cache", _config),
@@ -110,6 +124,10 @@ ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "generate": ("the teacher's completions of a JSONL file's prompts (task: lm configs)", _config),
     "report": ("report.html and report.md of a finished run: curves, samples or calibration, payoff", _run_dir),
     "export": ("the student out of PyTorch, checked against it on the test inputs", _export_args),
+    "predict": (
+        "a classifier's top classes for image files or CSV rows, prepared as its evaluation was",
+        _predict_args,
+    ),
 }
 
 
@@ -196,8 +214,14 @@ def _eval(args: argparse.Namespace) -> None:
     a file, or a Hugging Face student's folder."""
     if (Path(args.run_dir) / "config.yaml").is_file():
         print(format_result(evaluate_run(args.run_dir)))
+    elif args.predictions:
+        raise DistillError(f"--predictions takes a run directory; {args.run_dir} is not one (no config.yaml)")
     else:
         print(format_exported_accuracy(evaluate_exported(args.run_dir)))
+    if args.predictions:
+        wrote = write_predictions(args.run_dir, args.predictions)
+        models = ", ".join(wrote["models"])
+        print(f"wrote each test row's class by {models} ({wrote['rows']} rows) to {wrote['file']}")
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -217,6 +241,20 @@ def _export(args: argparse.Namespace) -> None:
     print(format_export(export(args.run_dir, fmt=args.fmt, atol=args.atol, int8=args.int8)))
 
 
+def _predict(args: argparse.Namespace) -> None:
+    """Printed as the batches come: a line per input, or one JSON list."""
+    names, predictions = predict(args.model, args.inputs, name=args.name, top_k=args.top_k)
+    if args.json:
+        for i, prediction in enumerate(predictions):
+            print("[\n  " if i == 0 else ",\n  ", json.dumps(prediction.to_dict()), sep="", end="", flush=True)
+        print("\n]")
+        return
+    width = max(map(len, names))
+    for prediction in predictions:
+        top = "  ".join(f"{name} ({probability:.3f})" for name, probability in prediction.top)
+        print(f"{prediction.input:<{width}}  {top}", flush=True)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "train": _train,
     "cache": _cache,
@@ -226,6 +264,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "generate": _generate,
     "report": _report,
     "export": _export,
+    "predict": _predict,
 }
 PARALLEL = ("train", "cache")  # the commands a torchrun launch may start
 

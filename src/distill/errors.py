@@ -10,9 +10,17 @@ import re
 
 
 class DistillError(Exception):
-    """A user-facing problem: bad input, a missing file, a mismatch. Printed without a traceback."""
+    """A user-facing problem: bad input, a missing file, a mismatch. Printed without a traceback.
+
+    One raised in a DataLoader worker (an image file that will not decode) reaches the training process
+    raised again with the worker's traceback as its text; its own line, the last, is kept."""
 
     exit_code = 2
+
+    def __init__(self, message: str = ""):
+        if message.startswith("Caught ") and "Original Traceback" in message:
+            message = message.rstrip().splitlines()[-1].partition(f"{type(self).__name__}: ")[2] or message
+        super().__init__(message)
 
 
 class ConfigError(DistillError):

@@ -14,6 +14,7 @@ runs/NAME/summary.json             each model's figures on the test and validati
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,13 @@ def open_run(run_dir: str | Path) -> SavedRun:
 
 
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
-    """Re-measure the models a finished run saved (the first seed's), on its test and validation splits."""
+    """Re-measure the models a finished run saved (the first seed's), on its test and validation splits. Where
+    each started from is the run's record (summary.json), not measured again."""
     run = open_run(run_dir)
     nets = {name: run.net(name) for name in run.names}
-    return summarize(run.exp, run.recipe, [Trained(nets, [])])
+    summary = summarize(run.exp, run.recipe, [Trained(nets, [])])
+    saved = run.path / "summary.json"
+    recorded = json.loads(saved.read_text()) if saved.exists() else {}
+    for name in run.names:
+        summary[name]["started_from"] = (recorded.get(name) or {}).get("started_from")
+    return summary

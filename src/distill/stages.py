@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from distill.train import Checkpoints, TrainOptions, fit, parallel
-from distill.weights import load_weights, save_weights
+from distill.weights import load_weights, mark_start, save_weights, start_of
 
 if TYPE_CHECKING:
     from distill.tasks.base import Task
@@ -76,12 +76,15 @@ class Stages:
 
 
 def train_teacher(stages: Stages, teacher: nn.Module) -> None:
-    """The teacher on its labels, for teacher.epochs (default train.epochs), unless it comes ready."""
+    """The teacher on its labels, for teacher.epochs (default train.epochs), unless it comes ready; a pretrained
+    teacher (weights, a pretrained model) is fine-tuned from where it started."""
     exp = stages.exp
     if exp.teacher_given():
         return
     options = exp.alone_options(exp.cfg.train, exp.cfg.teacher.epochs or exp.cfg.train.epochs)
     stages.train("teacher", exp.alone(teacher), teacher, options, exp.teacher_loader)
+    if (start := start_of(teacher)) is not None and start.pretrained:
+        mark_start(teacher, start.fine_tuned(options.epochs))
 
 
 def keep_loaded_teacher(stages: Stages, teacher: nn.Module) -> None:

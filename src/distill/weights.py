@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -76,11 +78,42 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 def load_weights(module: nn.Module, path: str | Path) -> None:
     """Load a weights file into `module` strictly; a file made for another architecture is a clear error."""
+    _load(module, read_state_dict(path), path)
+
+
+def load_fitting(module: nn.Module, path: str | Path) -> list[str]:
+    """Load a weights file into `module`, where the final classifier (the last module holding parameters) may
+    have another class count in the file. Every other tensor loads strictly; the head's tensors whose first
+    dimension differs stay as the module made them, and their keys are returned (empty when all fit). Any other
+    difference is a DistillError naming the key."""
     state = read_state_dict(path)
+    expected = module.state_dict()
+    head = final_layer(module)
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    new = [k for k in wrong if k.rpartition(".")[0] == head and state[k].shape[1:] == expected[k].shape[1:]]
+    if outside := [k for k in wrong if k not in new]:
+        k = outside[0]
+        raise DistillError(
+            f"{path} was saved from another architecture: {k} is {tuple(state[k].shape)} in the file, "
+            f"{tuple(expected[k].shape)} in the model (only the final classifier, {head}, may differ in its classes)"
+        )
+    _load(module, {k: v for k, v in state.items() if k not in new}, path, new=new)
+    return new
+
+
+def final_layer(module: nn.Module) -> str:
+    """The path of `module`'s final classifier: the last of its modules that holds parameters itself."""
+    holders = [name for name, part in module.named_modules() if next(part.parameters(recurse=False), None) is not None]
+    return holders[-1] if holders else ""
+
+
+def _load(module: nn.Module, state: dict[str, Tensor], path: str | Path, new: Collection[str] = ()) -> None:
+    """Load `state` strictly, but for the keys `new`, which the module keeps as it made them."""
     expected = module.state_dict()
     # save_model stores tied tensors once: a key missing from the file is fine when its storage is loaded by another
     loaded_storage = {expected[k].data_ptr() for k in state if k in expected}
-    missing = sorted(k for k in set(expected) - set(state) if expected[k].data_ptr() not in loaded_storage)
+    absent = set(expected) - set(state) - set(new)
+    missing = sorted(k for k in absent if expected[k].data_ptr() not in loaded_storage)
     unexpected = sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
@@ -94,6 +127,43 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
             details.append(f"{k} is {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} in the model")
         raise DistillError(f"{path} was saved from another architecture: {'; '.join(details)}")
     module.load_state_dict(state, strict=False)  # strictness checked above, tied tensors allowed
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a model's weights came from before this run trained it: what the summary's `started_from` says,
+    e.g. "hf:vit (pretrained; new head for 10 classes)", "t.safetensors sha256 0123456789ab",
+    "random (train.seed=0)", "fine-tuned from hf:vit (pretrained; new head for 10 classes) for 3 epochs"."""
+
+    source: str  # a model name, a file and its weights hash, "random"
+    notes: tuple[str, ...] = ()  # "pretrained", "weights=DEFAULT", "train.seed=0"
+    pretrained: bool = False  # trained before this run: a stage that trains it fine-tunes it
+    new_head: int | None = None  # the data's class count, when the saved head had another and a new one was made
+
+    def __str__(self) -> str:
+        notes = [*self.notes, *([f"new head for {self.new_head} classes"] if self.new_head else [])]
+        return f"{self.source} ({'; '.join(notes)})" if notes else self.source
+
+    def fine_tuned(self, epochs: int) -> Start:
+        """This start, after `epochs` epochs on the data's labels."""
+        return Start(f"fine-tuned from {self} for {epochs} epochs", pretrained=True)
+
+    @classmethod
+    def of_file(cls, path: str | Path, new_head: int | None = None) -> Start:
+        """A weights file, named with the first 12 hex digits of its `weights_sha256`."""
+        return cls(f"{path} sha256 {weights_sha256(path)[:12]}", pretrained=True, new_head=new_head)
+
+
+def mark_start(model: nn.Module, start: Start) -> nn.Module:
+    """Record on `model` where its weights came from (`start_of` reads it); returns `model`."""
+    model.started_from = start
+    return model
+
+
+def start_of(model: nn.Module) -> Start | None:
+    """Where `model`'s weights came from, as `mark_start` recorded; None when nothing did."""
+    start = getattr(model, "started_from", None)
+    return start if isinstance(start, Start) else None
 
 
 def state_sha256(state: dict[str, Tensor]) -> str:

@@ -377,7 +377,7 @@ CASES = [
     Case("set-unparsable-value", TRAIN + " --set train.lr=[", ("train.lr", "'['")),
     # --- data files: missing, empty, truncated ---
     Case("idx-missing", IDX.replace("{tmp}/idx", "{tmp}/nowhere"), ("nowhere does not exist",)),
-    Case("idx-no-path", TRAIN + " --set data.name=idx", ("data set 'idx' needs option 'path'",)),
+    Case("idx-no-path", TRAIN + " --set data.name=idx", ("data set 'idx' needs data.path",)),
     Case("idx-empty-folder", IDX, ("idx: expected one IDX file with 'images'",), write("idx/notes.txt", "")),
     Case("idx-empty-images", IDX, ("images.idx3: not an IDX images",), idx(images=b"")),
     Case("idx-truncated-header", IDX, ("images.idx3: not an IDX images",), idx(images=idx_images()[:10])),
@@ -414,7 +414,7 @@ CASES = [
         ("no label column 'knid'", "'kind'"),
         write("t.csv", KINDS_CSV),
     ),
-    Case("csv-no-label-column", CSV.replace(" --set data.label_column=kind", ""), ("needs option 'label_column'",)),
+    Case("csv-no-label-column", CSV.replace(" --set data.label_column=kind", ""), ("needs data.label_column",)),
     Case(
         "tensors-truncated",
         TRAIN + " --set data.name=tensors --set data.path={tmp}/d.npz",
@@ -710,7 +710,7 @@ CASES = [
     Case(
         "demo-weights-missing", DEMO + " --set teacher.weights={tmp}/t.safetensors", ("t.safetensors does not exist",)
     ),
-    Case("demo-idx-without-path", DEMO + " --set data.name=idx", ("data set 'idx' needs option 'path'",)),
+    Case("demo-idx-without-path", DEMO + " --set data.name=idx", ("data set 'idx' needs data.path",)),
     Case("demo-set-without-value", DEMO + " --set train.epochs", ("expected key=value",)),
     Case("demo-over-a-run-bad-lr", "demo --set out_dir={runs} --set name=tiny --set train.lr=0", ("train.lr",)),
 ]

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from distill._io import file_sha256
-from distill.data import Augment, view_key
+from distill.data import Augment, Inputs, augmented, view_key
 from distill.errors import DistillError, first_line
 
 MANIFEST = "manifest.json"
@@ -50,22 +50,26 @@ class Views:
     def describe(self) -> dict[str, Any]:
         return {"augment": self.augment.name, **self.augment.params(), "count": self.count, "seed": self.seed}
 
-    def of(self, inputs: Tensor, indices: Tensor, view: int) -> Tensor:
+    def of(self, inputs: Inputs, indices: Tensor, view: int) -> Tensor:
         """View `view` of the samples `indices` whose inputs are `inputs`."""
         keys = [view_key(self.seed, view, index) for index in indices.tolist()]
-        return torch.stack([self.augment(x, key) for x, key in zip(inputs, keys, strict=True)])
+        return torch.stack([augmented(inputs, i, self.augment, key) for i, key in enumerate(keys)])
 
 
-def _sha256(*tensors: Tensor) -> str:
+def _sha256(inputs: Inputs, labels: Tensor) -> str:
+    """The inputs' bytes, or the identity of inputs read as needed, and the labels'."""
     digest = hashlib.sha256()
-    for tensor in tensors:
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    for part in (inputs, labels):
+        if isinstance(part, Tensor):
+            digest.update(part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(part.sha256().encode())
     return digest.hexdigest()
 
 
 def fingerprint(
     teacher_sha256: str,
-    inputs: Tensor,
+    inputs: Inputs,
     labels: Tensor,
     *,
     data: str,

@@ -4,7 +4,7 @@ outputs written shard by shard, each shard whole or not at all (the format: `log
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,10 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from distill._io import atomic_path, file_sha256, remove_temporaries, write_json
 from distill.cache.logits import DTYPES, MANIFEST, Views, file_name, fingerprint, mismatch, read_manifest
+from distill.data import IndexedDataset, Inputs, stacked
 from distill.errors import DistillError
 from distill.taps import check_paths, run_tapped
 from distill.train import parallel
@@ -47,7 +49,7 @@ def _teacher_outputs(
 def write_cache(
     path: str | Path,
     teacher: nn.Module,
-    inputs: Tensor,
+    inputs: Inputs,
     labels: Tensor,
     *,
     data: str,
@@ -61,9 +63,11 @@ def write_cache(
     progress: bool = True,
     teacher_sha256: str | None = None,
     views: Views | None = None,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Run `teacher` once over every sample, in index order, and store its outputs in shards under `path`; with
-    `views`, over each augmented view of every sample as well.
+    `views`, over each augmented view of every sample as well. Inputs read as needed (image files) are read by
+    `workers` DataLoader workers.
 
     Resumes an interrupted cache with the same fingerprint; refuses to touch one made for anything else.
     `teacher_sha256` names the weights (default: hashed from `teacher`). Returns the manifest. In a
@@ -91,7 +95,7 @@ def write_cache(
         views=views,
     )
     with torch.inference_mode():  # kept apart: the top-k form does not store the width itself
-        num_classes = run_tapped(teacher, inputs[:1].to(device), ())[0].shape[-1]
+        num_classes = run_tapped(teacher, stacked(inputs[:1]).to(device), ())[0].shape[-1]
     if top_k is not None and not 1 <= top_k <= num_classes:
         raise DistillError(f"cache.top_k={top_k} must lie in [1, {num_classes}]: the teacher has {num_classes} classes")
     new = {"fingerprint": expected, "shard_rows": shard_rows, "num_classes": num_classes, "shards": {}}
@@ -99,13 +103,13 @@ def write_cache(
     if parallel.is_main():
         remove_temporaries(path)  # of shards a kill interrupted: they are written again, and would stay for good
     parallel.barrier()
-    shard = Shard(path, 0, teacher, features, top_k, DTYPES[dtype], batch_size, device)
+    shard = Shard(path, 0, teacher, features, top_k, DTYPES[dtype], batch_size, device, workers)
     _write_shards(shard, inputs, manifest, views, progress=progress and parallel.is_main())
     parallel.barrier()
     return manifest
 
 
-def _write_shards(shard: Shard, inputs: Tensor, manifest: dict[str, Any], views: Views | None, progress: bool) -> None:
+def _write_shards(shard: Shard, inputs: Inputs, manifest: dict[str, Any], views: Views | None, progress: bool) -> None:
     """Every shard the manifest lacks, the processes taking turns; the manifest written after each turn."""
     rows, count = manifest["shard_rows"], len(inputs)
     n_shards = -(-count // rows)
@@ -167,17 +171,32 @@ class Shard:
     dtype: torch.dtype
     batch_size: int
     device: torch.device | str
+    workers: int = 0
 
-    def write(self, inputs: Tensor, indices: Tensor, views: Views | None) -> dict[str, str]:
+    def write(self, inputs: Inputs, indices: Tensor, views: Views | None) -> dict[str, str]:
         """Each array's sha256 by name: the samples as they are, then each view."""
         checksums = {}
         for view in (None, *range(views.count if views else 0)):
-            prefix, part = ("", inputs) if view is None else (f"view{view}.", views.of(inputs, indices, view))
-            batches = [self._outputs(part[i : i + self.batch_size]) for i in range(0, len(part), self.batch_size)]
+            prefix = "" if view is None else f"view{view}."
+            batches = [self._outputs(part) for part in self._batches(inputs, indices, views, view)]
             for name in batches[0]:
                 output = torch.cat([batch[name] for batch in batches])
                 checksums[prefix + name] = _write_array(self.path / file_name(prefix + name, self.number), output)
         return checksums
+
+    def _batches(self, inputs: Inputs, indices: Tensor, views: Views | None, view: int | None) -> Iterator[Tensor]:
+        """The shard's inputs (or view `view` of them) batch by batch; inputs read as needed are read by the
+        workers, so memory holds a batch of them, not a shard."""
+        if isinstance(inputs, Tensor):
+            yield from (inputs if view is None else views.of(inputs, indices, view)).split(self.batch_size)
+            return
+        labels = torch.zeros(len(indices), dtype=torch.long)  # not read: the loader's items carry one
+        part = IndexedDataset(inputs, labels, indices, None if view is None else views.augment)
+        if view is not None:
+            part.replay(views.count, views.seed)
+            part.seed_epoch(views.seed, view)
+        workers = {"num_workers": self.workers} if self.workers else {}
+        yield from (batch["input"] for batch in DataLoader(part, batch_size=self.batch_size, **workers))
 
     def _outputs(self, inputs: Tensor) -> dict[str, Tensor]:
         return _teacher_outputs(self.teacher, inputs.to(self.device), self.features, self.top_k, self.dtype)

@@ -12,9 +12,18 @@ from distill.losses.token import Divergence
 
 
 class DataConfig(Group):
-    name: str = Field("digits", description="digits | idx | csv | tensors | cifar10 | cifar100")
-    path: str | None = Field(None, description="file or folder for idx, csv, tensors and cifar")
-    label_column: str | None = Field(None, description="csv: the column holding the class")
+    name: str = Field(
+        "digits", description="digits | idx | csv | tensors | cifar10 | cifar100 | folder | manifest | hf"
+    )
+    path: str | None = Field(
+        None,
+        description="file or folder for idx, csv, tensors and cifar; folder: class subfolders; manifest: a file; "
+        "hf: a save_to_disk folder, data files (parquet, arrow, csv, json) or a hub dataset's name",
+    )
+    label_column: str | None = Field(
+        None, description="csv, manifest, hf: the column holding the class (hf: default label)"
+    )
+    input_column: str | None = Field(None, description="hf: the column holding the input (an image, or a feature)")
     unlabelled_path: str | None = Field(
         None, description="tensors, idx, csv: a file of inputs without labels, which join training (soft loss only)"
     )
@@ -31,10 +40,33 @@ class DataConfig(Group):
     labelled_per_class: StrictInt | None = Field(
         None, ge=1, description="keep the labels of this many training rows per class (seeded); hide the rest"
     )
-    augment: str = Field("none", description="training augmentation: none | crop_flip (pad 4, random crop, flip)")
+    augment: str = Field(
+        "none",
+        description="training augmentation: none | crop_flip (pad 4, random crop, flip) | standard (random resized "
+        "crop, flip) | randaugment (standard, then RandAugment)",
+    )
+    image_size: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="image files: the side of the square; default the teacher's pretrained size, "
+        "else the first training image's size",
+    )
+    crop_fraction: float | None = Field(
+        None, gt=0, le=1, description="image files: the centre crop's share of the resized shorter side (default 1)"
+    )
+    channels: Literal[1, 3] | None = Field(None, description="image files: 1 (grey) or 3 (RGB, the default)")
+    normalize: Literal["auto", "train", "none"] | None = Field(
+        None,
+        description="image files: auto (the default: the teacher's pretrained mean and std, else training's) | train "
+        "| none",
+    )
+    skip_bad: bool | None = Field(None, description="image files: skip unreadable images (counted) instead of stopping")
     seed: StrictInt = Field(0, ge=0, description="seed of the train/validation/test split and the labelled choice")
     batch_size: StrictInt = Field(64, ge=1, le=1_000_000)
-    num_workers: StrictInt = Field(0, ge=0, le=256)
+    num_workers: StrictInt | None = Field(
+        None, ge=0, le=256, description="DataLoader workers; default 0 for data in memory, one per core for files"
+    )
 
     @model_validator(mode="after")
     def _one_training_file(self) -> DataConfig:
@@ -50,9 +82,13 @@ class DataConfig(Group):
 
 
 class ModelConfig(Group):
-    model: str = Field(description="a built-in name (mlp, cnn) or 'package.module:factory'")
+    model: str = Field(
+        description="a built-in name (mlp, cnn), 'package.module:factory', timm:NAME, torchvision:NAME or hf:FOLDER"
+    )
     args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model's factory")
-    weights: str | None = Field(None, description="safetensors or .pt state dict to load")
+    weights: str | None = Field(
+        None, description="safetensors or .pt state dict to load (a classifier's head for another class count: new)"
+    )
 
 
 class TeacherConfig(ModelConfig):
@@ -60,14 +96,16 @@ class TeacherConfig(ModelConfig):
 
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="precision of the teacher's forward")
     cache: str | None = Field(None, description="folder of cached teacher outputs (`distill cache`) to train from")
-    epochs: StrictInt | None = Field(None, ge=1, le=100_000, description="epochs when trained here (no weights)")
+    epochs: StrictInt | None = Field(
+        None, ge=1, le=100_000, description="epochs when trained here; a classifier with weights or hf: is fine-tuned"
+    )
 
     @model_validator(mode="after")
     def _check_sources(self) -> TeacherConfig:
         if self.cache is not None and self.weights is None:
             raise ValueError("teacher.cache needs teacher.weights: the file the cache was made from (it is checked)")
-        if self.epochs is not None and self.weights is not None:
-            raise ValueError("teacher.epochs applies only when the teacher is trained here; drop it or teacher.weights")
+        if self.cache is not None and self.epochs is not None:
+            raise ValueError("teacher.cache holds the outputs of teacher.weights as they are: drop teacher.epochs")
         return self
 
 

@@ -118,6 +118,13 @@ class LMConfig(TeacherRules):
         return self
 
     @model_validator(mode="after")
+    def _check_teacher_sources(self) -> LMConfig:
+        """A language model's teacher is trained here or given, never fine-tuned (a classifier's may be)."""
+        if self.teacher.epochs is not None and self.teacher.weights is not None:
+            raise ValueError("teacher.epochs applies only when the teacher is trained here; drop it or teacher.weights")
+        return self
+
+    @model_validator(mode="after")
     def _check_cache(self) -> LMConfig:
         method = self.method
         plain = method.temperature == 1 and not method.hidden_weight and not method.attention_weight

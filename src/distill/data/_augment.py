@@ -7,8 +7,10 @@ that recorded the teacher's outputs on it (`cache.views`).
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -31,6 +33,7 @@ def view_key(seed: int, view: int, index: int) -> int:
 
 class Augment(Protocol):
     name: str
+    whole: bool  # draws from the whole decoded picture, before an image file's resize; else from the sample
 
     def params(self) -> dict[str, int]: ...
 
@@ -45,6 +48,7 @@ class CropFlip:
     before normalising, with black)."""
 
     name = "crop_flip"
+    whole = False
 
     def __init__(self, pad: int = 4):
         self.pad = pad
@@ -63,7 +67,48 @@ class CropFlip:
         return crop.flip(-1) if flip else crop
 
 
-AUGMENTS: dict[str, type[Augment] | None] = {"none": None, "crop_flip": CropFlip}
+class ResizedCropFlip:
+    """The standard ImageNet training augmentation (Szegedy et al., 2015): a crop of 8% to 100% of the picture's
+    area at an aspect ratio of 3/4 to 4/3, resized to the sample's size, and a left-right flip for half the
+    keys; with `rand_augment`, then RandAugment (Cubuk et al., 2020) of `ops` operations at `magnitude`. Drawn by
+    kornia from a generator seeded with `key`. Takes pixels in [0, 1], before standardisation."""
+
+    whole = True
+
+    def __init__(self, size: tuple[int, int], rand_augment: bool = False, ops: int = 2, magnitude: int = 9):
+        self.size, self.rand_augment, self.ops, self.magnitude = size, rand_augment, ops, magnitude
+        self.name = "randaugment" if rand_augment else "standard"
+        self.steps: Any = None  # built at the first call: kornia is imported only when used
+
+    def params(self) -> dict[str, int]:
+        return {"ops": self.ops, "magnitude": self.magnitude} if self.rand_augment else {}
+
+    def __call__(self, image: Tensor, key: int) -> Tensor:
+        if self.steps is None:
+            self.steps = _kornia_steps(self)
+        with torch.random.fork_rng(devices=[]):  # the draw is the key's alone; the caller's stream is untouched
+            torch.manual_seed(key & (2**63 - 1))
+            return self.steps(image.unsqueeze(0)).squeeze(0)
+
+
+def _kornia_steps(augment: ResizedCropFlip) -> Any:
+    try:
+        import kornia.augmentation as K
+        from kornia.augmentation.auto import RandAugment
+    except ImportError:
+        raise DistillError(f"data.augment={augment.name} needs kornia: pip install 'distill[images]'") from None
+    steps = [K.RandomResizedCrop(augment.size, scale=(0.08, 1.0), p=1.0), K.RandomHorizontalFlip(p=0.5)]
+    if augment.rand_augment:
+        steps.append(RandAugment(n=augment.ops, m=augment.magnitude))
+    return K.AugmentationSequential(*steps)
+
+
+AUGMENTS: dict[str, Callable[[tuple[int, int]], Augment] | None] = {  # each made for the samples' (H, W)
+    "none": None,
+    "crop_flip": lambda size: CropFlip(),
+    "standard": ResizedCropFlip,
+    "randaugment": lambda size: ResizedCropFlip(size, rand_augment=True),
+}
 
 
 def augmentation(name: str, input_shape: tuple[int, ...], where: str) -> Augment | None:
@@ -77,4 +122,4 @@ def augmentation(name: str, input_shape: tuple[int, ...], where: str) -> Augment
             "set data.augment to none"
         )
     make = AUGMENTS[name]
-    return None if make is None else make()
+    return None if make is None else make(tuple(input_shape[1:]))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from distill.data._augment import Augment, view_key
+from distill.data._images import ImageTransform
 from distill.errors import ConfigError, DistillError
 from distill.registry import Registry
 
@@ -17,16 +19,52 @@ DATASETS: Registry[Callable[..., ArrayData]] = Registry("data set")
 UNLABELLED = -100  # the label of a row or token that counts for no hard loss: the losses' ignore_index
 
 
+class Samples(Protocol):
+    """Inputs read as they are needed (image files, a dataset on disk), indexed like the tensor of them they
+    stand for: an int gives one input, a tensor of rows or a slice gives those rows' samples."""
+
+    fingerprint: str  # identifies the source (files, a dataset)
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...  # (N, *input_shape)
+
+    def __len__(self) -> int: ...
+
+    def sha256(self) -> str: ...  # identifies the inputs as read and their order, for the teacher cache
+
+    def __getitem__(self, rows: Any) -> Any: ...
+
+    def augmented(self, i: int, augment: Augment, key: int) -> Tensor: ...
+
+    def stacked(self) -> Tensor: ...  # every input as one tensor: for the few a check needs
+
+    def standardised(self, train: Tensor, seed: int = 0) -> tuple[Samples, dict[str, list[float]]]: ...
+
+
+Inputs = Tensor | Samples
+
+
+def augmented(inputs: Inputs, i: int, augment: Augment, key: int) -> Tensor:
+    """View `key` of input `i` under `augment`."""
+    return augment(inputs[i], key) if isinstance(inputs, Tensor) else inputs.augmented(i, augment, key)
+
+
+def stacked(inputs: Inputs) -> Tensor:
+    """`inputs` as one tensor (a slice of read samples is read now)."""
+    return inputs if isinstance(inputs, Tensor) else inputs.stacked()
+
+
 @dataclass(frozen=True)
 class ArrayData:
-    """A whole data set in memory. `description` names its source so caches keyed on it stay honest.
+    """A whole data set: its labels in memory, its inputs too (a tensor) or read as they are needed (`Samples`).
+    `description` names its source so caches keyed on it stay honest.
 
     `test_indices` and `val_indices` mark fixed parts (CIFAR's official test set; the rows of a user's test or
     validation file): split() holds those rows out instead of drawing random shares. A label of UNLABELLED
     (-100) marks a row without a label: a transfer-set row that only the teacher's soft targets teach from.
     """
 
-    inputs: Tensor  # (N, *input_shape) float32
+    inputs: Inputs  # (N, *input_shape) float32
     labels: Tensor  # (N,) int64 in [0, num_classes), or UNLABELLED
     classes: list[str]
     description: str
@@ -38,19 +76,13 @@ class ArrayData:
     def __post_init__(self):
         # Checked once here so every loader (and a Python user building one by hand) gets the same guarantees.
         where = self.description
-        if self.inputs.dtype != torch.float32 or self.inputs.ndim < 2:
-            got = f"{self.inputs.dtype} {tuple(self.inputs.shape)}"
-            raise DistillError(f"{where}: inputs must be float32 shaped (N, ...), got {got}")
-        if self.labels.dtype != torch.int64 or self.labels.shape != self.inputs.shape[:1]:
+        if isinstance(self.inputs, Tensor):
+            self._check_inputs()
+        if self.labels.dtype != torch.int64 or self.labels.shape != (len(self.inputs),):
             got = f"{self.labels.dtype} {tuple(self.labels.shape)}"
             raise DistillError(f"{where}: labels must be int64 shaped ({len(self.inputs)},), got {got}")
         if len(self.labels) == 0:
             raise DistillError(f"{where}: the data set is empty; give it at least two samples")
-        if not torch.isfinite(self.inputs.sum()):  # a finite sum proves every value finite, and is cheap on CIFAR
-            bad = (~torch.isfinite(self.inputs.flatten(1))).any(dim=1).nonzero()
-            if len(bad):
-                at = f"first in sample {bad[0].item()}"
-                raise DistillError(f"{where}: inputs hold NaN or inf ({at}); fix or drop those")
         labelled = self.labels != UNLABELLED
         outside = (labelled & ((self.labels < 0) | (self.labels >= len(self.classes)))).nonzero()
         if len(outside):
@@ -69,6 +101,19 @@ class ArrayData:
             and torch.isin(self.val_indices, self.test_indices).any()
         ):
             raise DistillError(f"{where}: val_indices and test_indices share rows; a row is in one part only")
+
+    def _check_inputs(self) -> None:
+        where, inputs = self.description, self.inputs
+        if inputs.dtype != torch.float32 or inputs.ndim < 2:
+            raise DistillError(
+                f"{where}: inputs must be float32 shaped (N, ...), got {inputs.dtype} {tuple(inputs.shape)}"
+            )
+        if not torch.isfinite(inputs.sum()):  # a finite sum proves every value finite, and is cheap on CIFAR
+            bad = (~torch.isfinite(inputs.flatten(1))).any(dim=1).nonzero()
+            if len(bad):
+                raise DistillError(
+                    f"{where}: inputs hold NaN or inf (first in sample {bad[0].item()}); fix or drop those"
+                )
 
     def _check_rows(self, name: str) -> None:
         where, n, rows = self.description, len(self.labels), getattr(self, name)
@@ -94,12 +139,14 @@ class IndexedDataset(torch.utils.data.Dataset):
     """Samples as `{"input", "label", "index"}`; `index` is the row in the full ArrayData (cache key).
 
     `augment`, when given, maps each input as it is read (training augmentation), and the sample carries the
-    `view` it drew: view `epoch` of the sample under the run's seed, new pixels every epoch, set by the training
-    loop through `seed_epoch`. After `replay(views, seed)`, epoch e shows view `e mod views` under `seed`
-    instead: the views an augmented teacher cache recorded the teacher's outputs on.
+    `view` it drew: view `epoch` of the sample under the run's seed, new pixels every epoch. The epoch comes
+    with each item a training sampler gives, `(i, seed, epoch)` (so DataLoader workers that outlive an epoch
+    draw the right views), or is set by `seed_epoch` for plain positions. After `replay(views, seed)`, epoch e
+    shows view `e mod views` under `seed` instead: the views an augmented teacher cache recorded the teacher's
+    outputs on.
     """
 
-    def __init__(self, inputs: Tensor, labels: Tensor, indices: Tensor, augment: Augment | None = None):
+    def __init__(self, inputs: Inputs, labels: Tensor, indices: Tensor, augment: Augment | None = None):
         if not len(inputs) == len(labels) == len(indices):
             raise ValueError(f"inputs, labels, indices differ in length: {len(inputs)}, {len(labels)}, {len(indices)}")
         self.inputs, self.labels, self.indices, self.augment = inputs, labels, indices, augment
@@ -107,11 +154,14 @@ class IndexedDataset(torch.utils.data.Dataset):
         self.replayed: tuple[int, int] | None = None  # (views, seed) of an augmented cache
 
     def seed_epoch(self, seed: int, epoch: int) -> None:
+        self.seed, self.view = self._view(seed, epoch)
+
+    def _view(self, seed: int, epoch: int) -> tuple[int, int]:
+        """(seed, view) an item of `epoch` under `seed` draws."""
         if self.replayed is None:
-            self.view, self.seed = epoch, seed
-        else:
-            views, self.seed = self.replayed
-            self.view = epoch % views
+            return seed, epoch
+        views, seed = self.replayed
+        return seed, epoch % views
 
     def replay(self, views: int | None, seed: int = 0) -> None:
         """Show view `epoch mod views` under `seed` from now on; with None, new views every epoch again."""
@@ -121,12 +171,12 @@ class IndexedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict[str, Tensor | int]:
+    def __getitem__(self, item: int | tuple[int, int, int]) -> dict[str, Tensor | int]:
+        i, seed, view = (item[0], *self._view(*item[1:])) if isinstance(item, tuple) else (item, self.seed, self.view)
         if self.augment is None:
             return {"input": self.inputs[i], "label": self.labels[i], "index": self.indices[i]}
-        index = int(self.indices[i])
-        sample = self.augment(self.inputs[i], view_key(self.seed, self.view, index))
-        return {"input": sample, "label": self.labels[i], "index": self.indices[i], "view": self.view}
+        sample = augmented(self.inputs, i, self.augment, view_key(seed, view, int(self.indices[i])))
+        return {"input": sample, "label": self.labels[i], "index": self.indices[i], "view": view}
 
 
 @dataclass(frozen=True)
@@ -140,6 +190,7 @@ class DataSplits:
     on more labelled data. Validation picks (best epoch, tuning); test is what a run reports.
     """
 
+    inputs: Inputs  # every row's input as the parts read it (standardised): what a teacher cache runs on
     train: IndexedDataset
     labelled: IndexedDataset
     teacher: IndexedDataset
@@ -159,31 +210,25 @@ class DataSplits:
     def num_samples(self) -> int:
         return len(self.train) + len(self.val) + len(self.test)
 
+    @property
+    def transform(self) -> ImageTransform | None:
+        """How an image becomes an input, for image data read as needed: what prediction applies too."""
+        return getattr(self.inputs, "transform", None)
 
-def load(
-    name: str,
-    *,
-    path: str | None = None,
-    label_column: str | None = None,
-    unlabelled_path: str | None = None,
-    val_path: str | None = None,
-    test_path: str | None = None,
-) -> ArrayData:
-    """Load data set `name` from DATASETS. Options the loader does not take are errors, not silently ignored.
-    `val_path` and `test_path` are files of the same kind as `path` that make the fixed validation and test
-    parts."""
+
+def takes(name: str, option: str) -> bool:
+    """Whether data set `name` takes `option` (a name it lacks is load's to refuse)."""
+    return name in DATASETS and option in inspect.signature(DATASETS.get(name)).parameters
+
+
+def load(name: str, **options: Any) -> ArrayData:
+    """Load data set `name` from DATASETS with the options given (None counts as not given). Options the loader
+    does not take are errors, not silently ignored: `data.KEY` names them."""
     try:
         loader = DATASETS.get(name)
     except ConfigError as e:
         raise ConfigError(f"data.name: {e}") from None
     params = inspect.signature(loader).parameters
-    options = {
-        "path": path,
-        "label_column": label_column,
-        "unlabelled_path": unlabelled_path,
-        "val_path": val_path,
-        "test_path": test_path,
-    }
     given = {key: value for key, value in options.items() if value is not None}
     for key in given:
         if key not in params:
@@ -191,7 +236,7 @@ def load(
             raise DistillError(f"data set '{name}' does not take data.{key} (it takes: {takes}); remove it")
     for key, param in params.items():
         if param.default is inspect.Parameter.empty and key not in given:
-            raise DistillError(f"data set '{name}' needs option '{key}'; set it")
+            raise DistillError(f"data set '{name}' needs data.{key}; set it")
     return loader(**given)
 
 

@@ -21,7 +21,8 @@ def split(
     labelled_fraction: float | None = None,
     labelled_per_class: int | None = None,
 ) -> DataSplits:
-    """Train, validation and test parts, standardised with train statistics only when the data asks for it.
+    """Train, validation and test parts, standardised with train statistics only when the data asks for it
+    (each feature of a tensor; each channel of image files).
 
     Only labelled rows are drawn into validation and test; unlabelled ones always train. The test part is
     `data.test_indices` when the data has a fixed one, else a seeded `test_fraction` of the labelled rows; the
@@ -36,8 +37,10 @@ def split(
     hidden = _hidden_labels(labels, train_idx, labelled_fraction, labelled_per_class, seed)
     labels[hidden] = UNLABELLED
     inputs, stats = data.inputs, None
-    if data.standardize:
-        inputs, stats = _standardize(data.inputs, data.inputs[train_idx])
+    if data.standardize and isinstance(inputs, Tensor):
+        inputs, stats = _standardize(inputs, inputs[train_idx])
+    elif data.standardize:
+        inputs, stats = inputs.standardised(train_idx, seed)
     kept = train_idx[labels[train_idx] != UNLABELLED]
     known = train_idx[data.labels[train_idx] != UNLABELLED]
 
@@ -46,6 +49,7 @@ def split(
 
     sizes = f"{len(train_idx)} train ({len(kept)} labelled) / {len(val_idx)} val / {len(test_idx)} test"
     return DataSplits(
+        inputs=inputs,
         train=part(train_idx, transform),
         labelled=part(kept, transform),
         teacher=part(known, transform, labels=data.labels),

@@ -9,8 +9,8 @@ runs/NAME/export/export.json               what each export scored: parity, test
                                            CPU speed
 
 Every export holds the run's metadata (its name, its config and that config's sha256; a classifier's classes,
-input shape and preprocessing; a language model's tokenizer and context), so `distill eval PATH` re-reads the
-test split it was made for.
+input shape and preprocessing, and for image files the evaluation transform that `distill predict` applies; a
+language model's tokenizer and context), so `distill eval PATH` re-reads the test split it was made for.
 
 formats.py   writing and reading ONNX, TorchScript and torch.export, with dynamic axes
 images.py    classifiers (`task: classify`): parity on the test inputs, accuracy, int8
@@ -24,7 +24,7 @@ from __future__ import annotations
 from distill.export._shared import SHIP_BUDGET_S
 from distill.export.command import evaluate_exported, export
 from distill.export.formats import FILES, format_of, load_exported, onnx_available, write_onnx
-from distill.export.images import Deployable, accuracy_of, image_metadata, outputs
+from distill.export.images import Deployable, accuracy_of, image_metadata, loader_outputs, outputs
 from distill.export.lm import lm_metadata
 from distill.pipeline import SavedRun
 
@@ -44,6 +44,7 @@ __all__ = [
     "export",
     "format_of",
     "load_exported",
+    "loader_outputs",
     "metadata",
     "onnx_available",
     "outputs",

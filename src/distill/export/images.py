@@ -11,10 +11,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from distill._io import atomic_path
 from distill.config import Config
-from distill.data import IndexedDataset
+from distill.data import Inputs, stacked
 from distill.errors import first_line
 from distill.export._shared import SHIP_BUDGET_S, keep_failed, run_fields
 from distill.export.formats import FILES, WRITERS, load_exported
@@ -40,7 +41,9 @@ class Deployable(nn.Module):
 
 
 def image_metadata(run: SavedRun) -> dict[str, str]:
-    """What a user of the exported file needs besides the weights, as strings (ONNX metadata is strings)."""
+    """What a user of the exported file needs besides the weights, as strings (ONNX metadata is strings); for
+    image files, `transform`: the evaluation transform as `ImageTransform.to_dict` gives it (`distill predict`
+    applies it)."""
     splits = run.exp.splits
     preprocessing = run.exp.data.preprocessing
     if splits.stats is not None:
@@ -50,13 +53,20 @@ def image_metadata(run: SavedRun) -> dict[str, str]:
         "input_shape": json.dumps(["batch", *splits.input_shape]),
         "preprocessing": preprocessing,
         **({"standardize": json.dumps(splits.stats)} if splits.stats is not None else {}),
+        **({"transform": json.dumps(splits.transform.to_dict())} if splits.transform is not None else {}),
         **run_fields(run),
     }
 
 
-def outputs(predict: Callable[[Tensor], Tensor], inputs: Tensor, batch: int = 256) -> Tensor:
-    """`predict` over `inputs` in batches, as one float32 tensor."""
-    return torch.cat([predict(inputs[i : i + batch]).float() for i in range(0, len(inputs), batch)])
+def outputs(predict: Callable[[Tensor], Tensor], inputs: Inputs, batch: int = 256) -> Tensor:
+    """`predict` over `inputs` (a tensor, or samples read as they are needed) in batches, as one float32 tensor:
+    one batch of inputs in memory at a time."""
+    return torch.cat([predict(stacked(inputs[i : i + batch])).float() for i in range(0, len(inputs), batch)])
+
+
+def loader_outputs(predict: Callable[[Tensor], Tensor], loader: DataLoader) -> Tensor:
+    """`predict` over the inputs of every batch of `loader` (a test loader: in order), as one float32 tensor."""
+    return torch.cat([predict(batch["input"]).float() for batch in loader])
 
 
 def accuracy_of(logits: Tensor, labels: Tensor) -> float:
@@ -65,18 +75,19 @@ def accuracy_of(logits: Tensor, labels: Tensor) -> float:
 
 
 def _parity(
-    predict: Callable[[Tensor], Tensor], student: nn.Module, inputs: Tensor, reference: Tensor, atol: float
+    predict: Callable[[Tensor], Tensor], student: nn.Module, inputs: Inputs, reference: Tensor, atol: float
 ) -> tuple[dict[str, float], str | None]:
     """The largest logit difference and the top-1 agreement of the export with the PyTorch student, on
     `inputs` in batches of 256 and alone (batch 1: a trace may have baked a batch size in); and what is wrong,
     if anything."""
+    first = stacked(inputs[:1])
     try:
         got = outputs(predict, inputs)
-        alone = predict(inputs[:1]).float()
+        alone = predict(first).float()
     except RuntimeError as e:  # a shape the export fixed, met at another batch size
         return {}, f"it fails on a batch of another size ({first_line(e)})"
     with torch.inference_mode():
-        reference_alone = student(inputs[:1]).float()
+        reference_alone = student(first).float()
     diff = max((reference - got).abs().max().item(), (reference_alone - alone).abs().max().item())
     parity = {"max_abs_diff": diff, "top1_agreement": (reference.argmax(-1) == got.argmax(-1)).float().mean().item()}
     if diff > atol:
@@ -84,9 +95,10 @@ def _parity(
     return parity, None
 
 
-def _scored(predict: Callable[[Tensor], Tensor], path: Path, *, test: IndexedDataset, shape: tuple[int, ...]) -> dict:
+def _scored(predict: Callable[[Tensor], Tensor], path: Path, *, run: SavedRun) -> dict:
     """Test accuracy, bytes on disk and CPU speed of an exported file."""
-    accuracy = accuracy_of(outputs(predict, test.inputs), test.labels)
+    accuracy = accuracy_of(loader_outputs(predict, run.exp.test_loader), run.exp.splits.test.labels)
+    shape = run.exp.splits.input_shape
     return {"accuracy": accuracy, "size_bytes": path.stat().st_size, **timing(predict, shape, budget_s=SHIP_BUDGET_S)}
 
 
@@ -95,7 +107,7 @@ def export_images(run: SavedRun, fmt: str, atol: float, int8: bool) -> dict[str,
     student = Deployable(run.net("student")).eval()
     test, shape = run.exp.splits.test, run.exp.splits.input_shape
     with torch.inference_mode():
-        reference = outputs(student, test.inputs)
+        reference = loader_outputs(student, run.exp.test_loader)
     results = {
         "measured_on": where_measured(),
         "pytorch": {
@@ -106,25 +118,25 @@ def export_images(run: SavedRun, fmt: str, atol: float, int8: bool) -> dict[str,
     }
     path = run.path / "export" / FILES[fmt]
     with atomic_path(path) as tmp:
-        WRITERS[fmt](student, test.inputs[:2], tmp, image_metadata(run))
+        WRITERS[fmt](student, stacked(test.inputs[:2]), tmp, image_metadata(run))
         exported, _ = load_exported(tmp, fmt)
         parity, problem = _parity(exported, student, test.inputs[:PARITY_SAMPLES], reference[:PARITY_SAMPLES], atol)
         if problem:
             raise keep_failed(tmp, path, problem)
-        results[fmt] = {**_scored(exported, tmp, test=test, shape=shape), "file": path.name, **parity}
+        results[fmt] = {**_scored(exported, tmp, run=run), "file": path.name, **parity}
     if int8:
-        calibration = run.exp.splits.train.inputs[:CALIBRATION_SAMPLES]
         convolutional = any(isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d) for m in student.modules())
-        score = partial(_scored, test=test, shape=shape)
-        results.update(quantised(path, score, "accuracy", results["onnx"], calibration if convolutional else None))
+        calibration = stacked(run.exp.splits.train.inputs[:CALIBRATION_SAMPLES]) if convolutional else None
+        score = partial(_scored, run=run)
+        results.update(quantised(path, score, "accuracy", results["onnx"], calibration))
     return results
 
 
 def evaluate_images(predict: Callable[[Tensor], Tensor], cfg: Config) -> dict[str, Any]:
     """The test accuracy of an exported classifier on the test split `cfg` rebuilds."""
-    splits = build_experiment(cfg).splits
+    exp = build_experiment(cfg)
     return {
-        "data": splits.description,
-        "test_samples": len(splits.test),
-        "accuracy": accuracy_of(outputs(predict, splits.test.inputs), splits.test.labels),
+        "data": exp.splits.description,
+        "test_samples": len(exp.splits.test),
+        "accuracy": accuracy_of(loader_outputs(predict, exp.test_loader), exp.splits.test.labels),
     }

@@ -16,6 +16,7 @@ from torch import nn
 from distill._io import file_sha256
 from distill.errors import ConfigError, first_line
 from distill.registry import Registry, build
+from distill.weights import Start, mark_start
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
@@ -119,8 +120,14 @@ def build_model(
     """Build a registered model, or call the user's factory "package.module:factory" with `args`.
 
     A user factory also receives `input_shape` and `num_classes` when its signature names them and
-    `args` does not. `field` names the config key in error messages.
+    `args` does not. `field` names the config key in error messages. "hf:FOLDER" is a Hugging Face image
+    classifier (`hf_image.py`). A pretrained model (hf:, timm's `pretrained: true`, torchvision's `weights`)
+    records where its weights came from (`weights.start_of`).
     """
+    if name.startswith(hf_image.HF):
+        return hf_image.build(
+            name, input_shape=input_shape, num_classes=num_classes, args=dict(args or {}), field=field
+        )
     try:
         factory = hub.hub_factory(name) or (_import_factory(name) if ":" in name else MODELS.get(name))
     except ConfigError as e:
@@ -132,6 +139,15 @@ def build_model(
     model = build(factory, name, dict(args or {}), f"{field}.args", defaults)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{field}: '{name}' returned {type(model).__name__}, not a torch.nn.Module")
+    return _mark_pretrained(model, name, args or {})
+
+
+def _mark_pretrained(model: nn.Module, name: str, args: dict[str, Any]) -> nn.Module:
+    """A hub model built with its pretrained weights, marked so: timm's `pretrained`, torchvision's `weights`."""
+    if name.startswith("timm:") and args.get("pretrained"):
+        return mark_start(model, Start(name, ("pretrained",), pretrained=True))
+    if name.startswith("torchvision:") and args.get("weights"):
+        return mark_start(model, Start(name, (f"weights={args['weights']}",), pretrained=True))
     return model
 
 
@@ -158,4 +174,4 @@ def count_params(model: nn.Module, *, trainable: bool = False) -> int:
 
 __all__ = ["MODELS", "build_model", "cnn", "count_params", "mlp", "user_code"]
 
-from distill.models import cifar, hub  # noqa: E402,F401  registers the zoo and the torchvision:/timm: names
+from distill.models import cifar, hf_image, hub  # noqa: E402,F401  registers the zoo; the hf:, torchvision:, timm: names

@@ -13,7 +13,7 @@ from distill.cache.logits import TeacherCache
 from distill.errors import DistillError, first_line
 from distill.losses import LOSSES, LossInputError, hard_loss
 from distill.modules.teacher import LiveTeacher, teacher_source
-from distill.taps import check_paths, make_adapter, run_tapped
+from distill.taps import check_paths, logits_of, make_adapter, run_tapped
 from distill.train import History, TrainOptions, fit, setup
 
 RESERVED = {"loss", "accuracy", "teacher_accuracy", "agreement"}  # what forward reports besides the terms
@@ -169,7 +169,7 @@ class Supervised(nn.Module):
         self.label_smoothing, self.ignore_index = label_smoothing, ignore_index
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        logits = self.model(batch["input"])
+        logits = logits_of(self.model(batch["input"]))  # (B, C); a Hugging Face model's output holds them
         labels = batch["label"]
         loss = hard_loss(logits, labels, label_smoothing=self.label_smoothing, ignore_index=self.ignore_index)
         with torch.no_grad():

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from distill._tensors import Batch, top1_accuracy
 from distill.errors import DistillError
 from distill.losses import check_temperature, hard_loss, soft_loss
+from distill.taps import logits_of
 
 
 class MutualLearning(nn.Module):
@@ -54,7 +55,7 @@ class MutualLearning(nn.Module):
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         inputs, labels = batch["input"], batch["label"]
-        logits = [peer(inputs) for peer in self.peers]  # K x (B, C)
+        logits = [logits_of(peer(inputs)) for peer in self.peers]  # K x (B, C)
         shapes = {tuple(z.shape) for z in logits}
         if len(shapes) > 1:
             raise DistillError(

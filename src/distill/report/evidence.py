@@ -16,16 +16,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from distill.data import IndexedDataset
+from distill.data import stacked
 from distill.errors import DistillError
 from distill.export import (
     SHIP_BUDGET_S,
     Deployable,
     accuracy_of,
     load_exported,
+    loader_outputs,
     metadata,
     onnx_available,
-    outputs,
     write_onnx,
 )
 from distill.measure import costs, timing, where_measured
@@ -167,12 +167,13 @@ def _distinct_models(run: SavedRun) -> dict[str, nn.Module]:
 
 def _test_logits(run: SavedRun, nets: dict[str, nn.Module]) -> dict[str, list[Tensor]]:
     """Each model's test logits, one per seed for the seeded rows (scratch, student)."""
-    test = run.exp.splits.test.inputs
+    test = run.exp.test_loader  # batches: image files are read as they are needed
     found = {}
     for name, net in nets.items():
         later = [f"{name}-seed{s}" for s in run.seeds[1:] if (run.path / f"{name}-seed{s}.safetensors").exists()]
         with torch.inference_mode():
-            found[name] = [outputs(net, test)] + [outputs(Deployable(run.net(each)).eval(), test) for each in later]
+            found[name] = [loader_outputs(net, test)]
+            found[name] += [loader_outputs(Deployable(run.net(each)).eval(), test) for each in later]
     return found
 
 
@@ -254,28 +255,28 @@ def _costs(run: SavedRun, nets: dict[str, nn.Module], accuracy: dict[str, float]
         rows.append(Cost(name, "PyTorch", accuracy[name], count_params(net), size, **measured))
     if not onnx_available():
         return rows, ["ONNX Runtime rows: not measured, onnxruntime is not installed (pip install 'distill[export]')"]
-    test = run.exp.splits.test
+    sample = stacked(run.exp.splits.test.inputs[:2])
     notes = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in [name for name in ("teacher", "student") if name in nets]:
             path = Path(scratch) / f"{name}.onnx"
             try:
-                write_onnx(nets[name], test.inputs[:2], path, metadata(run), what=name)
+                write_onnx(nets[name], sample, path, metadata(run), what=name)
             except DistillError as e:  # an operator ONNX lacks: the PyTorch rows still say what they say
                 notes.append(f"ONNX Runtime row of the {name}: not measured; {e}")
                 continue
-            rows.append(_onnx_row(name, "ONNX Runtime fp32", path, test, shape, count_params(nets[name])))
+            rows.append(_onnx_row(name, "ONNX Runtime fp32", path, run, count_params(nets[name])))
     for way, runtime in (("int8", "ONNX Runtime int8"), ("int8-static", "ONNX Runtime int8 static")):
         path = run.path / "export" / f"student.{way}.onnx"
         if path.exists():
-            rows.append(_onnx_row("student", runtime, path, test, shape, count_params(nets["student"])))
+            rows.append(_onnx_row("student", runtime, path, run, count_params(nets["student"])))
     if not any(row.runtime.endswith(("int8", "static")) for row in rows):
         notes.append(f"int8 rows: none yet; make them with distill export {run.path} --int8")
     return rows, notes
 
 
-def _onnx_row(name: str, runtime: str, path: Path, test: IndexedDataset, shape: tuple[int, ...], params: int) -> Cost:
+def _onnx_row(name: str, runtime: str, path: Path, run: SavedRun, params: int) -> Cost:
     predict, _ = load_exported(path, "onnx")
-    accuracy = accuracy_of(outputs(predict, test.inputs), test.labels)
-    measured = timing(predict, shape, budget_s=SHIP_BUDGET_S)
+    accuracy = accuracy_of(loader_outputs(predict, run.exp.test_loader), run.exp.splits.test.labels)
+    measured = timing(predict, run.exp.splits.input_shape, budget_s=SHIP_BUDGET_S)
     return Cost(name, runtime, accuracy, params, path.stat().st_size, None, **measured)

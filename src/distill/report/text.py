@@ -88,6 +88,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary.get("born_again"):
         ensemble = summary["born_again"]["ensemble_accuracy"]
         lines.append(f"born-again: the ensemble of the teacher and every generation has {ensemble:.2%} test accuracy")
+    lines.extend(_starts(summary))
     for code in summary.get("user_code", []):
         digest = (code["sha256"] or "?")[:12]
         where = relative_paths(code["file"] or "?")
@@ -95,6 +96,16 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary.get("diagnosis"):
         lines.extend(format_diagnosis(summary["diagnosis"], self_distillation=summary["teacher"] is None))
     return "\n".join(lines)
+
+
+def _starts(summary: dict[str, Any]) -> list[str]:
+    """A line for each model that started from weights trained before the run (a random start goes unsaid)."""
+    starts = {name: summary[name].get("started_from") for name in summary["models"]}
+    return [
+        f"{label(name)}{': ' if start.startswith('fine-tuned') else ' started from '}{relative_paths(start)}"
+        for name, start in starts.items()
+        if start and not start.startswith("random")
+    ]
 
 
 VERDICTS = {
@@ -183,6 +194,7 @@ def format_lm_summary(summary: dict[str, Any]) -> str:
     )
     if seeded:
         lines.append(f"student rows: mean of {len(summary['seeds'])} seeds (± standard deviation); teacher: one model")
+    lines.extend(_starts(summary))
     if diagnosis := summary.get("diagnosis"):
         low, high = diagnosis["interval"]
         lines.append(

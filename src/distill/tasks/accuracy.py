@@ -14,6 +14,7 @@ from distill.diagnosis import Outputs
 from distill.measure import SUMMARY_S, costs, where_measured
 from distill.models import count_params
 from distill.taps import logits_of
+from distill.tasks.base import started_from
 from distill.train import resolve_device
 
 if TYPE_CHECKING:
@@ -44,8 +45,9 @@ def describe(exp: Task, runs: list[dict[str, nn.Module]], outputs: dict[str, lis
     """One row per model: test accuracy (`accuracy`) and validation accuracy (`val_accuracy`), agreement with
     the teacher on test (None without a teacher), each the mean over `seeds` (with `accuracy_std` and
     `accuracies` when there are several), and params, bytes on disk, peak inference memory and CPU speed (on
-    `measured_on`). `models` lists the rows in the order given. Test rows were never seen by training or
-    selection."""
+    `measured_on`), and `started_from`: the weights it started from ("random (train.seed=0)", a file and its
+    hash, "hf:FOLDER (pretrained; new head for 10 classes)", "fine-tuned from ... for 3 epochs"). `models`
+    lists the rows in the order given. Test rows were never seen by training or selection."""
     test_labels, val_labels = exp.splits.test.labels, exp.splits.val.labels
     teacher = outputs["teacher"][0].test.argmax(-1) if "teacher" in outputs else None
     splits = exp.splits
@@ -57,6 +59,8 @@ def describe(exp: Task, runs: list[dict[str, nn.Module]], outputs: dict[str, lis
         "test_samples": len(test_labels),
         "val_samples": len(val_labels),
         "models": list(runs[0]),
+        "classes": splits.classes,
+        "transform": None if splits.transform is None else splits.transform.to_dict(),  # image files' preprocessing
     }
     summary.update(dict.fromkeys(ROLES))
     for name, net in runs[0].items():
@@ -74,6 +78,7 @@ def describe(exp: Task, runs: list[dict[str, nn.Module]], outputs: dict[str, lis
             "params": count_params(net),
             "size_bytes": (exp.run_dir / f"{name}.safetensors").stat().st_size,
             **costs(net, exp.splits.input_shape, quick_s=SUMMARY_S / len(runs[0])),
+            "started_from": started_from([run[name] for run in (runs if name in SEEDED else runs[:1])]),
         }
     student = summary["student"]
     keys = ("params", "size_bytes", "peak_memory_bytes", "latency_ms", "latency_p95_ms", "throughput")

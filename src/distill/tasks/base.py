@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from torch import nn
 from torch.utils.data import DataLoader
 
+from distill.weights import start_of
+
 if TYPE_CHECKING:
     from distill.config import Config, ModelConfig
     from distill.train import TrainOptions
@@ -74,6 +76,13 @@ class Shared:
         """The experiment with train.seed = `seed`: the same data, splits and loaders."""
         train = self.cfg.train.model_copy(update={"seed": seed})
         return dataclasses.replace(self, cfg=self.cfg.model_copy(update={"train": train}))
+
+
+def started_from(nets: list[nn.Module]) -> str | None:
+    """A summary row's `started_from`: where its model's weights came from before the run trained it (each
+    seed's, once each, joined by "; "); None when no start was recorded."""
+    starts = [str(start) for net in nets if (start := start_of(net)) is not None]
+    return "; ".join(dict.fromkeys(starts)) or None
 
 
 def model_spec(cfg: Config, field: str) -> ModelConfig | None:

@@ -33,7 +33,7 @@ def _expected(exp: Experiment) -> dict[str, Any]:
     """What the run's cache must match."""
     return fingerprint(
         weights_sha256(exp.cfg.teacher.weights),
-        exp.data.inputs,
+        exp.splits.inputs,
         exp.data.labels,
         data=exp.data.description,
         augment=exp.cfg.data.augment,
@@ -93,7 +93,7 @@ def _make_logits_cache(exp: Experiment) -> dict[str, Any]:
         manifest = write_cache(
             cfg.teacher.cache,
             teacher,
-            exp.data.inputs,
+            exp.splits.inputs,
             exp.data.labels,
             teacher_sha256=weights_sha256(exp.cfg.teacher.weights),
             data=exp.data.description,
@@ -106,6 +106,7 @@ def _make_logits_cache(exp: Experiment) -> dict[str, Any]:
             device=resolve_device(cfg.train.device),
             progress=cfg.train.progress,
             views=_views(exp),
+            workers=exp.workers,
         )
     if not parallel.is_main():  # the first process reports
         return {}

@@ -19,12 +19,15 @@ from distill.diagnosis import diagnose
 from distill.errors import ConfigError, DistillError, first_line
 from distill.losses import LOSSES
 from distill.models import build_model
+from distill.models.hf_image import HF, preprocessing
 from distill.modules.distiller import Supervised, supervised_options
 from distill.registry import build
+from distill.taps import logits_of
 from distill.tasks.accuracy import describe, outputs_of
 from distill.tasks.base import Shared, model_spec
 from distill.train import TrainOptions, seed_everything, setup, shuffled
-from distill.weights import load_weights
+from distill.train.parallel import loading
+from distill.weights import Start, load_fitting, mark_start, start_of
 
 if TYPE_CHECKING:
     from distill.config import ClassifyConfig
@@ -42,12 +45,16 @@ class Experiment(Shared):
     teacher_loader: DataLoader  # every row the data labels, with its label, as many batches an epoch
     val_loader: DataLoader  # picks: the best epoch, tuning
     test_loader: DataLoader  # reports: never seen by training or selection
+    workers: int = 0  # the loaders' worker processes (data read from files has some by default)
 
     def net(self, field: str, weights: str | Path | None = None) -> nn.Module:
         return build_net(self, field, weights)
 
     def teacher_given(self) -> bool:
-        return self.cfg.teacher.weights is not None
+        """Pretrained (teacher.weights, hf:) and no teacher.epochs: used as it comes; with teacher.epochs it is
+        fine-tuned here first (`stages.train_teacher`)."""
+        teacher = self.cfg.teacher
+        return teacher.epochs is None and (teacher.weights is not None or teacher.model.startswith(HF))
 
     def alone(self, model: nn.Module, *, label_smoothing: float = 0.0) -> nn.Module:
         return Supervised(model, label_smoothing=label_smoothing)
@@ -67,14 +74,7 @@ class Experiment(Shared):
 
 def build_experiment(cfg: ClassifyConfig) -> Experiment:
     d = cfg.data
-    loaded = data.load(
-        d.name,
-        path=d.train_path or d.path,
-        label_column=d.label_column,
-        unlabelled_path=d.unlabelled_path,
-        val_path=d.val_path,
-        test_path=d.test_path,
-    )
+    loaded = load_data(cfg)
     splits = data.split(
         loaded,
         val_fraction=d.val_fraction,
@@ -84,19 +84,46 @@ def build_experiment(cfg: ClassifyConfig) -> Experiment:
         labelled_fraction=d.labelled_fraction,
         labelled_per_class=d.labelled_per_class,
     )
-    train_loader = shuffled(splits.train, d.batch_size, d.num_workers)
+    workers = d.num_workers
+    if workers is None:
+        workers = 0 if isinstance(loaded.inputs, torch.Tensor) else data.workers()
+    train_loader = shuffled(splits.train, d.batch_size, workers)
 
     def steps_of_train(part: data.IndexedDataset) -> DataLoader:
         """Batches of `part` drawn as many times an epoch as the student's, so every stage takes as many steps."""
         if len(part) == len(splits.train) and part.labels.equal(splits.train.labels):
             return train_loader  # the same rows and labels: the same batches
-        return shuffled(part, d.batch_size, d.num_workers, draws=len(splits.train))
+        return shuffled(part, d.batch_size, workers, draws=len(splits.train))
 
     def fixed(part: data.IndexedDataset) -> DataLoader:
-        return DataLoader(part, batch_size=max(d.batch_size, 256), num_workers=d.num_workers)
+        return DataLoader(part, batch_size=max(d.batch_size, 256), **loading(workers))
 
     labelled, teacher = steps_of_train(splits.labelled), steps_of_train(splits.teacher)
-    return Experiment(cfg, loaded, splits, train_loader, labelled, teacher, fixed(splits.val), fixed(splits.test))
+    loaders = train_loader, labelled, teacher, fixed(splits.val), fixed(splits.test)
+    return Experiment(cfg, loaded, splits, *loaders, workers=workers)
+
+
+IMAGE_KEYS = ("image_size", "crop_fraction", "channels", "normalize", "skip_bad")
+
+
+def load_data(cfg: ClassifyConfig) -> data.ArrayData:
+    """The config's data set; image files with the data keys of images and the teacher's pretrained
+    preprocessing (its mean and std, its size)."""
+    d = cfg.data
+    images = {key: getattr(d, key) for key in IMAGE_KEYS if getattr(d, key) is not None}
+    if images and not data.takes(d.name, "images"):
+        raise ConfigError(f"data.{next(iter(images))} applies to image files (folder, manifest, hf); remove it")
+    pretrained = preprocessing(cfg.teacher.model) if cfg.teacher is not None else None
+    return data.load(
+        d.name,
+        images=data.ImageOptions(**images, pretrained=pretrained) if data.takes(d.name, "images") else None,
+        path=d.train_path or d.path,
+        input_column=d.input_column,
+        label_column=d.label_column,
+        unlabelled_path=d.unlabelled_path,
+        val_path=d.val_path,
+        test_path=d.test_path,
+    )
 
 
 def new_net(exp: Experiment, field: str) -> nn.Module:
@@ -109,12 +136,26 @@ def new_net(exp: Experiment, field: str) -> nn.Module:
 
 def build_net(exp: Experiment, field: str, weights: str | Path | None = None) -> nn.Module:
     """The network of the config group `field`, seeded with train.seed (so scratch and student start
-    identical), with `weights` loaded when given."""
+    identical), with `weights` loaded when given: all but a final classifier made for another class count,
+    which is left new. `weights.start_of(net)` says where it started. A teacher whose head is new must be
+    fine-tuned: without teacher.epochs it is refused."""
     seed_everything(exp.cfg.train.seed)
     model = new_net(exp, field)
+    start = start_of(model) or Start("random", (f"train.seed={exp.cfg.train.seed}",))
+    classes = exp.splits.num_classes
     if weights is not None:
-        load_weights(model, weights)
-    return model
+        new = load_fitting(model, weights)
+        if new:
+            exp.log("%s: %s made new for the data's %d classes; the rest loaded", field, ", ".join(new), classes)
+        start = Start.of_file(weights, new_head=classes if new else None)
+    # a teacher used as it comes (not one that online distillation trains anyway) must not teach from a new head
+    given = field == "teacher" and "epochs" in exp.cfg.method.teacher_keys and exp.cfg.teacher.weights == weights
+    if given and start.new_head and exp.cfg.teacher.epochs is None:
+        raise ConfigError(
+            f"teacher.epochs: the teacher's head is new for the data's {classes} classes; set teacher.epochs to "
+            "fine-tune it"
+        )
+    return mark_start(model, start)
 
 
 @torch.no_grad()
@@ -124,8 +165,8 @@ def check_outputs_match(exp: Experiment, nets: dict[str, nn.Module]) -> None:
     sample = exp.splits.train[0]["input"].unsqueeze(0)
     for field, net in nets.items():
         try:
-            shape = tuple(net.eval()(sample).shape)
-        except RuntimeError as e:
+            shape = tuple(logits_of(net.eval()(sample)).shape)
+        except (RuntimeError, ValueError) as e:  # ValueError: a Hugging Face model refusing the image size
             raise DistillError(
                 f"{field}.model cannot take the data's inputs of shape {exp.splits.input_shape} ({first_line(e)})"
             ) from e

@@ -17,7 +17,7 @@ from distill.modules.token import NextToken
 from distill.tasks.base import Shared, model_spec
 from distill.tasks.perplexity import summarize
 from distill.train import TrainOptions, seed_everything, shuffled
-from distill.weights import load_weights
+from distill.weights import Start, load_weights, mark_start
 
 if TYPE_CHECKING:
     from distill.config import LMConfig
@@ -44,7 +44,7 @@ class LMExperiment(Shared):
 
     def net(self, field: str, weights: str | Path | None = None) -> nn.Module:
         """Our GPT or a Hugging Face model of the config group `field`, seeded with train.seed, `weights` loaded,
-        then wrapped for LoRA when the group asks for it."""
+        then wrapped for LoRA when the group asks for it; `weights.start_of` says where it started."""
         cfg, spec = self.cfg, model_spec(self.cfg, field)
         dtype = cfg.teacher.dtype if field == "teacher" else "float32"  # a Hugging Face teacher loads in it
         seed_everything(cfg.train.seed)
@@ -52,10 +52,14 @@ class LMExperiment(Shared):
         model = build_lm(
             spec, self.tokenizer.vocab_size, cfg.data.context, field=field, dtype=dtype, attention=attention
         )
+        start = Start("random", (f"train.seed={cfg.train.seed}",))
+        if spec.model.startswith("hf:"):
+            start = Start(spec.model, ("pretrained",), pretrained=True)
         if weights is not None:
             load_weights(model, weights)
+            start = Start.of_file(weights)
         lora = getattr(spec, "lora", None)
-        return model if lora is None else with_lora(model, lora)
+        return mark_start(model if lora is None else with_lora(model, lora), start)
 
     def teacher_given(self) -> bool:
         teacher = self.cfg.teacher

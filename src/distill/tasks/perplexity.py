@@ -17,6 +17,7 @@ from distill.data.text import UNLABELLED
 from distill.losses.token import shift_for_next_token
 from distill.measure import SUMMARY_S, THREADS, rate, where_measured
 from distill.models import count_params
+from distill.tasks.base import started_from
 from distill.train import resolve_device
 from distill.verdict import paired_verdict
 
@@ -75,6 +76,7 @@ def summarize(exp: Task, runs: list[dict[str, nn.Module]]) -> dict[str, Any]:
             "params": count_params(nets[0]),
             **({} if name == "teacher" else {"trainable_params": count_params(nets[0], trainable=True)}),
             "tokens_per_second": tokens_per_second(nets[0], 8, cfg.data.context, exp.tokenizer.vocab_size, quick),
+            "started_from": started_from(nets),
         }
     summary["measured_on"] = where_measured()
     summary["test_tokens"] = exp.splits.test.tokens

@@ -149,8 +149,10 @@ class EpochBatches(Sampler[list[int]]):
     ones each epoch): every process needs at least one row a step. Such a run then takes one step an epoch
     fewer than a single process, and its schedule follows its own step count."""
 
-    def __init__(self, size: int, batch_size: int, *, shuffle: bool = True, draws: int | None = None):
-        self.size, self.batch_size, self.shuffle = size, batch_size, shuffle
+    def __init__(
+        self, size: int, batch_size: int, *, shuffle: bool = True, draws: int | None = None, tagged: bool = False
+    ):
+        self.size, self.batch_size, self.shuffle, self.tagged = size, batch_size, shuffle, tagged
         self.draws = size if draws is None else draws
         self.epoch, self.seed = 0, 0
 
@@ -178,10 +180,22 @@ class EpochBatches(Sampler[list[int]]):
             batch = order[start : start + self.batch_size]
             if len(batch) < n:
                 return
-            yield torch.tensor_split(batch, n)[me].tolist()
+            mine = torch.tensor_split(batch, n)[me].tolist()
+            yield [(i, self.seed, self.epoch) for i in mine] if self.tagged else mine
 
 
 def shuffled(data: Dataset, batch_size: int, workers: int = 0, draws: int | None = None) -> DataLoader:
     """Training batches of `data`, reshuffled each epoch by (seed, epoch) and split over the processes of a
-    data-parallel run (`EpochBatches`); `draws` rows an epoch (default: each row once)."""
-    return DataLoader(data, batch_sampler=EpochBatches(len(data), batch_size, draws=draws), num_workers=workers)
+    data-parallel run (`EpochBatches`); `draws` rows an epoch (default: each row once). A data set with
+    `seed_epoch` gets each position as `(position, seed, epoch)`: its workers live across epochs."""
+    tagged = callable(getattr(data, "seed_epoch", None))
+    batches = EpochBatches(len(data), batch_size, draws=draws, tagged=tagged)
+    return DataLoader(data, batch_sampler=batches, **loading(workers))
+
+
+def loading(workers: int) -> dict[str, Any]:
+    """A DataLoader's options for `workers` worker processes: kept across epochs, prefetching, and writing
+    batches to pinned memory when a CUDA device takes them."""
+    if workers == 0:
+        return {}
+    return {"num_workers": workers, "persistent_workers": True, "pin_memory": torch.cuda.is_available()}
