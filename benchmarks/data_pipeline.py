@@ -1,7 +1,7 @@
 """Training input read from a folder of image files: its speed against the floor, what it costs a distillation
 epoch, and its memory as the folder grows.
 
-    python benchmarks/data_pipeline.py [--images 2000] [--size 64] [--batch 64] [--workers 1] [--repeats 3]
+    python benchmarks/data_pipeline.py [--images 2000] [--size 64] [--batch 64] [--workers 1] [--repeats 5]
 
 The images: MNIST test digits (../shared/data/mnist-test), each enlarged to 80x80 and saved as an RGB JPEG in
 one folder per class, so every read decodes a real JPEG. Three measurements, each side by side in one run:
@@ -109,7 +109,7 @@ def images_per_second(loader: DataLoader, epoch: int) -> float:
 
 
 def input_speed(folder: Path, args: argparse.Namespace) -> dict[str, float]:
-    """Medians of images per second, the loaders alternating."""
+    """Medians of images per second, the loaders taking turns."""
     cfg = load_config(
         config(
             folder,
@@ -139,8 +139,9 @@ def input_speed(folder: Path, args: argparse.Namespace) -> dict[str, float]:
     loaders.update(image_folder(folder, exp, args))
     speeds: dict[str, list[float]] = {name: [] for name in loaders}
     for epoch in range(args.repeats + 1):
-        for name, loader in loaders.items():
-            speed = images_per_second(loader, epoch)
+        order = list(loaders) if epoch % 2 else list(loaders)[::-1]  # each goes first as often: no order effect
+        for name in order:
+            speed = images_per_second(loaders[name], epoch)
             if epoch:  # the first pass starts the workers
                 speeds[name].append(speed)
     return {name: statistics.median(values) for name, values in speeds.items()}
@@ -172,7 +173,14 @@ def epoch_seconds(cfg_path: Path, epochs: int) -> list[float]:
             ends.append(time.perf_counter())
 
     options = recipe.options[0].model_copy(update={"epochs": epochs + 1})
-    fit(distiller, exp.train_loader, exp.val_loader, options, run_dir=cfg_path.with_suffix(""), callbacks=[Clock()])
+    fit(
+        distiller,
+        exp.train_loader,
+        exp.val_loader,
+        options,
+        run_dir=Path(tempfile.mkdtemp(dir=cfg_path.parent)),
+        callbacks=[Clock()],
+    )
     return [end - start for start, end in itertools.pairwise(ends[1:])]
 
 
@@ -231,7 +239,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64, help="the side the images are cropped to")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers, the same for every loader")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--one-epoch", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
 

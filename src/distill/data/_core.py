@@ -150,6 +150,7 @@ class IndexedDataset(torch.utils.data.Dataset):
         if not len(inputs) == len(labels) == len(indices):
             raise ValueError(f"inputs, labels, indices differ in length: {len(inputs)}, {len(labels)}, {len(indices)}")
         self.inputs, self.labels, self.indices, self.augment = inputs, labels, indices, augment
+        self._rows = torch.stack([labels, indices], dim=1).numpy()  # (label, index) read per item without torch
         self.view, self.seed = 0, 0
         self.replayed: tuple[int, int] | None = None  # (views, seed) of an augmented cache
 
@@ -173,10 +174,11 @@ class IndexedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: int | tuple[int, int, int]) -> dict[str, Tensor | int]:
         i, seed, view = (item[0], *self._view(*item[1:])) if isinstance(item, tuple) else (item, self.seed, self.view)
+        label, index = (int(value) for value in self._rows[i])  # ints: collated without shared memory
         if self.augment is None:
-            return {"input": self.inputs[i], "label": self.labels[i], "index": self.indices[i]}
-        sample = augmented(self.inputs, i, self.augment, view_key(seed, view, int(self.indices[i])))
-        return {"input": sample, "label": self.labels[i], "index": self.indices[i], "view": view}
+            return {"input": self.inputs[i], "label": label, "index": index}
+        sample = augmented(self.inputs, i, self.augment, view_key(seed, view, index))
+        return {"input": sample, "label": label, "index": index, "view": view}
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ keeps only its file list in memory."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ STATS_IMAGES = 1000  # training images the per-channel statistics are read from 
 _MODES = {1: "L", 3: "RGB"}
 
 
+@functools.cache
 def _pillow() -> Any:
     try:
         from PIL import Image, ImageFile
@@ -76,8 +78,7 @@ class ImageTransform:
     def open(self, file: str | Path) -> PILImage.Image:
         """The decoded image file in this transform's mode; a DistillError naming the file when it cannot be."""
         try:
-            with _pillow().open(file) as image:
-                image.seek(0)  # an animation's first frame
+            with _pillow().open(file) as image:  # an animation opens at its first frame
                 return self.convert(image)
         except (OSError, SyntaxError, ValueError) as e:
             raise DistillError(
