@@ -237,3 +237,60 @@ def test_fixed_parts_may_lie_in_other_folders(tmp_path: Path):
         loaded.test_indices.tolist() == [6, 7, 8, 9]
         and loaded.inputs.file(9) == (tmp_path / "held/out/bee/1.png").absolute()
     )
+
+
+@needs_mnist
+@pytest.mark.e2e
+def test_an_augmented_run_over_a_folder_resumes_exactly(tmp_path: Path, monkeypatch):
+    """Killed after the student's first epoch and resumed, with a worker: the same weights as a straight run."""
+    from safetensors.torch import load_file
+
+    from distill import stages
+
+    images, labels = mnist(200)
+    write_folder(tmp_path / "folder", images, labels)
+    given = spec("folder", tmp_path / "folder", channels=1, augment="standard", num_workers=1)
+    configs = {
+        name: write_config(tmp_path / f"{name}.yaml", RUN.format(name=name, out=tmp_path / "runs", data=given))
+        for name in ("straight", "broken")
+    }
+    assert main(["-q", "train", str(configs["straight"]), "--set", "scratch=false"]) == 0
+    real_fit = stages.fit
+
+    def crash_in_student(module, *args, run_dir, **kwargs):
+        class Crash:
+            def on_epoch_end(self, record):
+                raise KeyboardInterrupt
+
+        callbacks = [Crash()] if run_dir.name == "student" else []
+        return real_fit(module, *args, run_dir=run_dir, callbacks=callbacks, **kwargs)
+
+    monkeypatch.setattr(stages, "fit", crash_in_student)
+    assert main(["-q", "train", str(configs["broken"]), "--set", "scratch=false"]) == 130
+    monkeypatch.setattr(stages, "fit", real_fit)
+    assert main(["-q", "train", str(configs["broken"]), "--set", "scratch=false", "--resume"]) == 0
+    straight, resumed = (load_file(tmp_path / f"runs/{name}/student.safetensors") for name in configs)
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+
+
+@needs_mnist
+@pytest.mark.e2e
+def test_a_teacher_cache_of_a_folder_is_tied_to_its_files(tmp_path: Path, capsys):
+    images, labels = mnist(200)
+    write_folder(tmp_path / "folder", images, labels)
+    given = spec("folder", tmp_path / "folder", channels=1, augment="standard")
+    trained = write_config(tmp_path / "t.yaml", RUN.format(name="teacher", out=tmp_path / "runs", data=given))
+    assert main(["-q", "train", str(trained), "--set", "scratch=false", "--set", "train.epochs=1"]) == 0
+    cached = write_config(
+        tmp_path / "c.yaml",
+        RUN.format(name="cached", out=tmp_path / "runs", data=given).replace(
+            "epochs: 4}",
+            f'weights: "{tmp_path / "runs/teacher/teacher.safetensors"}", cache: "{tmp_path / "cache"}"}}\n'
+            "cache: {views: 2}",
+        ),
+    )
+    assert main(["-q", "cache", str(cached)]) == 0
+    assert main(["-q", "train", str(cached), "--set", "scratch=false"]) == 0
+    (tmp_path / "folder/0/00000.png").touch()  # the same name, another modification time: maybe new pixels
+    assert main(["-q", "train", str(cached), "--set", "scratch=false", "--set", "name=again"]) == 2
+    assert "run `distill cache` again" in capsys.readouterr().err
