@@ -60,6 +60,9 @@ train: {{epochs: 2}}
 """
 
 
+QUICK = ["--set", "teacher.epochs=1", "--set", "scratch=false"]  # for runs whose accuracy is not the point
+
+
 def spec(name: str, path: Path, **keys: object) -> str:
     """A `data` group for RUN (YAML reads JSON)."""
     return json.dumps({"name": name, "path": str(path), **keys})
@@ -100,7 +103,7 @@ def test_a_corrupt_image_is_one_line_or_skipped_and_counted(tmp_path: Path, caps
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "00070.png" in error and "data.skip_bad" in error
     assert not (tmp_path / "runs/bad").exists()  # nothing was started
-    assert main(["-q", "train", str(config), "--set", "data.skip_bad=true", "--set", "train.epochs=1"]) == 0
+    assert main(["-q", "train", str(config), *QUICK, "--set", "data.skip_bad=true", "--set", "train.epochs=1"]) == 0
     said = json.loads((tmp_path / "runs/bad/summary.json").read_text())["data"]
     assert "199 images" in said and "1 unreadable skipped" in said and "1 non-image files ignored" in said
 
@@ -110,12 +113,12 @@ def test_a_corrupt_image_is_one_line_or_skipped_and_counted(tmp_path: Path, caps
 def test_augmented_views_are_the_same_with_and_without_workers(tmp_path: Path):
     """Each view is drawn from (seed, epoch, sample) alone: DataLoader workers that live across epochs draw
     the same pixels as the training process."""
-    images, labels = mnist(300)
+    images, labels = mnist(120)
     write_folder(tmp_path / "folder", images, labels)
     for workers in (0, 1):
         given = spec("folder", tmp_path / "folder", channels=1, augment="standard", num_workers=workers)
         config = RUN.format(name=f"w{workers}", out=tmp_path / "runs", data=given)
-        assert main(["-q", "train", str(write_config(tmp_path / f"w{workers}.yaml", config))]) == 0
+        assert main(["-q", "train", str(write_config(tmp_path / f"w{workers}.yaml", config)), *QUICK]) == 0
     logs = [(tmp_path / f"runs/w{w}/student/metrics.jsonl").read_text() for w in (0, 1)]
     assert [json.loads(line)["train/loss"] for line in logs[0].splitlines() if "train/loss" in line] == [
         json.loads(line)["train/loss"] for line in logs[1].splitlines() if "train/loss" in line
@@ -247,14 +250,14 @@ def test_an_augmented_run_over_a_folder_resumes_exactly(tmp_path: Path, monkeypa
 
     from distill import stages
 
-    images, labels = mnist(200)
+    images, labels = mnist(120)
     write_folder(tmp_path / "folder", images, labels)
     given = spec("folder", tmp_path / "folder", channels=1, augment="standard", num_workers=1)
     configs = {
         name: write_config(tmp_path / f"{name}.yaml", RUN.format(name=name, out=tmp_path / "runs", data=given))
         for name in ("straight", "broken")
     }
-    assert main(["-q", "train", str(configs["straight"]), "--set", "scratch=false"]) == 0
+    assert main(["-q", "train", str(configs["straight"]), *QUICK]) == 0
     real_fit = stages.fit
 
     def crash_in_student(module, *args, run_dir, **kwargs):
@@ -266,9 +269,9 @@ def test_an_augmented_run_over_a_folder_resumes_exactly(tmp_path: Path, monkeypa
         return real_fit(module, *args, run_dir=run_dir, callbacks=callbacks, **kwargs)
 
     monkeypatch.setattr(stages, "fit", crash_in_student)
-    assert main(["-q", "train", str(configs["broken"]), "--set", "scratch=false"]) == 130
+    assert main(["-q", "train", str(configs["broken"]), *QUICK]) == 130
     monkeypatch.setattr(stages, "fit", real_fit)
-    assert main(["-q", "train", str(configs["broken"]), "--set", "scratch=false", "--resume"]) == 0
+    assert main(["-q", "train", str(configs["broken"]), *QUICK, "--resume"]) == 0
     straight, resumed = (load_file(tmp_path / f"runs/{name}/student.safetensors") for name in configs)
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
 
@@ -276,11 +279,11 @@ def test_an_augmented_run_over_a_folder_resumes_exactly(tmp_path: Path, monkeypa
 @needs_mnist
 @pytest.mark.e2e
 def test_a_teacher_cache_of_a_folder_is_tied_to_its_files(tmp_path: Path, capsys):
-    images, labels = mnist(200)
+    images, labels = mnist(120)
     write_folder(tmp_path / "folder", images, labels)
     given = spec("folder", tmp_path / "folder", channels=1, augment="standard")
     trained = write_config(tmp_path / "t.yaml", RUN.format(name="teacher", out=tmp_path / "runs", data=given))
-    assert main(["-q", "train", str(trained), "--set", "scratch=false", "--set", "train.epochs=1"]) == 0
+    assert main(["-q", "train", str(trained), *QUICK, "--set", "train.epochs=1"]) == 0
     cached = write_config(
         tmp_path / "c.yaml",
         RUN.format(name="cached", out=tmp_path / "runs", data=given).replace(
