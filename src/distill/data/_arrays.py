@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits as sklearn_digits
 from torch import Tensor
 
 from distill._io import existing
@@ -21,6 +20,8 @@ HOW_TO_SAVE = "save a dict with 'inputs' and 'labels' (or 'x' and 'y') via np.sa
 @DATASETS.register("digits")
 def load_digits() -> ArrayData:
     """scikit-learn's bundled 8x8 digits: offline, small, and a real image task for quick runs."""
+    from sklearn.datasets import load_digits as sklearn_digits  # here: importing scikit-learn takes seconds
+
     digits = sklearn_digits()
     return ArrayData(
         inputs=torch.from_numpy(digits.images).float().unsqueeze(1) / 16,  # (1797, 1, 8, 8) in [0, 1]

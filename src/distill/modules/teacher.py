@@ -8,6 +8,7 @@ what it remembered of the validation batches again). `teacher_source` picks one 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -98,6 +99,21 @@ def _nbytes(logits: Tensor, features: dict[str, Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in (logits, *features.values()))
 
 
+def _not_compiled(method: Callable) -> Callable:
+    """`torch.compiler.disable(method)`, made at the first call: importing the compiler takes seconds that a
+    run without train.compile never needs to spend."""
+    disabled = None
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        nonlocal disabled
+        if disabled is None:
+            disabled = torch.compiler.disable(method)
+        return disabled(*args, **kwargs)
+
+    return call
+
+
 def _copy(tensor: Tensor) -> Tensor:
     return tensor.to(torch.float32, copy=True)
 
@@ -118,7 +134,7 @@ class CachedTeacher:
         self.taps = tuple(taps)
         self.top_k = cache.top_k
 
-    @torch.compiler.disable  # a read from memory-mapped NumPy arrays: nothing for train.compile to trace
+    @_not_compiled  # a read from memory-mapped NumPy arrays: nothing for train.compile to trace
     def __call__(self, batch: dict[str, Tensor], *, remember: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         if "index" not in batch:
             raise DistillError("a cached teacher reads by sample index: the batches need an 'index' entry")
