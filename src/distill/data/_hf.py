@@ -6,7 +6,6 @@ DatasetDict's own train/validation/test splits make the fixed parts."""
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from torch import Tensor
 
 from distill.data._core import DATASETS, UNLABELLED, ArrayData
 from distill.data._folder import ImageOptions
+from distill.data._hf_source import dataset_splits, datasets_package, joined, open_dataset, split_names
 from distill.data._images import ImageTransform, Pictures, _pillow
 from distill.errors import DistillError, first_line
 from distill.registry import did_you_mean
@@ -24,21 +24,8 @@ from distill.registry import did_you_mean
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-SPLITS = {"train": ("train",), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}  # part: split names
-BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".json": "json", ".jsonl": "json"}
-HUB_NAME = re.compile(r"[\w-][\w.-]*(/[\w.-]+)?")  # "mnist", "uoft-cs/cifar10"
 IMAGE_VALUES = ("string", "large_string", "binary", "large_binary")  # a named input column of image paths or bytes
 DEFAULT_IMAGES = ImageOptions()  # every image key at its default
-
-
-def _datasets() -> Any:
-    try:
-        import datasets
-    except ImportError:
-        raise DistillError(
-            "data.name hf reads datasets with the datasets package: pip install 'distill[data]'"
-        ) from None
-    return datasets
 
 
 @DATASETS.register("hf")
@@ -55,16 +42,16 @@ def load_hf(
     feature (standardised later by split()). Classes are a ClassLabel's names, "0".."max" of integers, or the
     sorted names of strings; a missing label (None, "", a ClassLabel's -1) leaves a training row unlabelled. A
     DatasetDict's train, validation (val, valid, dev) and test splits make the parts, in that order."""
-    hf = _datasets()
-    loaded, source, root = _open(hf, path)
-    splits = _splits(hf, loaded, source)  # {part: (split name or None, Dataset)}
+    hf = datasets_package()
+    loaded, source, root = open_dataset(hf, path)
+    splits = dataset_splits(hf, loaded, source)  # {part: (split name or None, Dataset)}
     if input_column == label_column:
         raise DistillError(f"data.input_column and data.label_column are both '{label_column}'; name two columns")
     features = splits["train"][1].features
     column = input_column or _image_column(hf, features, label_column, source)
     columns = [column] if column is not None else _numeric_columns(hf, features, label_column, source)
     _check_columns(splits, columns, label_column, source)
-    dataset = _joined(hf, [split.select_columns([*columns, label_column]) for _, split in splits.values()], source)
+    dataset = joined(hf, [split.select_columns([*columns, label_column]) for _, split in splits.values()], source)
     labels, classes = _labels(hf, dataset, label_column, source)
     starts = dict(zip(splits, np.cumsum([0] + [len(split) for _, split in splits.values()]).tolist(), strict=False))
     fixed = _fixed_parts(splits, starts, labels, label_column, source)
@@ -80,7 +67,7 @@ def load_hf(
             )
         inputs, standardize = _features(hf, dataset, columns, source), True
         preprocessing = f"the column{'s' * (len(columns) > 1)} {', '.join(columns)} as float32"
-    named = _split_names(hf, loaded, splits)
+    named = split_names(hf, loaded, splits)
     return ArrayData(
         inputs=inputs,
         labels=labels,
@@ -118,93 +105,8 @@ def _fixed_parts(
     return {part: rows for part, rows in fixed.items() if part != "train"}
 
 
-def _split_names(hf: Any, loaded: Any, splits: dict[str, tuple[str | None, Any]]) -> str:
-    """', splits train/validation/test (extra left out)' for a DatasetDict."""
-    if not isinstance(loaded, hf.DatasetDict):
-        return ""
-    used = [name for name, _ in splits.values()]
-    left = [name for name in loaded if name not in used]
-    return f", splits {'/'.join(used)}" + (f" ({', '.join(left)} left out)" if left else "")
-
-
 def _at(source: str, split: str | None) -> str:
     return f"{source} split '{split}'" if split else source
-
-
-def _open(hf: Any, path: str) -> tuple[Any, str, Path]:
-    """The Dataset or DatasetDict at `path`, its name in messages, and the folder relative image paths start from."""
-    given = Path(path).expanduser()
-    if given.is_dir() and any((given / name).is_file() for name in ("dataset_dict.json", "state.json")):
-        return _read(hf, lambda: hf.load_from_disk(str(given)), given), f"hf:{given.resolve()}", given
-    if given.exists():
-        builder = _builder(given)
-        files = {"data_dir": str(given)} if given.is_dir() else {"data_files": str(given)}
-        loaded = _read(hf, lambda: hf.load_dataset(builder, **files), given)
-        return loaded, f"hf:{given.resolve()}", given if given.is_dir() else given.parent
-    if not HUB_NAME.fullmatch(path):
-        raise DistillError(
-            f"data.path {path} does not exist; expected a folder save_to_disk wrote, data files "
-            f"({', '.join(BUILDERS)}), or a hub dataset's name"
-        )
-    try:
-        return hf.load_dataset(path), f"hf:{path}", Path.cwd()
-    except (OSError, ValueError, hf.exceptions.DatasetsError) as e:
-        if hf.config.HF_HUB_OFFLINE:
-            raise DistillError(
-                f"data.path {path}: no such file or folder, and no hub dataset of that name in the local Hugging Face "
-                "cache (offline mode is on); load it once online to cache it, or give a folder save_to_disk wrote"
-            ) from None
-        raise DistillError(
-            f"data.path {path}: no such file or folder, and the Hub did not give it ({first_line(e)}); check the "
-            "name and the network, or give a folder save_to_disk wrote"
-        ) from None
-
-
-def _read(hf: Any, load: Any, path: Path) -> Any:
-    try:
-        return load()
-    except (OSError, ValueError, hf.exceptions.DatasetsError) as e:
-        raise DistillError(
-            f"{path}: cannot read it as a Hugging Face dataset ({first_line(e, typed=True)}); fix or rewrite it"
-        ) from None
-
-
-def _builder(path: Path) -> str:
-    """The `datasets` builder of a data file, or of the one kind of data file a folder holds."""
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    kinds = sorted({BUILDERS[p.suffix.lower()] for p in files if p.suffix.lower() in BUILDERS})
-    if len(kinds) != 1 or (path.is_file() and path.suffix.lower() not in BUILDERS):
-        found = "not a data file" if path.is_file() else "holds no data files"
-        found = f"holds {' and '.join(kinds)} files; keep one kind" if len(kinds) > 1 else found
-        raise DistillError(
-            f"{path}: {found}; data.name hf reads {', '.join(BUILDERS)} files, a folder of them, or a folder "
-            "save_to_disk wrote"
-        )
-    return kinds[0]
-
-
-def _splits(hf: Any, loaded: Any, source: str) -> dict[str, tuple[str | None, Any]]:
-    """{part: (split name, Dataset)} for train, val and test, in that order: a DatasetDict's splits, or a plain
-    Dataset (no split name) as the training part."""
-    if not isinstance(loaded, hf.DatasetDict):
-        return {"train": (None, loaded)}
-    if "train" not in loaded:
-        raise DistillError(
-            f"{source}: no 'train' split (it has {', '.join(loaded) or 'none'}); save the training rows as 'train'"
-        )
-    found = {part: next((name for name in names if name in loaded), None) for part, names in SPLITS.items()}
-    return {part: (name, loaded[name]) for part, name in found.items() if name is not None}
-
-
-def _joined(hf: Any, splits: list[Any], source: str) -> Any:
-    if len(splits) == 1:
-        return splits[0]
-    try:
-        return hf.concatenate_datasets(splits)
-    except ValueError as e:
-        raise DistillError(
-            f"{source}: the splits' columns differ ({first_line(e)}); give them the same features"
-        ) from None
 
 
 def _image_column(hf: Any, features: Any, label_column: str, source: str) -> str | None:
