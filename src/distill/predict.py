@@ -117,9 +117,8 @@ def load_classifier(model: str | Path, name: str | None = None, *, table: bool =
 
 
 def _from_run(folder: Path, name: str, table: bool) -> Classifier:
-    """A run's model built as its config says and loaded from NAME.safetensors; for images, with no data read:
-    summary.json holds the classes and the transform. For table rows the feature statistics are the training
-    split's, which the saved config rebuilds exactly (as `distill eval` does)."""
+    """A run's model built as its config says and loaded from NAME.safetensors, with no data read: summary.json
+    holds the classes and the image transform, or a table's feature statistics from the training split."""
     cfg = read_saved(folder / "config.yaml")
     if cfg.task != "classify":
         raise DistillError(f"{folder}: a task: {cfg.task} run; distill predict takes a classifier's (task: classify)")
@@ -128,20 +127,21 @@ def _from_run(folder: Path, name: str, table: bool) -> Classifier:
     saved = saved_models(folder, list(fields))
     if name.split("-seed")[0] not in saved or not (folder / f"{name}.safetensors").is_file():
         raise DistillError(f"--model {name}: {folder} saved no such model; it has: {', '.join(saved) or 'none yet'}")
-    field = fields[name.split("-seed")[0]]
-    if table:
-        return _table_run(folder, cfg, name, summary)
-    transform = summary.get("transform")
-    if transform is None:
-        raise _no_transform(str(folder), f"data.name {cfg.data.name}")
-    transform = ImageTransform.from_dict(transform)
-    spec = model_spec(cfg, field)
-    input_shape = (transform.channels, *transform.size)
-    net = build_model(
-        spec.model, input_shape=input_shape, num_classes=len(summary["classes"]), args=spec.args, field=field
-    )
+    shape, classes = summary["input_shape"], summary["classes"]
+    spec, field = model_spec(cfg, fields[name.split("-seed")[0]]), fields[name.split("-seed")[0]]
+    net = build_model(spec.model, input_shape=shape, num_classes=len(classes), args=spec.args, field=field)
     load_weights(net, folder / f"{name}.safetensors")
-    return Classifier(str(folder), _forward(Deployable(net).eval()), summary["classes"], transform)
+    predict, transform = _forward(Deployable(net).eval()), summary["transform"]
+    if not table:
+        if transform is None:
+            raise _no_transform(str(folder), f"data.name {cfg.data.name}")
+        return Classifier(str(folder), predict, classes, ImageTransform.from_dict(transform))
+    if transform is not None:
+        raise _images_only(str(folder))
+    if len(shape) != 1:
+        raise _no_rows(str(folder), f"data.name {cfg.data.name}")
+    stats, columns = summary["standardize"], _training_columns(cfg)
+    return Classifier(str(folder), predict, classes, None, shape[0], stats, _label(cfg), columns)
 
 
 def _summary(folder: Path) -> dict[str, Any]:
@@ -149,23 +149,9 @@ def _summary(folder: Path) -> dict[str, Any]:
     if not saved.is_file():
         raise DistillError(f"{folder} has no summary.json: the run is not finished; finish it with --resume")
     summary = json.loads(saved.read_text())
-    if "classes" not in summary:
-        raise DistillError(f"{saved}: holds no class names (made before distill predict); train the run again")
+    if "input_shape" not in summary:
+        raise DistillError(f"{saved}: holds no input shape or classes (made before distill predict); train it again")
     return summary
-
-
-def _table_run(folder: Path, cfg: Config, name: str, summary: dict[str, Any]) -> Classifier:
-    if summary.get("transform") is not None:
-        raise _images_only(str(folder))
-    run = open_run(folder)
-    splits = run.exp.splits
-    if len(splits.input_shape) != 1:
-        raise _no_rows(str(folder), f"data.name {cfg.data.name}")
-    net = Deployable(run.net(name)).eval()
-    columns = _training_columns(cfg)
-    return Classifier(
-        str(folder), _forward(net), splits.classes, None, splits.input_shape[0], splits.stats, _label(cfg), columns
-    )
 
 
 def _forward(net: torch.nn.Module) -> Callable[[Tensor], Tensor]:

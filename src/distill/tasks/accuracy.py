@@ -61,6 +61,8 @@ def describe(exp: Task, runs: list[dict[str, nn.Module]], outputs: dict[str, lis
         "models": list(runs[0]),
         "classes": splits.classes,
         "transform": None if splits.transform is None else splits.transform.to_dict(),  # image files' preprocessing
+        "input_shape": list(splits.input_shape),
+        "standardize": splits.stats,  # a table's per-feature mean and std, from the training split; else null
     }
     summary.update(dict.fromkeys(ROLES))
     for name, net in runs[0].items():
