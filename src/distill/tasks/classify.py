@@ -96,7 +96,7 @@ def build_experiment(cfg: ClassifyConfig) -> Experiment:
         return shuffled(part, d.batch_size, workers, draws=len(splits.train))
 
     def fixed(part: data.IndexedDataset) -> DataLoader:
-        return DataLoader(part, batch_size=max(d.batch_size, 256), **loading(workers))
+        return DataLoader(part, batch_size=max(d.batch_size, 256), **loading(workers, persistent=False))
 
     labelled, teacher = steps_of_train(splits.labelled), steps_of_train(splits.teacher)
     loaders = train_loader, labelled, teacher, fixed(splits.val), fixed(splits.test)

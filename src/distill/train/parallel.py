@@ -193,9 +193,10 @@ def shuffled(data: Dataset, batch_size: int, workers: int = 0, draws: int | None
     return DataLoader(data, batch_sampler=batches, **loading(workers))
 
 
-def loading(workers: int) -> dict[str, Any]:
-    """A DataLoader's options for `workers` worker processes: kept across epochs, prefetching, and writing
-    batches to pinned memory when a CUDA device takes them."""
+def loading(workers: int, *, persistent: bool = True) -> dict[str, Any]:
+    """A DataLoader's options for `workers` worker processes: prefetching, writing batches to pinned memory
+    when a CUDA device takes them, and (`persistent`, for the loaders an epoch goes through) kept across
+    epochs; an evaluation loader's workers end with each pass, so idle ones do not hold memory."""
     if workers == 0:
         return {}
-    return {"num_workers": workers, "persistent_workers": True, "pin_memory": torch.cuda.is_available()}
+    return {"num_workers": workers, "persistent_workers": persistent, "pin_memory": torch.cuda.is_available()}
