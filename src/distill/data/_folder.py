@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from distill.data._images import SUFFIXES, ImageFiles, ImageTransform, _pillow
 from distill.errors import DistillError, first_line
 
 PARTS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,12 @@ class ImageOptions:
         if size is None:
             with _pillow().open(first) as image:
                 width, height = image.size
+            log.info(
+                "images sized %dx%d, as the first is (any of another size is resized to it); data.image_size "
+                "sets a square side instead",
+                height,
+                width,
+            )
             return ImageTransform((height, width), self.channels, **stats)
         crop = self.crop_fraction or self._pretrained("crop_pct") or 1.0
         return ImageTransform((size, size), self.channels, resize=round(size / crop), **stats)
