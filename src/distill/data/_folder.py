@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import torch
+from tqdm.auto import tqdm
 
 from distill._io import existing
 from distill.data._core import DATASETS, UNLABELLED, ArrayData
@@ -21,6 +22,7 @@ from distill.data._images import SUFFIXES, ImageFiles, ImageTransform, _pillow
 from distill.errors import DistillError, first_line
 
 PARTS = ("train", "val", "test")
+SHOWN_FROM = 10_000  # images from which the check shows its progress
 log = logging.getLogger(__name__)
 
 
@@ -229,7 +231,9 @@ def _check_readable(listing: Listing, skip_bad: bool) -> None:
     naming it, or with `skip_bad` left out and counted. Checked in threads: most of the time is the disk's."""
     every = [file for files in listing.files.values() for file in files]
     with ThreadPoolExecutor(max_workers=16) as pool:
-        problems = dict(zip(every, pool.map(_problem, every), strict=True))
+        shown = None if len(every) >= SHOWN_FROM else True  # None: a bar on a terminal
+        checked = tqdm(pool.map(_problem, every), total=len(every), desc="checking images", unit="image", disable=shown)
+        problems = dict(zip(every, checked, strict=True))
     bad = [file for file in every if problems[file] is not None]
     if bad and not skip_bad:
         raise DistillError(
