@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -297,3 +298,32 @@ def test_a_teacher_cache_of_a_folder_is_tied_to_its_files(tmp_path: Path, capsys
     (tmp_path / "folder/0/00000.png").touch()  # the same name, another modification time: maybe new pixels
     assert main(["-q", "train", str(cached), "--set", "scratch=false", "--set", "name=again"]) == 2
     assert "run `distill cache` again" in capsys.readouterr().err
+
+
+@needs_mnist
+@pytest.mark.e2e
+def test_two_processes_over_a_folder_train_what_one_trains(tmp_path: Path):
+    """Augmented views drawn by (seed, epoch, image) in each process's workers: a data-parallel run over a
+    folder trains the weights one process trains (an MLP teacher: batch norm's statistics would differ by the
+    share of the batch each process sees)."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    images, labels = mnist(120)
+    write_folder(tmp_path / "folder", images, labels)
+    given = spec("folder", tmp_path / "folder", channels=1, augment="standard", num_workers=1)
+    text = RUN.format(name="one", out=tmp_path / "runs", data=given)
+    config = write_config(
+        tmp_path / "run.yaml", text.replace("model: cnn, args: {channels: [8, 16], hidden: 32}", "model: mlp")
+    )
+    assert main(["-q", "train", str(config), *QUICK]) == 0
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "distill"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*launch, "-q", "train", str(config), *QUICK, "--set", "name=two"], env=env, capture_output=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    one, two = (load_file(tmp_path / f"runs/{name}/student.safetensors") for name in ("one", "two"))
+    assert all((one[key] - two[key]).abs().max() <= 1e-5 for key in one)
