@@ -90,3 +90,30 @@ train: {{epochs: 2, optimizer: adamw, lr: 0.01, progress: false}}
 def tiny_config(tmp_path: Path) -> Path:
     """A whole run on the bundled digits that takes about a second."""
     return write_config(tmp_path / "tiny.yaml", TINY_RUN.format(out=tmp_path / "runs"))
+
+
+def raises_one_line(call, *needles: str) -> str:
+    """Run `call`, expect a one-line DistillError containing every needle."""
+    from distill.errors import DistillError
+
+    with pytest.raises(DistillError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+def stopped_after_an_epoch(real_fit, stage: str):
+    """A stand-in for `stages.fit` that stops stage `stage` after its first epoch, as ctrl-C would."""
+
+    def fit(module, *args, run_dir, **kwargs):
+        class Stop:
+            def on_epoch_end(self, record):
+                raise KeyboardInterrupt
+
+        callbacks = [Stop()] if run_dir.name == stage else []
+        return real_fit(module, *args, run_dir=run_dir, callbacks=callbacks, **kwargs)
+
+    return fit

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY_RUN, write_config
+from conftest import TINY_RUN, stopped_after_an_epoch, write_config
 from distill import losses
 from distill.cli import main
 from distill.pipeline import evaluate_run, open_run
@@ -392,17 +392,8 @@ def test_a_run_interrupted_in_its_second_stage_resumes_exactly(tmp_path, capsys,
     assert run_cli(capsys, "train", straight, "--set", "scratch=false")[0] == 0
 
     real_fit = _stages.fit
-
-    def crash_in_kd(module, *args, run_dir, **kwargs):
-        class Crash:
-            def on_epoch_end(self, record):
-                raise KeyboardInterrupt
-
-        callbacks = [Crash()] if run_dir.name == "student-kd" else []
-        return real_fit(module, *args, run_dir=run_dir, callbacks=callbacks, **kwargs)
-
     broken = write_config(tmp_path / "b.yaml", staged(tmp_path / "b"))
-    monkeypatch.setattr(_stages, "fit", crash_in_kd)
+    monkeypatch.setattr(_stages, "fit", stopped_after_an_epoch(real_fit, "student-kd"))
     assert run_cli(capsys, "train", broken, "--set", "scratch=false")[0] == 130
     monkeypatch.setattr(_stages, "fit", real_fit)
     code, _, err = run_cli(capsys, "train", broken, "--set", "scratch=false", "--resume")

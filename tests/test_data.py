@@ -10,21 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SHARED_DATA, raises_one_line
 from distill.data import DATASETS, ArrayData, load, split
-from distill.errors import DistillError
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def raises_one_line(call, *needles: str) -> str:
-    """Run `call`, expect a one-line DistillError containing every needle."""
-    with pytest.raises(DistillError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, message
-    return message
 
 
 def test_registry_has_every_loader():

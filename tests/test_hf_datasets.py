@@ -13,13 +13,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from conftest import raises_one_line
+
 hf = pytest.importorskip("datasets")
 Image = pytest.importorskip("PIL.Image")
 
 from distill.cli import main  # noqa: E402
 from distill.data import UNLABELLED, ImageOptions, load, split  # noqa: E402
 from distill.data._hf import HFImages  # noqa: E402
-from distill.errors import DistillError  # noqa: E402
 
 CLASSES = ["cat", "dog", "eel"]
 MODES = ["RGB", "L", "RGBA", "P"]  # RGB with grey, transparent and palette pictures mixed in
@@ -66,16 +67,6 @@ def saved_splits(tmp_path: Path) -> Path:
     parts = {"train": image_dataset(12), "validation": image_dataset(6, 12), "test": image_dataset(6, 18)}
     hf.DatasetDict(parts).save_to_disk(str(folder))
     return folder
-
-
-def raises_one_line(call, *needles: str) -> str:
-    with pytest.raises(DistillError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for needle in needles:
-        assert needle in message, message
-    return message
 
 
 def test_a_saved_dataset_dict_gives_labels_classes_and_its_splits_as_parts(saved_splits):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA, write_config
+from conftest import SHARED_DATA, stopped_after_an_epoch, write_config
 from distill import data
 from distill.cli import main
 from distill.errors import DistillError
@@ -260,16 +260,7 @@ def test_an_augmented_run_over_a_folder_resumes_exactly(tmp_path: Path, monkeypa
     }
     assert main(["-q", "train", str(configs["straight"]), *QUICK]) == 0
     real_fit = stages.fit
-
-    def crash_in_student(module, *args, run_dir, **kwargs):
-        class Crash:
-            def on_epoch_end(self, record):
-                raise KeyboardInterrupt
-
-        callbacks = [Crash()] if run_dir.name == "student" else []
-        return real_fit(module, *args, run_dir=run_dir, callbacks=callbacks, **kwargs)
-
-    monkeypatch.setattr(stages, "fit", crash_in_student)
+    monkeypatch.setattr(stages, "fit", stopped_after_an_epoch(real_fit, "student"))
     assert main(["-q", "train", str(configs["broken"]), *QUICK]) == 130
     monkeypatch.setattr(stages, "fit", real_fit)
     assert main(["-q", "train", str(configs["broken"]), *QUICK, "--resume"]) == 0

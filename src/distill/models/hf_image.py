@@ -27,7 +27,7 @@ from torch import nn
 from distill.errors import ConfigError, first_line
 from distill.weights import Start, mark_start
 
-HF = "hf:"
+HF = "hf:"  # the prefix of a Hugging Face model in a config, for every task
 logger = logging.getLogger(__name__)
 
 

@@ -18,11 +18,10 @@ from torch import Tensor, nn
 from distill.data.text import CharTokenizer, Tokenizer, read_text
 from distill.errors import ConfigError, DistillError, first_line
 from distill.models.gpt import GPT
+from distill.models.hf_image import HF
 
 if TYPE_CHECKING:
     from distill.config.groups import LoraConfig, ModelConfig
-
-HF = "hf:"
 
 
 def _transformers():

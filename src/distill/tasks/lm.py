@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from distill.data.text import TextSplits, Tokenizer, text_splits, tokenizer_text
+from distill.models.hf_image import HF
 from distill.models.lm import build_lm, tokenizer_for, with_lora
 from distill.modules.token import NextToken
 from distill.tasks.base import Shared, model_spec
@@ -53,7 +54,7 @@ class LMExperiment(Shared):
             spec, self.tokenizer.vocab_size, cfg.data.context, field=field, dtype=dtype, attention=attention
         )
         start = Start("random", (f"train.seed={cfg.train.seed}",))
-        if spec.model.startswith("hf:"):
+        if spec.model.startswith(HF):
             start = Start(spec.model, ("pretrained",), pretrained=True)
         if weights is not None:
             load_weights(model, weights)
@@ -63,7 +64,7 @@ class LMExperiment(Shared):
 
     def teacher_given(self) -> bool:
         teacher = self.cfg.teacher
-        return teacher.weights is not None or teacher.model.startswith("hf:")
+        return teacher.weights is not None or teacher.model.startswith(HF)
 
     def alone(self, model: nn.Module, *, label_smoothing: float = 0.0) -> nn.Module:
         return NextToken(model)
